@@ -1,0 +1,221 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/mevdschee/tqserver/internal/admin"
+	"github.com/mevdschee/tqserver/internal/builder"
+	"github.com/mevdschee/tqserver/internal/config"
+	"github.com/mevdschee/tqserver/internal/store"
+	"github.com/mevdschee/tqserver/internal/supervisor"
+)
+
+type historyCmd struct {
+	rootFlag
+	Worker string `help:"Only this worker."`
+	Since  string `help:"Only records since a duration ago (90s, 2h) or an RFC 3339 time."`
+	Limit  int    `help:"Keep the newest N matching records (still printed oldest first)."`
+	JSON   bool   `name:"json" help:"One JSON object per line."`
+}
+
+// openLog opens the log read-only, for when no server answers.
+func openLog(root string) (*store.Store, error) {
+	st, err := store.Open(admin.DBPath(root), store.Options{Timeout: time.Second, ReadOnly: true})
+	if err != nil {
+		if errors.Is(err, store.ErrLocked) {
+			return nil, fmt.Errorf("var/tqserver.db is locked but no server answers on var/tqserver.sock")
+		}
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("no log at %s (the server has never run on this root)", admin.DBPath(root))
+		}
+		return nil, err
+	}
+	return st, nil
+}
+
+func (c *historyCmd) Run() error {
+	root, err := c.abs()
+	if err != nil {
+		return err
+	}
+	q := url.Values{}
+	if c.Worker != "" {
+		q.Set("worker", c.Worker)
+	}
+	if c.Since != "" {
+		q.Set("since", c.Since)
+	}
+	if c.Limit < 0 {
+		return fmt.Errorf("--limit %d: want a number ≥ 0", c.Limit)
+	}
+	if c.Limit > 0 {
+		q.Set("limit", strconv.Itoa(c.Limit))
+	}
+	f, err := admin.FilterFromQuery(q)
+	if err != nil {
+		return err
+	}
+	out := newStdout()
+	defer out.Flush()
+	p := admin.NewPrinter(out, c.JSON)
+	if cl, err := admin.Dial(root); err == nil {
+		if err := cl.History(context.Background(), q, p.Print); err != nil {
+			return err
+		}
+		return p.Close()
+	}
+	st, err := openLog(root)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	if err := st.Scan(f, p.Print); err != nil {
+		return err
+	}
+	return p.Close()
+}
+
+type statusCmd struct {
+	rootFlag
+	JSON bool   `name:"json" help:"Print one JSON object."`
+	At   string `help:"The registry as it was at this time (RFC 3339, or a duration ago), replayed from the log."`
+}
+
+func (c *statusCmd) Run() error {
+	root, err := c.abs()
+	if err != nil {
+		return err
+	}
+	if c.At != "" {
+		if _, err := admin.ParseTime(c.At, time.Now()); err != nil {
+			return fmt.Errorf("--at: %w", err)
+		}
+	}
+	var st *supervisor.Status
+	if cl, err := admin.Dial(root); err == nil {
+		st, err = cl.Status(context.Background(), c.At)
+		if err != nil {
+			return err
+		}
+	} else {
+		lg, err := openLog(root)
+		if err != nil {
+			return err
+		}
+		defer lg.Close()
+		at := time.Time{}
+		if c.At != "" {
+			at, _ = admin.ParseTime(c.At, time.Now())
+		}
+		st, err = admin.StatusAt(lg, at)
+		if err != nil {
+			return err
+		}
+		if c.At == "" {
+			st.At = nil
+		}
+		st.Running = false
+	}
+	return admin.PrintStatus(os.Stdout, st, c.JSON)
+}
+
+type reloadCmd struct {
+	rootFlag
+	Timeout time.Duration `default:"2m" help:"How long to wait for restarts to settle."`
+}
+
+func (c *reloadCmd) Run() error {
+	root, err := c.abs()
+	if err != nil {
+		return err
+	}
+	cl, err := admin.Dial(root)
+	if err != nil {
+		return fmt.Errorf("reload: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), c.Timeout)
+	defer cancel()
+	res, err := cl.Reload(ctx)
+	if err != nil {
+		return err
+	}
+	if len(res.Changes) == 0 && len(res.Failures) == 0 && res.Error == "" {
+		fmt.Println("nothing changed")
+	}
+	for _, ch := range res.Changes {
+		fmt.Println(ch)
+	}
+	for _, f := range res.Failures {
+		fmt.Println("FAILED: " + f)
+	}
+	if res.Error != "" {
+		return errors.New(res.Error)
+	}
+	if len(res.Failures) > 0 {
+		return fmt.Errorf("%d change(s) failed: %s", len(res.Failures), strings.Join(res.Failures, "; "))
+	}
+	return nil
+}
+
+type buildCmd struct {
+	rootFlag
+	Prod    bool     `help:"Production build: prod ldflags and a .sha256 next to each binary."`
+	Workers []string `arg:"" optional:"" name:"name" help:"Workers to build (default: all with src/main.go)."`
+}
+
+func (c *buildCmd) Run() error {
+	root, err := c.abs()
+	if err != nil {
+		return err
+	}
+	cfg, err := config.Load(root)
+	if err != nil {
+		return err
+	}
+	dir := workersDir(root, cfg)
+	names := c.Workers
+	if len(names) == 0 {
+		entries, err := os.ReadDir(dir)
+		if err != nil {
+			return fmt.Errorf("build: %w", err)
+		}
+		for _, e := range entries {
+			if e.IsDir() && supervisor.ValidWorkerName(e.Name()) && builder.HasSource(dir+"/"+e.Name()) {
+				names = append(names, e.Name())
+			}
+		}
+	}
+	var dirs []string
+	for _, n := range names {
+		if !supervisor.ValidWorkerName(n) {
+			return fmt.Errorf("build: %q is not a valid worker name", n)
+		}
+		dirs = append(dirs, dir+"/"+n)
+	}
+	o := builder.Options{LDFlags: cfg.Deployment.Dev.Build.LDFlags}
+	par := cfg.Deployment.Dev.Build.ParallelBuilds
+	if c.Prod {
+		o = builder.Options{LDFlags: cfg.Deployment.Prod.Build.LDFlags, Prod: true}
+		par = cfg.Deployment.Prod.Build.ParallelBuilds
+	}
+	failed := 0
+	for _, r := range builder.BuildAll(context.Background(), dirs, par, o) {
+		if r.Err != nil {
+			failed++
+			fmt.Fprintf(os.Stderr, "✗ %s\n%s\n", r.Worker, r.Output)
+			continue
+		}
+		fmt.Printf("✓ %s (%s) → %s\n", r.Worker, r.Duration.Round(time.Millisecond), r.Binary)
+	}
+	if failed > 0 {
+		return fmt.Errorf("build: %d of %d workers failed", failed, len(dirs))
+	}
+	return nil
+}

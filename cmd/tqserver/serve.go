@@ -1,0 +1,206 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/mevdschee/tqserver/internal/admin"
+	"github.com/mevdschee/tqserver/internal/builder"
+	"github.com/mevdschee/tqserver/internal/config"
+	"github.com/mevdschee/tqserver/internal/events"
+	"github.com/mevdschee/tqserver/internal/proxy"
+	"github.com/mevdschee/tqserver/internal/store"
+	"github.com/mevdschee/tqserver/internal/supervisor"
+)
+
+type serveCmd struct {
+	rootFlag
+	Mode   string `help:"dev or prod (overrides TQ_MODE, DEPLOYMENT_MODE and config)." enum:"dev,prod," default:""`
+	Listen string `help:"Listen address (default :PORT from server.port)."`
+}
+
+func newLogger(mode string) zerolog.Logger {
+	zerolog.TimeFieldFormat = time.RFC3339Nano
+	if mode == "dev" {
+		return zerolog.New(zerolog.ConsoleWriter{Out: os.Stderr, TimeFormat: "15:04:05.000"}).With().Timestamp().Logger()
+	}
+	return zerolog.New(os.Stderr).With().Timestamp().Logger()
+}
+
+func (c *serveCmd) Run() error {
+	root, err := c.abs()
+	if err != nil {
+		return err
+	}
+	cfg, err := config.Load(root)
+	if err != nil {
+		return err
+	}
+	mode, err := config.ResolveMode(c.Mode, os.Getenv, cfg)
+	if err != nil {
+		return err
+	}
+	listen := c.Listen
+	if listen == "" {
+		listen = ":" + strconv.Itoa(cfg.Server.Port)
+	}
+	log := newLogger(mode)
+
+	if err := os.MkdirAll(filepath.Join(root, "var"), 0o755); err != nil {
+		return fmt.Errorf("create var/: %w", err)
+	}
+	st, err := store.Open(admin.DBPath(root), store.Options{Timeout: time.Second})
+	if err != nil {
+		if errors.Is(err, store.ErrLocked) {
+			return fmt.Errorf("another tqserver is running on %s (var/tqserver.db is locked)", root)
+		}
+		return err
+	}
+	defer st.Close()
+
+	ln, err := net.Listen("tcp", listen)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", listen, err)
+	}
+
+	var builds []events.BuildFinished
+	if mode == "dev" {
+		builds = buildAll(root, cfg, log)
+	}
+
+	var sup *supervisor.Supervisor
+	px := proxy.New(proxy.Options{
+		WorkersDir:    workersDir(root, cfg),
+		StaticEnabled: cfg.Server.Static.Enabled,
+		StaticPrefix:  cfg.Server.Static.URLPrefix,
+		CacheMaxAge:   cfg.Server.Static.CacheMaxAgeSeconds,
+		OnMaxRequests: func(instance string) { go sup.Send(events.MaxRequests{Instance: instance}) },
+		Logger:        log,
+	})
+	sup = supervisor.New(supervisor.Options{
+		Root: root, Mode: mode, Listen: ln.Addr().String(), Config: cfg, Store: st, Proxy: px,
+		Logger: log, Version: versionString(),
+	})
+	for _, b := range builds {
+		sup.Send(b)
+	}
+
+	stopAdmin, err := admin.Serve(root, admin.Handler(st, sup))
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	defer stopAdmin()
+	pidFile := admin.PIDPath(root)
+	os.WriteFile(pidFile, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644)
+	defer os.Remove(pidFile)
+
+	srv := &http.Server{
+		Handler:           px,
+		ReadTimeout:       time.Duration(cfg.Server.ReadTimeoutSeconds) * time.Second,
+		ReadHeaderTimeout: min(10*time.Second, time.Duration(cfg.Server.ReadTimeoutSeconds)*time.Second),
+		WriteTimeout:      time.Duration(cfg.Server.WriteTimeoutSeconds) * time.Second,
+		IdleTimeout:       time.Duration(cfg.Server.IdleTimeoutSeconds) * time.Second,
+		MaxHeaderBytes:    1 << 20,
+		ErrorLog:          nil,
+	}
+
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
+	defer signal.Stop(sigs)
+
+	runErr := make(chan error, 1)
+	go func() { runErr <- sup.Run() }()
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(ln) }()
+	log.Info().Str("root", root).Str("mode", mode).Str("listen", ln.Addr().String()).Int("pid", os.Getpid()).Msg("tqserver serving")
+
+	shutdown := func() error {
+		drain := time.Duration(cfg.Workers.DrainTimeoutMs) * time.Millisecond
+		ctx, cancel := context.WithTimeout(context.Background(), drain)
+		defer cancel()
+		if err := srv.Shutdown(ctx); err != nil {
+			log.Warn().Err(err).Msg("in-flight requests did not finish in time")
+			srv.Close()
+		}
+		sup.Send(events.Shutdown{})
+		select {
+		case err := <-runErr:
+			return err
+		case sig := <-sigs:
+			if sig != syscall.SIGHUP {
+				log.Warn().Msg("second signal: exiting now; workers get SIGKILL through their parent-death signal")
+				return fmt.Errorf("interrupted during shutdown")
+			}
+			return <-runErr
+		}
+	}
+	for {
+		select {
+		case sig := <-sigs:
+			if sig == syscall.SIGHUP {
+				go func() {
+					res := sup.Reload(context.Background(), "sighup")
+					if res.Error != "" {
+						log.Error().Str("error", res.Error).Msg("reload")
+					}
+				}()
+				continue
+			}
+			log.Info().Str("signal", sig.String()).Msg("stopping: finishing in-flight requests, then stopping workers")
+			return shutdown()
+		case err := <-runErr:
+			srv.Close()
+			if err == nil {
+				err = errors.New("supervisor stopped unexpectedly")
+			}
+			return err
+		case err := <-serveErr:
+			sup.Send(events.Shutdown{})
+			<-runErr
+			return fmt.Errorf("http server: %w", err)
+		}
+	}
+}
+
+func workersDir(root string, cfg *config.Config) string {
+	d := cfg.Workers.WorkersDir
+	if filepath.IsAbs(d) {
+		return d
+	}
+	return filepath.Join(root, d)
+}
+
+// buildAll builds every worker that has sources (dev mode, at start).
+func buildAll(root string, cfg *config.Config, log zerolog.Logger) []events.BuildFinished {
+	dir := workersDir(root, cfg)
+	entries, _ := os.ReadDir(dir)
+	var dirs []string
+	for _, e := range entries {
+		d := filepath.Join(dir, e.Name())
+		if e.IsDir() && supervisor.ValidWorkerName(e.Name()) && builder.HasSource(d) {
+			dirs = append(dirs, d)
+		}
+	}
+	var out []events.BuildFinished
+	for _, r := range builder.BuildAll(context.Background(), dirs, cfg.Deployment.Dev.Build.ParallelBuilds, builder.Options{LDFlags: cfg.Deployment.Dev.Build.LDFlags}) {
+		if r.Err != nil {
+			log.Error().Str("worker", r.Worker).Msg("build failed:\n" + r.Output)
+		} else {
+			log.Info().Str("worker", r.Worker).Dur("took", r.Duration).Msg("built")
+		}
+		out = append(out, events.BuildFinished{Worker: r.Worker, Duration: r.Duration, Err: r.Err, Output: r.Output})
+	}
+	return out
+}

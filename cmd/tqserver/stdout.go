@@ -1,0 +1,8 @@
+package main
+
+import (
+	"bufio"
+	"os"
+)
+
+func newStdout() *bufio.Writer { return bufio.NewWriterSize(os.Stdout, 64<<10) }

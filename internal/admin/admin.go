@@ -1,0 +1,276 @@
+package admin
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/mevdschee/tqserver/internal/events"
+	"github.com/mevdschee/tqserver/internal/store"
+	"github.com/mevdschee/tqserver/internal/supervisor"
+)
+
+// Paths of the state files under an app root.
+func DBPath(root string) string     { return filepath.Join(root, "var", "tqserver.db") }
+func SocketPath(root string) string { return filepath.Join(root, "var", "tqserver.sock") }
+func PIDPath(root string) string    { return filepath.Join(root, "var", "tqserver.pid") }
+
+// Backend is what the socket serves from.
+type Backend interface {
+	Status() *supervisor.Status
+	Reload(ctx context.Context, source string) events.ReloadResult
+}
+
+// Handler serves the admin API:
+//
+//	GET  /v1/history?worker=&since=&until=&limit=   JSON lines, oldest first
+//	GET  /v1/status[?at=RFC3339]                   one JSON object
+//	POST /v1/reload                                the reload result
+func Handler(st *store.Store, b Backend) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/history", func(w http.ResponseWriter, r *http.Request) {
+		f, err := FilterFromQuery(r.URL.Query())
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		w.Header().Set("Content-Type", "application/x-ndjson")
+		bw := bufio.NewWriterSize(w, 64<<10)
+		enc := json.NewEncoder(bw)
+		err = st.Scan(f, func(rec store.Record) error { return enc.Encode(rec) })
+		if err != nil {
+			// Mid-stream: the client sees a line it cannot decode as a record.
+			fmt.Fprintf(bw, "{\"error\":%q}\n", err.Error())
+		}
+		bw.Flush()
+	})
+	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {
+		var st0 *supervisor.Status
+		if at := r.URL.Query().Get("at"); at != "" {
+			t, err := ParseTime(at, time.Now())
+			if err != nil {
+				http.Error(w, err.Error(), http.StatusBadRequest)
+				return
+			}
+			st0, err = StatusAt(st, t)
+			if err != nil {
+				http.Error(w, err.Error(), http.StatusInternalServerError)
+				return
+			}
+			cur := b.Status()
+			st0.Mode, st0.Listen, st0.PID, st0.Running = cur.Mode, cur.Listen, cur.PID, true
+		} else {
+			st0 = b.Status()
+		}
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(st0)
+	})
+	mux.HandleFunc("POST /v1/reload", func(w http.ResponseWriter, r *http.Request) {
+		res := b.Reload(r.Context(), "admin")
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(res)
+	})
+	return mux
+}
+
+// StatusAt replays the log up to t.
+func StatusAt(st *store.Store, t time.Time) (*supervisor.Status, error) {
+	g, err := store.Replay(st, t)
+	if err != nil {
+		return nil, err
+	}
+	s := supervisor.StatusFromRegistry(g)
+	s.At = &t
+	return s, nil
+}
+
+// FilterFromQuery reads worker, since, until and limit.
+func FilterFromQuery(q url.Values) (store.Filter, error) {
+	var f store.Filter
+	f.Worker = q.Get("worker")
+	now := time.Now()
+	var err error
+	if v := q.Get("since"); v != "" {
+		if f.Since, err = ParseTime(v, now); err != nil {
+			return f, err
+		}
+	}
+	if v := q.Get("until"); v != "" {
+		if f.Until, err = ParseTime(v, now); err != nil {
+			return f, err
+		}
+	}
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 {
+			return f, fmt.Errorf("--limit %q: want a number ≥ 0", v)
+		}
+		f.Limit = n
+	}
+	return f, nil
+}
+
+// ParseTime accepts a Go duration (meaning that long before now) or an RFC
+// 3339 time.
+func ParseTime(v string, now time.Time) (time.Time, error) {
+	if d, err := time.ParseDuration(v); err == nil {
+		if d < 0 {
+			d = -d
+		}
+		return now.Add(-d), nil
+	}
+	if t, err := time.Parse(time.RFC3339Nano, v); err == nil {
+		return t, nil
+	}
+	return time.Time{}, fmt.Errorf("%q is neither a duration (90s, 2h) nor an RFC 3339 time", v)
+}
+
+// Client talks to a running server over its socket.
+type Client struct {
+	http *http.Client
+}
+
+// ErrNotRunning means no server answered on the socket.
+var ErrNotRunning = errors.New("no server answers on the socket")
+
+// Dial returns a client when a server answers on root's socket, else
+// ErrNotRunning.
+func Dial(root string) (*Client, error) {
+	sock := SocketPath(root)
+	conn, err := net.DialTimeout("unix", sock, time.Second)
+	if err != nil {
+		return nil, fmt.Errorf("%w (%s)", ErrNotRunning, sock)
+	}
+	conn.Close()
+	tr := &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", sock)
+		},
+	}
+	return &Client{http: &http.Client{Transport: tr}}, nil
+}
+
+func (c *Client) get(ctx context.Context, path string, q url.Values) (*http.Response, error) {
+	u := "http://tqserver" + path
+	if len(q) > 0 {
+		u += "?" + q.Encode()
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("admin socket: %w", err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		resp.Body.Close()
+		return nil, fmt.Errorf("server: %s", firstLine(string(b)))
+	}
+	return resp, nil
+}
+
+// History streams records from the server to fn.
+func (c *Client) History(ctx context.Context, q url.Values, fn func(store.Record) error) error {
+	resp, err := c.get(ctx, "/v1/history", q)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 0, 64<<10), 16<<20)
+	for sc.Scan() {
+		line := sc.Bytes()
+		var probe struct {
+			Error string `json:"error"`
+		}
+		rec, err := store.DecodeRecord(line)
+		if err != nil {
+			if json.Unmarshal(line, &probe) == nil && probe.Error != "" {
+				return errors.New(probe.Error)
+			}
+			return fmt.Errorf("history from server: %w", err)
+		}
+		if err := fn(rec); err != nil {
+			return err
+		}
+	}
+	return sc.Err()
+}
+
+// Status fetches the status (at may be empty).
+func (c *Client) Status(ctx context.Context, at string) (*supervisor.Status, error) {
+	q := url.Values{}
+	if at != "" {
+		q.Set("at", at)
+	}
+	resp, err := c.get(ctx, "/v1/status", q)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	var st supervisor.Status
+	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+		return nil, fmt.Errorf("status from server: %w", err)
+	}
+	return &st, nil
+}
+
+// Reload asks the server for a change check and waits for the result.
+func (c *Client) Reload(ctx context.Context) (events.ReloadResult, error) {
+	var res events.ReloadResult
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://tqserver/v1/reload", nil)
+	if err != nil {
+		return res, err
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return res, fmt.Errorf("admin socket: %w", err)
+	}
+	defer resp.Body.Close()
+	if err := json.NewDecoder(resp.Body).Decode(&res); err != nil {
+		return res, fmt.Errorf("reload result: %w", err)
+	}
+	return res, nil
+}
+
+// Serve listens on root's socket (removing a stale one: the caller holds the
+// log's file lock, so no other server owns it) and serves h until ctx ends.
+func Serve(root string, h http.Handler) (stop func(), err error) {
+	sock := SocketPath(root)
+	os.Remove(sock)
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		return nil, fmt.Errorf("admin socket: %w", err)
+	}
+	os.Chmod(sock, 0o600)
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
+	go srv.Serve(ln)
+	return func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		srv.Shutdown(ctx)
+		os.Remove(sock)
+	}, nil
+}
+
+func firstLine(s string) string {
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\n' {
+			return s[:i]
+		}
+	}
+	return s
+}

@@ -1,0 +1,153 @@
+package builder
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Options tune a build.
+type Options struct {
+	LDFlags string // e.g. "-s -w" for prod
+	Prod    bool   // also write bin/{name}.sha256
+	Go      string // go command; default "go"
+}
+
+// Result of one build.
+type Result struct {
+	Worker   string
+	Binary   string
+	Duration time.Duration
+	Output   string // compiler output (on failure: the errors)
+	Err      error
+}
+
+// HasSource reports whether workerDir has src/main.go.
+func HasSource(workerDir string) bool {
+	fi, err := os.Stat(filepath.Join(workerDir, "src", "main.go"))
+	return err == nil && fi.Mode().IsRegular()
+}
+
+// Build compiles workerDir/src to workerDir/bin/{name}.
+func Build(ctx context.Context, workerDir string, o Options) Result {
+	name := filepath.Base(workerDir)
+	res := Result{Worker: name, Binary: filepath.Join(workerDir, "bin", name)}
+	start := time.Now()
+	defer func() { res.Duration = time.Since(start) }()
+	if !HasSource(workerDir) {
+		res.Err = fmt.Errorf("build %s: no src/main.go in %s", name, workerDir)
+		return res
+	}
+	if err := os.MkdirAll(filepath.Dir(res.Binary), 0o755); err != nil {
+		res.Err = fmt.Errorf("build %s: %w", name, err)
+		return res
+	}
+	tmp := filepath.Join(filepath.Dir(res.Binary), fmt.Sprintf(".%s.tmp-%d", name, os.Getpid()))
+	args := []string{"build", "-o", tmp}
+	if o.LDFlags != "" {
+		args = append(args, "-ldflags="+o.LDFlags)
+	}
+	args = append(args, ".")
+	gocmd := o.Go
+	if gocmd == "" {
+		gocmd = "go"
+	}
+	cmd := exec.CommandContext(ctx, gocmd, args...)
+	cmd.Dir = filepath.Join(workerDir, "src")
+	var out bytes.Buffer
+	cmd.Stdout = &out
+	cmd.Stderr = &out
+	err := cmd.Run()
+	res.Output = strings.TrimSpace(out.String())
+	if err != nil {
+		os.Remove(tmp)
+		res.Err = fmt.Errorf("build %s: %w", name, err)
+		if line := firstLine(res.Output); line != "" {
+			res.Err = fmt.Errorf("build %s: %s", name, line)
+		}
+		return res
+	}
+	if o.Prod {
+		sum, err := fileSHA256(tmp)
+		if err != nil {
+			os.Remove(tmp)
+			res.Err = fmt.Errorf("build %s: %w", name, err)
+			return res
+		}
+		if err := writeAtomic(res.Binary+".sha256", []byte(sum+"  "+name+"\n")); err != nil {
+			os.Remove(tmp)
+			res.Err = fmt.Errorf("build %s: %w", name, err)
+			return res
+		}
+	} else {
+		// A dev build must not leave a prod checksum that no longer matches.
+		os.Remove(res.Binary + ".sha256")
+	}
+	if err := os.Rename(tmp, res.Binary); err != nil {
+		os.Remove(tmp)
+		res.Err = fmt.Errorf("build %s: %w", name, err)
+	}
+	return res
+}
+
+// BuildAll builds the given worker directories, at most parallel at once,
+// and returns the results in the order given.
+func BuildAll(ctx context.Context, dirs []string, parallel int, o Options) []Result {
+	if parallel < 1 {
+		parallel = 1
+	}
+	out := make([]Result, len(dirs))
+	sem := make(chan struct{}, parallel)
+	var wg sync.WaitGroup
+	for i, d := range dirs {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			out[i] = Build(ctx, d, o)
+		}()
+	}
+	wg.Wait()
+	return out
+}
+
+func fileSHA256(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+func writeAtomic(path string, data []byte) error {
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, data, 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+func firstLine(s string) string {
+	for _, l := range strings.Split(s, "\n") {
+		l = strings.TrimSpace(l)
+		if l != "" && !strings.HasPrefix(l, "#") {
+			return l
+		}
+	}
+	return ""
+}

@@ -1,0 +1,442 @@
+package config
+
+import (
+	"maps"
+	"slices"
+	"strings"
+	"time"
+)
+
+// Names of the two configuration files, relative to the app root. Error
+// messages and Config.Files use exactly these spellings.
+const (
+	ServerFile     = "config/server.yaml"
+	DeploymentFile = "config/deployment.yaml"
+)
+
+// Deployment modes.
+const (
+	ModeDev  = "dev"
+	ModeProd = "prod"
+)
+
+// Config is the merged, validated content of both configuration files.
+type Config struct {
+	Server     Server
+	Workers    Workers
+	Deployment Deployment
+	Binaries   Binaries
+	// Files lists the files actually read, relative to the root
+	// (ServerFile, DeploymentFile); missing files are not listed.
+	Files []string
+}
+
+// Server is the "server" section of server.yaml.
+type Server struct {
+	Port                int
+	ReadTimeoutSeconds  int
+	WriteTimeoutSeconds int
+	IdleTimeoutSeconds  int
+	// DeploymentMode is "", "dev" or "prod"; "" means unset (see ResolveMode).
+	DeploymentMode string
+	Static         Static
+}
+
+// Static is server.static: serving workers/{name}/public/ under URLPrefix.
+type Static struct {
+	Enabled            bool
+	URLPrefix          string
+	CacheMaxAgeSeconds int
+	DevRoot            string
+}
+
+// Workers is the "workers" section of server.yaml.
+type Workers struct {
+	WorkersDir            string
+	PortRangeStart        int
+	PortRangeEnd          int
+	StartupDelayMs        int
+	RestartDelayMs        int
+	ShutdownGracePeriodMs int
+	// RestartBackoffMaxMs caps the exponential backoff between crash restarts.
+	RestartBackoffMaxMs int
+	// RestartBackoffResetMs: an instance healthy this long resets the backoff.
+	RestartBackoffResetMs int
+	// DrainTimeoutMs is the longest a draining instance may take to finish
+	// its in-flight requests before it gets SIGTERM.
+	DrainTimeoutMs int
+	TimestampCheck TimestampCheck
+	Discovery      Discovery
+	Default        WorkerSettings
+	// Paths maps a route prefix ("/api") to the settings it overrides.
+	// Never nil in a Config from Load or Default.
+	Paths map[string]WorkerOverride
+}
+
+// TimestampCheck says whether and when binary mtimes are compared.
+type TimestampCheck struct {
+	Enabled bool
+	Trigger string // only "sighup"
+}
+
+// Discovery is workers.discovery.
+type Discovery struct {
+	Mode            string // only "filesystem"
+	WorkersDir      string
+	IncludePatterns []string
+}
+
+// WorkerSettings are the effective settings of one worker.
+type WorkerSettings struct {
+	GoMaxProcs           int
+	MaxRequests          int64
+	ReadTimeoutSeconds   int
+	WriteTimeoutSeconds  int
+	IdleTimeoutSeconds   int
+	GoMemLimit           string
+	Env                  map[string]string
+	HealthTimeoutMs      int
+	HealthIntervalMs     int
+	HealthProbeTimeoutMs int
+	// HealthFailureThreshold is how many probes in a row must fail before an
+	// instance counts as unhealthy.
+	HealthFailureThreshold int
+}
+
+// WorkerOverride is one workers.paths entry: only the non-nil fields (the
+// keys present in the file) override; Env entries override key by key.
+type WorkerOverride struct {
+	GoMaxProcs             *int
+	MaxRequests            *int64
+	ReadTimeoutSeconds     *int
+	WriteTimeoutSeconds    *int
+	IdleTimeoutSeconds     *int
+	GoMemLimit             *string
+	Env                    map[string]string
+	HealthTimeoutMs        *int
+	HealthIntervalMs       *int
+	HealthProbeTimeoutMs   *int
+	HealthFailureThreshold *int
+}
+
+// Deployment is the "deployment" section of deployment.yaml.
+type Deployment struct {
+	Mode string // "dev" or "prod"
+	Dev  DevSettings
+	Prod ProdSettings
+}
+
+// DevSettings is deployment.dev.
+type DevSettings struct {
+	FileWatcher FileWatcher
+	Build       Build
+	Resources   Resources
+}
+
+// ProdSettings is deployment.prod.
+type ProdSettings struct {
+	FileWatcher    FileWatcher
+	TimestampCheck TimestampCheck
+	Build          Build
+	Resources      Resources
+}
+
+// FileWatcher configures the fsnotify watcher.
+type FileWatcher struct {
+	Enabled       bool
+	DebounceMs    int
+	WatchPatterns []string
+}
+
+// Build configures `go build` of workers.
+type Build struct {
+	OutputDir      string
+	ParallelBuilds int
+	LDFlags        string
+}
+
+// Resources configures where worker resources are loaded from.
+type Resources struct {
+	BasePath             string
+	WatchResourceChanges bool
+}
+
+// Binaries is the "binaries" section of deployment.yaml. Both strings may use
+// the placeholder {worker_name}.
+type Binaries struct {
+	Format string
+	Path   string
+}
+
+// DefaultWorkerSettings returns the built-in workers.default.
+func DefaultWorkerSettings() WorkerSettings {
+	return WorkerSettings{
+		GoMaxProcs:             1,
+		MaxRequests:            0,
+		ReadTimeoutSeconds:     30,
+		WriteTimeoutSeconds:    30,
+		IdleTimeoutSeconds:     120,
+		GoMemLimit:             "",
+		Env:                    map[string]string{},
+		HealthTimeoutMs:        10000,
+		HealthIntervalMs:       10000,
+		HealthProbeTimeoutMs:   1000,
+		HealthFailureThreshold: 3,
+	}
+}
+
+// Default returns the configuration used when neither file exists. Each call
+// returns a new value that shares nothing with earlier ones.
+func Default() *Config {
+	return &Config{
+		Server: Server{
+			Port:                8080,
+			ReadTimeoutSeconds:  30,
+			WriteTimeoutSeconds: 30,
+			IdleTimeoutSeconds:  120,
+			DeploymentMode:      "",
+			Static: Static{
+				Enabled:            true,
+				URLPrefix:          "/static",
+				CacheMaxAgeSeconds: 3600,
+				DevRoot:            "workers",
+			},
+		},
+		Workers: Workers{
+			WorkersDir:            "workers",
+			PortRangeStart:        9000,
+			PortRangeEnd:          9999,
+			StartupDelayMs:        100,
+			RestartDelayMs:        100,
+			ShutdownGracePeriodMs: 500,
+			RestartBackoffMaxMs:   30000,
+			RestartBackoffResetMs: 10000,
+			DrainTimeoutMs:        30000,
+			TimestampCheck:        TimestampCheck{Enabled: true, Trigger: "sighup"},
+			Discovery: Discovery{
+				Mode:            "filesystem",
+				WorkersDir:      "workers",
+				IncludePatterns: []string{"*/src/main.go"},
+			},
+			Default: DefaultWorkerSettings(),
+			Paths:   map[string]WorkerOverride{},
+		},
+		Deployment: Deployment{
+			Mode: ModeDev,
+			Dev: DevSettings{
+				FileWatcher: FileWatcher{
+					Enabled:    true,
+					DebounceMs: 100,
+					WatchPatterns: []string{
+						"workers/*/src/**/*.go",
+						"server/src/**/*.go",
+						"config/*.yaml",
+					},
+				},
+				Build:     Build{OutputDir: "bin", ParallelBuilds: 4, LDFlags: ""},
+				Resources: Resources{BasePath: "workers", WatchResourceChanges: true},
+			},
+			Prod: ProdSettings{
+				FileWatcher:    FileWatcher{Enabled: false, DebounceMs: 100, WatchPatterns: []string{}},
+				TimestampCheck: TimestampCheck{Enabled: true, Trigger: "sighup"},
+				Build:          Build{OutputDir: "workers", ParallelBuilds: 8, LDFlags: "-s -w"},
+				Resources:      Resources{BasePath: "workers", WatchResourceChanges: false},
+			},
+		},
+		Binaries: Binaries{
+			Format: "{worker_name}",
+			Path:   "workers/{worker_name}/bin/{worker_name}",
+		},
+	}
+}
+
+// ForWorker returns the settings of the worker serving route: workers.default
+// merged with every workers.paths entry whose key is a prefix of route on a
+// segment boundary ("/api" matches "/api" and "/api/users", not "/apix"; "/"
+// matches every route), applied shortest key first so the longest wins.
+// The result shares no map with c.
+func (c *Config) ForWorker(route string) WorkerSettings {
+	s := c.Workers.Default.clone()
+	keys := make([]string, 0, len(c.Workers.Paths))
+	for k := range c.Workers.Paths {
+		if RouteHasPrefix(route, k) {
+			keys = append(keys, k)
+		}
+	}
+	// Two distinct keys that both prefix one route differ in length, so this
+	// order is total.
+	slices.SortFunc(keys, func(a, b string) int { return len(a) - len(b) })
+	for _, k := range keys {
+		c.Workers.Paths[k].apply(&s)
+	}
+	return s
+}
+
+// RouteHasPrefix reports whether prefix is route itself or a leading run of
+// whole path segments of it. "/" is a prefix of every route.
+func RouteHasPrefix(route, prefix string) bool {
+	if prefix == "/" {
+		return true
+	}
+	if !strings.HasPrefix(route, prefix) {
+		return false
+	}
+	return len(route) == len(prefix) || route[len(prefix)] == '/'
+}
+
+func (o WorkerOverride) apply(s *WorkerSettings) {
+	setIf(&s.GoMaxProcs, o.GoMaxProcs)
+	setIf(&s.MaxRequests, o.MaxRequests)
+	setIf(&s.ReadTimeoutSeconds, o.ReadTimeoutSeconds)
+	setIf(&s.WriteTimeoutSeconds, o.WriteTimeoutSeconds)
+	setIf(&s.IdleTimeoutSeconds, o.IdleTimeoutSeconds)
+	setIf(&s.GoMemLimit, o.GoMemLimit)
+	setIf(&s.HealthTimeoutMs, o.HealthTimeoutMs)
+	setIf(&s.HealthIntervalMs, o.HealthIntervalMs)
+	setIf(&s.HealthProbeTimeoutMs, o.HealthProbeTimeoutMs)
+	setIf(&s.HealthFailureThreshold, o.HealthFailureThreshold)
+	if len(o.Env) > 0 && s.Env == nil {
+		s.Env = map[string]string{}
+	}
+	maps.Copy(s.Env, o.Env)
+}
+
+func setIf[T any](dst *T, v *T) {
+	if v != nil {
+		*dst = *v
+	}
+}
+
+func (s WorkerSettings) clone() WorkerSettings {
+	s.Env = maps.Clone(s.Env)
+	if s.Env == nil {
+		s.Env = map[string]string{}
+	}
+	return s
+}
+
+// Equal reports whether a and b are the same settings. A nil Env equals an
+// empty one.
+func (a WorkerSettings) Equal(b WorkerSettings) bool {
+	return a.GoMaxProcs == b.GoMaxProcs &&
+		a.MaxRequests == b.MaxRequests &&
+		a.ReadTimeoutSeconds == b.ReadTimeoutSeconds &&
+		a.WriteTimeoutSeconds == b.WriteTimeoutSeconds &&
+		a.IdleTimeoutSeconds == b.IdleTimeoutSeconds &&
+		a.GoMemLimit == b.GoMemLimit &&
+		a.HealthTimeoutMs == b.HealthTimeoutMs &&
+		a.HealthIntervalMs == b.HealthIntervalMs &&
+		a.HealthProbeTimeoutMs == b.HealthProbeTimeoutMs &&
+		a.HealthFailureThreshold == b.HealthFailureThreshold &&
+		maps.Equal(a.Env, b.Env)
+}
+
+// ExpandedEnv returns s.Env with the per-worker variables (${WORKER_BASE},
+// ${WORKER_NAME}, ${WORKER_ROUTE}, ${WORKER_PORT}) expanded from vars.
+func (s WorkerSettings) ExpandedEnv(vars map[string]string) map[string]string {
+	out := make(map[string]string, len(s.Env))
+	for k, v := range s.Env {
+		out[k] = ExpandWorkerVars(v, vars)
+	}
+	return out
+}
+
+func ms(n int) time.Duration      { return time.Duration(n) * time.Millisecond }
+func seconds(n int) time.Duration { return time.Duration(n) * time.Second }
+
+// ReadTimeout is read_timeout_seconds as a duration (0 = no timeout).
+func (s WorkerSettings) ReadTimeout() time.Duration { return seconds(s.ReadTimeoutSeconds) }
+
+// WriteTimeout is write_timeout_seconds as a duration (0 = no timeout).
+func (s WorkerSettings) WriteTimeout() time.Duration { return seconds(s.WriteTimeoutSeconds) }
+
+// IdleTimeout is idle_timeout_seconds as a duration (0 = no timeout).
+func (s WorkerSettings) IdleTimeout() time.Duration { return seconds(s.IdleTimeoutSeconds) }
+
+// HealthTimeout is how long a new instance may take to become healthy.
+func (s WorkerSettings) HealthTimeout() time.Duration { return ms(s.HealthTimeoutMs) }
+
+// HealthInterval is the period of the health probe of a running instance.
+func (s WorkerSettings) HealthInterval() time.Duration { return ms(s.HealthIntervalMs) }
+
+// HealthProbeTimeout bounds one GET /health.
+func (s WorkerSettings) HealthProbeTimeout() time.Duration { return ms(s.HealthProbeTimeoutMs) }
+
+// ReadTimeout is server.read_timeout_seconds as a duration.
+func (s Server) ReadTimeout() time.Duration { return seconds(s.ReadTimeoutSeconds) }
+
+// WriteTimeout is server.write_timeout_seconds as a duration.
+func (s Server) WriteTimeout() time.Duration { return seconds(s.WriteTimeoutSeconds) }
+
+// IdleTimeout is server.idle_timeout_seconds as a duration.
+func (s Server) IdleTimeout() time.Duration { return seconds(s.IdleTimeoutSeconds) }
+
+// CacheMaxAge is static.cache_max_age_seconds as a duration.
+func (s Static) CacheMaxAge() time.Duration { return seconds(s.CacheMaxAgeSeconds) }
+
+// StartupDelay is workers.startup_delay_ms as a duration.
+func (w Workers) StartupDelay() time.Duration { return ms(w.StartupDelayMs) }
+
+// RestartDelay is workers.restart_delay_ms: the first crash-restart delay.
+func (w Workers) RestartDelay() time.Duration { return ms(w.RestartDelayMs) }
+
+// ShutdownGracePeriod is the wait between SIGTERM and SIGKILL.
+func (w Workers) ShutdownGracePeriod() time.Duration { return ms(w.ShutdownGracePeriodMs) }
+
+// RestartBackoffMax caps the crash-restart backoff.
+func (w Workers) RestartBackoffMax() time.Duration { return ms(w.RestartBackoffMaxMs) }
+
+// RestartBackoffReset is how long an instance must stay healthy to reset the backoff.
+func (w Workers) RestartBackoffReset() time.Duration { return ms(w.RestartBackoffResetMs) }
+
+// DrainTimeout bounds the wait for a draining instance's in-flight requests.
+func (w Workers) DrainTimeout() time.Duration { return ms(w.DrainTimeoutMs) }
+
+// Debounce is file_watcher.debounce_ms as a duration.
+func (f FileWatcher) Debounce() time.Duration { return ms(f.DebounceMs) }
+
+// FileWatcher returns the file watcher settings of mode ("dev" or "prod").
+func (d Deployment) FileWatcher(mode string) FileWatcher {
+	if mode == ModeProd {
+		return d.Prod.FileWatcher
+	}
+	return d.Dev.FileWatcher
+}
+
+// Build returns the build settings of mode ("dev" or "prod").
+func (d Deployment) Build(mode string) Build {
+	if mode == ModeProd {
+		return d.Prod.Build
+	}
+	return d.Dev.Build
+}
+
+// Resources returns the resource settings of mode ("dev" or "prod").
+func (d Deployment) Resources(mode string) Resources {
+	if mode == ModeProd {
+		return d.Prod.Resources
+	}
+	return d.Dev.Resources
+}
+
+// TimestampCheckEnabled reports whether SIGHUP / `reload` compares mtimes in
+// mode: workers.timestamp_check.enabled, and in prod also
+// deployment.prod.timestamp_check.enabled.
+func (c *Config) TimestampCheckEnabled(mode string) bool {
+	if mode == ModeProd {
+		return c.Workers.TimestampCheck.Enabled && c.Deployment.Prod.TimestampCheck.Enabled
+	}
+	return c.Workers.TimestampCheck.Enabled
+}
+
+// BinaryPath returns binaries.path for worker name, relative to the root.
+func (b Binaries) BinaryPath(name string) string {
+	return strings.ReplaceAll(b.Path, workerNamePlaceholder, name)
+}
+
+// BinaryName returns binaries.format for worker name.
+func (b Binaries) BinaryName(name string) string {
+	return strings.ReplaceAll(b.Format, workerNamePlaceholder, name)
+}
+
+const workerNamePlaceholder = "{worker_name}"

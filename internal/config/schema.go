@@ -1,0 +1,248 @@
+package config
+
+import (
+	"fmt"
+	"math"
+
+	"github.com/goccy/go-yaml/ast"
+)
+
+// This file is the schema: which keys each section has, their types and
+// ranges. docs/configuration.md and config/*.yaml describe the same keys; keep
+// the three in step.
+
+func decodeServerFile(d *fileDecoder, c *Config, body ast.Node) error {
+	err := d.top(body, "server and workers", map[string]fieldFunc{
+		"server": func(d *fileDecoder, p string, e entry) error {
+			return d.section(p, e, serverFields(&c.Server))
+		},
+		"workers": func(d *fileDecoder, p string, e entry) error {
+			return d.section(p, e, workersFields(&c.Workers))
+		},
+	})
+	if err != nil {
+		return err
+	}
+	w := c.Workers
+	if w.PortRangeStart > w.PortRangeEnd {
+		return d.errf(d.lineOf("workers.port_range_end", "workers.port_range_start"),
+			"workers.port_range_end (%d) must be >= workers.port_range_start (%d)", w.PortRangeEnd, w.PortRangeStart)
+	}
+	if p := c.Server.Port; p >= w.PortRangeStart && p <= w.PortRangeEnd {
+		return d.errf(d.lineOf("server.port", "workers.port_range_start", "workers.port_range_end"),
+			"server.port %d lies inside the worker port range %d..%d", p, w.PortRangeStart, w.PortRangeEnd)
+	}
+	return nil
+}
+
+func decodeDeploymentFile(d *fileDecoder, c *Config, body ast.Node) error {
+	return d.top(body, "deployment and binaries", map[string]fieldFunc{
+		"deployment": func(d *fileDecoder, p string, e entry) error {
+			return d.section(p, e, deploymentFields(&c.Deployment))
+		},
+		"binaries": func(d *fileDecoder, p string, e entry) error {
+			b := &c.Binaries
+			return d.section(p, e, map[string]fieldFunc{
+				"format": stringField(&b.Format, checkBinaryFormat),
+				"path":   stringField(&b.Path, checkBinaryPath),
+			})
+		},
+	})
+}
+
+// top decodes the document body, which must be a mapping (or empty).
+func (d *fileDecoder) top(body ast.Node, keys string, fields map[string]fieldFunc) error {
+	v, err := d.resolve(body)
+	if err != nil {
+		return err
+	}
+	if isNull(v) {
+		return nil
+	}
+	if _, err := d.mapping(v, 0); err != nil {
+		if _, ok := err.(*Error); ok {
+			return err
+		}
+		return d.errf(line(v), "expected a mapping with the keys %s, got %s", keys, describe(v))
+	}
+	return d.section("", entry{line: line(v), value: v}, fields)
+}
+
+// lineOf returns the line of the first of the dotted key paths present in
+// the file, so that a cross-key error points at a key the user wrote.
+func (d *fileDecoder) lineOf(paths ...string) int {
+	for _, p := range paths {
+		if l, ok := d.lines[p]; ok {
+			return l
+		}
+	}
+	return 0
+}
+
+func nonNegative(dst *int) fieldFunc { return intField(dst, 0, maxInt32) }
+func positive(dst *int) fieldFunc    { return intField(dst, 1, maxInt32) }
+func port(dst *int) fieldFunc        { return intField(dst, 1, 65535) }
+
+func serverFields(s *Server) map[string]fieldFunc {
+	return map[string]fieldFunc{
+		"port":                  port(&s.Port),
+		"read_timeout_seconds":  nonNegative(&s.ReadTimeoutSeconds),
+		"write_timeout_seconds": nonNegative(&s.WriteTimeoutSeconds),
+		"idle_timeout_seconds":  nonNegative(&s.IdleTimeoutSeconds),
+		"deployment_mode":       stringField(&s.DeploymentMode, checkMode),
+		"static": func(d *fileDecoder, p string, e entry) error {
+			st := &s.Static
+			return d.section(p, e, map[string]fieldFunc{
+				"enabled":               boolField(&st.Enabled),
+				"url_prefix":            stringField(&st.URLPrefix, checkURLPrefix),
+				"cache_max_age_seconds": nonNegative(&st.CacheMaxAgeSeconds),
+				"dev_root":              stringField(&st.DevRoot, nonEmpty),
+			})
+		},
+	}
+}
+
+func workersFields(w *Workers) map[string]fieldFunc {
+	return map[string]fieldFunc{
+		"workers_dir":              stringField(&w.WorkersDir, nonEmpty),
+		"port_range_start":         port(&w.PortRangeStart),
+		"port_range_end":           port(&w.PortRangeEnd),
+		"startup_delay_ms":         nonNegative(&w.StartupDelayMs),
+		"restart_delay_ms":         nonNegative(&w.RestartDelayMs),
+		"shutdown_grace_period_ms": nonNegative(&w.ShutdownGracePeriodMs),
+		"restart_backoff_max_ms":   nonNegative(&w.RestartBackoffMaxMs),
+		"restart_backoff_reset_ms": nonNegative(&w.RestartBackoffResetMs),
+		"drain_timeout_ms":         nonNegative(&w.DrainTimeoutMs),
+		"timestamp_check":          timestampCheckField(&w.TimestampCheck),
+		"discovery": func(d *fileDecoder, p string, e entry) error {
+			ds := &w.Discovery
+			return d.section(p, e, map[string]fieldFunc{
+				"mode":             stringField(&ds.Mode, oneOf("filesystem")),
+				"workers_dir":      stringField(&ds.WorkersDir, nonEmpty),
+				"include_patterns": stringsField(&ds.IncludePatterns, checkPattern),
+			})
+		},
+		"default": func(d *fileDecoder, p string, e entry) error {
+			var o WorkerOverride
+			if err := d.section(p, e, overrideFields(&o)); err != nil {
+				return err
+			}
+			o.apply(&w.Default)
+			return nil
+		},
+		"paths": func(d *fileDecoder, p string, e entry) error {
+			if isNull(e.value) {
+				return nil
+			}
+			entries, err := d.mapping(e.value, 0)
+			if err != nil {
+				if _, ok := err.(*Error); ok {
+					return err
+				}
+				return d.typeErr(p, e, "a mapping of route prefix to settings")
+			}
+			for _, sub := range entries {
+				if msg := checkPathsKey(sub.key); msg != "" {
+					return d.errf(sub.line, "%s: %s", p, msg)
+				}
+				var o WorkerOverride
+				sp := fmt.Sprintf("%s[%q]", p, sub.key)
+				d.lines[sp] = sub.line
+				if err := d.section(sp, sub, overrideFields(&o)); err != nil {
+					return err
+				}
+				if w.Paths == nil {
+					w.Paths = map[string]WorkerOverride{}
+				}
+				w.Paths[sub.key] = o
+			}
+			return nil
+		},
+	}
+}
+
+func overrideFields(o *WorkerOverride) map[string]fieldFunc {
+	return map[string]fieldFunc{
+		"go_max_procs":             optIntField(&o.GoMaxProcs, 0, maxInt32),
+		"max_requests":             optInt64Field(&o.MaxRequests, 0, math.MaxInt64),
+		"read_timeout_seconds":     optIntField(&o.ReadTimeoutSeconds, 0, maxInt32),
+		"write_timeout_seconds":    optIntField(&o.WriteTimeoutSeconds, 0, maxInt32),
+		"idle_timeout_seconds":     optIntField(&o.IdleTimeoutSeconds, 0, maxInt32),
+		"go_mem_limit":             optStringField(&o.GoMemLimit, checkGoMemLimit),
+		"env":                      envField(&o.Env),
+		"health_timeout_ms":        optIntField(&o.HealthTimeoutMs, 1, maxInt32),
+		"health_interval_ms":       optIntField(&o.HealthIntervalMs, 1, maxInt32),
+		"health_probe_timeout_ms":  optIntField(&o.HealthProbeTimeoutMs, 1, maxInt32),
+		"health_failure_threshold": optIntField(&o.HealthFailureThreshold, 1, maxInt32),
+	}
+}
+
+func timestampCheckField(t *TimestampCheck) fieldFunc {
+	return func(d *fileDecoder, p string, e entry) error {
+		return d.section(p, e, map[string]fieldFunc{
+			"enabled": boolField(&t.Enabled),
+			"trigger": stringField(&t.Trigger, oneOf("sighup")),
+		})
+	}
+}
+
+func deploymentFields(dep *Deployment) map[string]fieldFunc {
+	return map[string]fieldFunc{
+		"mode": func(d *fileDecoder, p string, e entry) error {
+			// Empty (e.g. "${DEPLOYMENT_MODE}" with the variable unset) means
+			// unset: the default "dev" stays.
+			var s string
+			if err := stringField(&s, checkMode)(d, p, e); err != nil || s == "" {
+				return err
+			}
+			dep.Mode = s
+			return nil
+		},
+		"dev": func(d *fileDecoder, p string, e entry) error {
+			m := &dep.Dev
+			return d.section(p, e, map[string]fieldFunc{
+				"file_watcher": fileWatcherField(&m.FileWatcher),
+				"build":        buildField(&m.Build),
+				"resources":    resourcesField(&m.Resources),
+			})
+		},
+		"prod": func(d *fileDecoder, p string, e entry) error {
+			m := &dep.Prod
+			return d.section(p, e, map[string]fieldFunc{
+				"file_watcher":    fileWatcherField(&m.FileWatcher),
+				"timestamp_check": timestampCheckField(&m.TimestampCheck),
+				"build":           buildField(&m.Build),
+				"resources":       resourcesField(&m.Resources),
+			})
+		},
+	}
+}
+
+func fileWatcherField(f *FileWatcher) fieldFunc {
+	return func(d *fileDecoder, p string, e entry) error {
+		return d.section(p, e, map[string]fieldFunc{
+			"enabled":        boolField(&f.Enabled),
+			"debounce_ms":    nonNegative(&f.DebounceMs),
+			"watch_patterns": stringsField(&f.WatchPatterns, checkPattern),
+		})
+	}
+}
+
+func buildField(b *Build) fieldFunc {
+	return func(d *fileDecoder, p string, e entry) error {
+		return d.section(p, e, map[string]fieldFunc{
+			"output_dir":      stringField(&b.OutputDir, nonEmpty),
+			"parallel_builds": positive(&b.ParallelBuilds),
+			"ldflags":         stringField(&b.LDFlags, nil),
+		})
+	}
+}
+
+func resourcesField(r *Resources) fieldFunc {
+	return func(d *fileDecoder, p string, e entry) error {
+		return d.section(p, e, map[string]fieldFunc{
+			"base_path":              stringField(&r.BasePath, nonEmpty),
+			"watch_resource_changes": boolField(&r.WatchResourceChanges),
+		})
+	}
+}

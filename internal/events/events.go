@@ -1,0 +1,78 @@
+package events
+
+import "time"
+
+// Event is anything the supervisor loop consumes.
+type Event interface{ event() }
+
+// Reload asks for a change check (SIGHUP, `tqserver reload`). Reply, when set,
+// receives one result once every restart the check triggered has settled.
+type Reload struct {
+	Source string // "sighup", "admin", "watcher"
+	Reply  chan<- ReloadResult
+}
+
+// ReloadResult says what a reload did.
+type ReloadResult struct {
+	Changes  []string `json:"changes"`
+	Failures []string `json:"failures"`
+	Error    string   `json:"error,omitempty"`
+}
+
+// HealthOK: a starting instance answered GET /health with 200.
+type HealthOK struct{ Instance string }
+
+// HealthTimeout: a starting instance was not healthy within health_timeout_ms.
+type HealthTimeout struct {
+	Instance string
+	Detail   string
+}
+
+// ProbeFailed: a healthy instance failed health_failure_threshold probes in a row.
+type ProbeFailed struct {
+	Instance string
+	Detail   string
+}
+
+// Exited: the instance's process (group leader) exited.
+type Exited struct {
+	Instance string
+	Code     int    // -1 when killed by a signal
+	Signal   string // "SIGKILL"; empty for a normal exit
+	Tail     string // last output lines
+}
+
+// MaxRequests: the instance served its max_requests.
+type MaxRequests struct{ Instance string }
+
+// Drained: a draining instance has no request in flight any more (or the
+// drain timeout passed).
+type Drained struct {
+	Instance string
+	TimedOut bool
+}
+
+// RestartDue: a worker's backoff delay after a failure has passed.
+type RestartDue struct{ Worker string }
+
+// BuildFinished reports a worker build (dev mode and `serve` at start).
+type BuildFinished struct {
+	Worker   string
+	Duration time.Duration
+	Err      error
+	Output   string // compiler output on failure
+}
+
+// Shutdown asks the supervisor to stop every instance and return.
+type Shutdown struct{}
+
+func (Reload) event()        {}
+func (HealthOK) event()      {}
+func (HealthTimeout) event() {}
+func (ProbeFailed) event()   {}
+func (Exited) event()        {}
+func (MaxRequests) event()   {}
+func (Drained) event()       {}
+func (RestartDue) event()    {}
+func (BuildFinished) event() {}
+func (Shutdown) event()      {}

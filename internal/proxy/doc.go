@@ -1,0 +1,28 @@
+// Package proxy is the HTTP front of tqserver: it routes each request to the
+// serving instance of a worker through a reverse proxy, and serves
+// workers/{name}/public/ under the static prefix.
+//
+// It owns the route table (Table, immutable once built), the per-instance
+// counters (Backend: in-flight and served requests, closed flag), the one
+// shared http.Transport to the workers, and static-file path validation.
+// It does not start, stop or health-check workers; the supervisor builds
+// tables and hands them over with Swap.
+//
+// Forwarding: path, raw path and query as received; the client's Host is
+// kept; X-Forwarded-For/-Host/-Proto are set fresh (client-sent values and
+// Forwarded are dropped: this is the edge). Errors: no route 404, no serving
+// instance 503, worker unreachable 502; a client that left gets 499 (logs only).
+//
+// Concurrency contract:
+//   - The request path takes no locks: it loads the current *Table with one
+//     atomic load and only touches atomic counters on the chosen Backend.
+//   - Swap publishes a new Table with one atomic store; a Table and its Routes
+//     are never modified after NewTable, so readers need no synchronisation.
+//   - Draining an instance: Swap(newTable), then old.Close(), then wait until
+//     old.Inflight() == 0 (Backend.Drain does the last two). A request
+//     increments inflight before it checks closed, and backs out and re-routes
+//     if closed is set; with sequentially consistent atomics no request is
+//     sent to a backend after the supervisor observed it closed and idle.
+//     A WebSocket connection counts as in flight until it ends.
+//   - Options.OnMaxRequests runs on a request goroutine and must not block.
+package proxy

@@ -1,0 +1,124 @@
+package proxy
+
+import (
+	"sort"
+	"strings"
+)
+
+// Route maps a path prefix to a worker and its serving instance.
+// Backend nil means the worker has no serving instance: requests get 503.
+type Route struct {
+	Prefix  string
+	Worker  string
+	Backend *Backend
+}
+
+// Table is an immutable routing table. Build it with NewTable and publish it
+// with Proxy.Swap; it is safe for concurrent use without locks.
+type Table struct {
+	byPrefix map[string]Route
+	sorted   []Route // by Prefix, for Routes
+	maxLen   int     // longest Prefix, bounds the candidates Lookup tries
+}
+
+// NewTable builds a table from routes. Prefixes that do not start with "/"
+// are ignored; when a prefix repeats, the last route wins. The slice is
+// copied, so the caller may reuse it.
+func NewTable(routes []Route) *Table {
+	t := &Table{byPrefix: make(map[string]Route, len(routes))}
+	for _, r := range routes {
+		if !strings.HasPrefix(r.Prefix, "/") {
+			continue
+		}
+		t.byPrefix[r.Prefix] = r
+		t.maxLen = max(t.maxLen, len(r.Prefix))
+	}
+	t.sorted = make([]Route, 0, len(t.byPrefix))
+	for _, r := range t.byPrefix {
+		t.sorted = append(t.sorted, r)
+	}
+	sort.Slice(t.sorted, func(i, j int) bool { return t.sorted[i].Prefix < t.sorted[j].Prefix })
+	return t
+}
+
+// Routes returns a copy of the table's routes, sorted by prefix.
+func (t *Table) Routes() []Route {
+	if t == nil {
+		return nil
+	}
+	return append([]Route(nil), t.sorted...)
+}
+
+// Lookup returns the route with the longest prefix that matches path on a
+// segment boundary: prefix P matches path when path starts with P and either
+// they are equal, P ends in "/", or the next byte of path is "/". So
+// "/api/users" matches "/api/users" and "/api/users/7" but not "/api/usersx",
+// and "/" matches every path that starts with "/". path is a URL path without
+// the query.
+func (t *Table) Lookup(path string) (Route, bool) {
+	if t == nil || len(t.byPrefix) == 0 || path == "" || path[0] != '/' {
+		return Route{}, false
+	}
+	// Candidates, longest first: path itself, then for each '/' from the
+	// right the prefix including it and the prefix ending just before it.
+	// That is O(segments) map probes whatever the table size, and allocates
+	// nothing because candidates are substrings of path.
+	if len(path) <= t.maxLen {
+		if r, ok := t.byPrefix[path]; ok {
+			return r, true
+		}
+	}
+	end := min(len(path), t.maxLen+1)
+	for {
+		i := strings.LastIndexByte(path[:end], '/')
+		if i < 0 {
+			return Route{}, false
+		}
+		if i+1 < len(path) && i+1 <= t.maxLen {
+			if r, ok := t.byPrefix[path[:i+1]]; ok {
+				return r, true
+			}
+		}
+		if i > 0 && i <= t.maxLen {
+			if r, ok := t.byPrefix[path[:i]]; ok {
+				return r, true
+			}
+		}
+		end = i
+	}
+}
+
+// hasSegmentPrefix reports whether prefix matches path on a segment boundary,
+// with the same rule as Table.Lookup.
+func hasSegmentPrefix(path, prefix string) bool {
+	if !strings.HasPrefix(path, prefix) {
+		return false
+	}
+	return len(path) == len(prefix) || prefix[len(prefix)-1] == '/' || path[len(prefix)] == '/'
+}
+
+// WorkerRoute returns the route of a worker (CONTRACT §1): "index" is "/",
+// any other name maps "_" to "/", so "api_users" is "/api/users".
+func WorkerRoute(name string) string {
+	if name == "index" {
+		return "/"
+	}
+	return "/" + strings.ReplaceAll(name, "_", "/")
+}
+
+// validWorkerName reports whether name matches ^[a-z0-9][a-z0-9_-]*$.
+func validWorkerName(name string) bool {
+	if name == "" {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		switch {
+		case 'a' <= c && c <= 'z', '0' <= c && c <= '9':
+		case (c == '_' || c == '-') && i > 0:
+		default:
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,166 @@
+package store
+
+import (
+	"fmt"
+	"slices"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// Filter selects records. Zero fields select everything.
+type Filter struct {
+	// Worker keeps records of this worker only (exact match).
+	Worker string
+	// Since and Until bound Time, both inclusive.
+	Since, Until time.Time
+	// Limit > 0 keeps the newest Limit matching records (like journalctl -n);
+	// they are still delivered oldest first.
+	Limit int
+}
+
+func (f Filter) match(r *Record) bool {
+	if f.Worker != "" && r.Worker != f.Worker {
+		return false
+	}
+	if !f.Since.IsZero() && r.Time.Before(f.Since) {
+		return false
+	}
+	if !f.Until.IsZero() && r.Time.After(f.Until) {
+		return false
+	}
+	return true
+}
+
+// scanChunk is how many records one read transaction examines. Short
+// transactions keep a long history read from blocking a writer that needs to
+// grow the file (bbolt remaps only when no read transaction is open).
+const scanChunk = 4096
+
+// Scan calls fn for each record matching f, oldest first, and stops at the
+// first error: fn's own error is returned as is; a record that does not
+// decode stops the scan with an error naming the file and its seq. fn runs
+// outside any transaction and may call Append; records appended during a
+// scan without a Limit may or may not be delivered.
+//
+// Time bounds are checked on every record rather than assumed from key order,
+// so a wall-clock step backwards cannot hide records.
+func (s *Store) Scan(f Filter, fn func(Record) error) error {
+	if f.Limit > 0 {
+		recs, err := s.newest(f)
+		if err != nil {
+			return err
+		}
+		for _, r := range recs {
+			if err := fn(r); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	d := newScanDecoder()
+	buf := make([]Record, 0, 256)
+	var next []byte // key to resume at; nil starts at the first record
+	for {
+		buf = buf[:0]
+		done := false
+		err := s.db.View(func(tx *bolt.Tx) error {
+			b := tx.Bucket(logBucket)
+			if b == nil {
+				done = true
+				return nil
+			}
+			c := b.Cursor()
+			var k, v []byte
+			if next == nil {
+				k, v = c.First()
+			} else {
+				k, v = c.Seek(next)
+			}
+			for n := 0; k != nil; k, v = c.Next() {
+				if n == scanChunk {
+					next = append(next[:0], k...)
+					return nil
+				}
+				n++
+				buf = append(buf, Record{})
+				r := &buf[len(buf)-1]
+				if err := s.decodeKV(d, k, v, r); err != nil {
+					return err
+				}
+				if !f.match(r) {
+					buf = buf[:len(buf)-1]
+				}
+			}
+			done = true
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		for _, r := range buf {
+			if err := fn(r); err != nil {
+				return err
+			}
+		}
+		if done {
+			return nil
+		}
+	}
+}
+
+// newest walks back from the last record collecting the newest f.Limit
+// matches, and returns them oldest first.
+func (s *Store) newest(f Filter) ([]Record, error) {
+	var out []Record
+	d := newScanDecoder()
+	err := s.db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(logBucket)
+		if b == nil {
+			return nil
+		}
+		c := b.Cursor()
+		for k, v := c.Last(); k != nil && len(out) < f.Limit; k, v = c.Prev() {
+			out = append(out, Record{})
+			r := &out[len(out)-1]
+			if err := s.decodeKV(d, k, v, r); err != nil {
+				return err
+			}
+			if !f.match(r) {
+				out = out[:len(out)-1]
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	slices.Reverse(out)
+	return out, nil
+}
+
+// decodeKV decodes one stored record into *r and checks it is the one its
+// key says.
+func (s *Store) decodeKV(d *decoder, k, v []byte, r *Record) error {
+	seq, err := keySeq(k)
+	if err != nil {
+		return fmt.Errorf("%s: %w", s.path, err)
+	}
+	if err := d.decode(v, r); err != nil {
+		return fmt.Errorf("%s: record %d: %w", s.path, seq, err)
+	}
+	if r.Seq != seq {
+		return fmt.Errorf("%s: record %d: holds seq %d", s.path, seq, r.Seq)
+	}
+	return nil
+}
+
+// Records returns the records matching f, oldest first.
+func (s *Store) Records(f Filter) ([]Record, error) {
+	var out []Record
+	err := s.Scan(f, func(r Record) error {
+		out = append(out, r)
+		return nil
+	})
+	return out, err
+}

@@ -1,0 +1,226 @@
+package store
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
+)
+
+// SchemaVersion is the layout of the log this code reads and writes. A file
+// with a higher version was written by a newer tqserver and is refused.
+const SchemaVersion = 1
+
+// DefaultTimeout is how long Open waits for the file lock when
+// Options.Timeout is zero.
+const DefaultTimeout = time.Second
+
+var (
+	logBucket  = []byte("log")
+	metaBucket = []byte("meta")
+	schemaKey  = []byte("schema")
+)
+
+// ErrLocked is wrapped by Open's error when another handle (normally the
+// running server) holds the file lock for longer than Options.Timeout.
+var ErrLocked = errors.New("locked by another process")
+
+// Options configures Open.
+type Options struct {
+	// Timeout bounds the wait for the file lock; zero means DefaultTimeout.
+	// bbolt would otherwise wait forever.
+	Timeout time.Duration
+	// ReadOnly takes a shared lock and never writes: the file must exist.
+	ReadOnly bool
+}
+
+// Store is an open history log.
+type Store struct {
+	db       *bolt.DB
+	path     string
+	readOnly bool
+}
+
+// Open opens the log at path, creating it (and its directory) unless
+// opts.ReadOnly. A file that does not exist opened read-only fails with an
+// error wrapping fs.ErrNotExist.
+func Open(path string, opts Options) (*Store, error) {
+	timeout := opts.Timeout
+	if timeout <= 0 {
+		timeout = DefaultTimeout
+	}
+	if !opts.ReadOnly {
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			return nil, fmt.Errorf("create log directory: %w", err)
+		}
+	}
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: timeout, ReadOnly: opts.ReadOnly})
+	if err != nil {
+		if errors.Is(err, berrors.ErrTimeout) {
+			return nil, fmt.Errorf("%s: %w (waited %s)", path, ErrLocked, timeout)
+		}
+		var pe *fs.PathError
+		if errors.As(err, &pe) {
+			// Already names the file.
+			return nil, fmt.Errorf("open log: %w", err)
+		}
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	s := &Store{db: db, path: path, readOnly: opts.ReadOnly}
+	if err := s.init(); err != nil {
+		_ = db.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// init checks the schema and, when writable, creates the buckets of a new log.
+func (s *Store) init() error {
+	fresh := false
+	err := s.db.View(func(tx *bolt.Tx) error {
+		var err error
+		fresh, err = s.checkSchema(tx)
+		return err
+	})
+	if err != nil || !fresh || s.readOnly {
+		// A read-only open of a file no writer has initialised yet reads as
+		// an empty log.
+		return err
+	}
+	// We hold the exclusive file lock, so the file is still as seen above.
+	return s.db.Update(func(tx *bolt.Tx) error {
+		meta, err := tx.CreateBucket(metaBucket)
+		if err != nil {
+			return fmt.Errorf("%s: create meta bucket: %w", s.path, err)
+		}
+		if err := meta.Put(schemaKey, []byte(strconv.Itoa(SchemaVersion))); err != nil {
+			return fmt.Errorf("%s: write schema version: %w", s.path, err)
+		}
+		if _, err := tx.CreateBucket(logBucket); err != nil {
+			return fmt.Errorf("%s: create log bucket: %w", s.path, err)
+		}
+		return nil
+	})
+}
+
+// checkSchema reports whether the file is new (no buckets at all) and refuses
+// one that is not a complete log of a schema this code understands. Buckets
+// are only ever created together, so anything in between is not ours or was
+// tampered with; recreating a lost log bucket would reuse sequence numbers.
+func (s *Store) checkSchema(tx *bolt.Tx) (fresh bool, err error) {
+	meta := tx.Bucket(metaBucket)
+	if meta == nil {
+		empty := true
+		_ = tx.ForEach(func([]byte, *bolt.Bucket) error { empty = false; return nil })
+		if !empty {
+			return false, fmt.Errorf("%s: not a tqserver log (no schema version)", s.path)
+		}
+		return true, nil
+	}
+	v := meta.Get(schemaKey)
+	if v == nil {
+		return false, fmt.Errorf("%s: not a tqserver log (no schema version)", s.path)
+	}
+	n, err := strconv.ParseUint(string(v), 10, 64)
+	if err != nil || n == 0 {
+		return false, fmt.Errorf("%s: unreadable schema version %q", s.path, v)
+	}
+	if n > SchemaVersion {
+		return false, fmt.Errorf("%s: schema version %d is newer than this tqserver understands (%d)", s.path, n, SchemaVersion)
+	}
+	if tx.Bucket(logBucket) == nil {
+		return false, fmt.Errorf("%s: log bucket missing", s.path)
+	}
+	return false, nil
+}
+
+// Path is the file the store was opened from, as given to Open.
+func (s *Store) Path() string { return s.path }
+
+// Close releases the file and its lock.
+func (s *Store) Close() error {
+	if err := s.db.Close(); err != nil {
+		return fmt.Errorf("%s: close: %w", s.path, err)
+	}
+	return nil
+}
+
+// Append writes r as the next record in its own fsync'd transaction. It sets
+// r.Seq to the next sequence number, stamps r.Time with the current time when
+// it is zero and stores it in UTC. When Append fails, r is left as it was and
+// no sequence number is consumed.
+func (s *Store) Append(r *Record) error {
+	if r == nil {
+		return fmt.Errorf("%s: append: nil record", s.path)
+	}
+	old := *r
+	if r.Time.IsZero() {
+		r.Time = time.Now()
+	}
+	r.Time = r.Time.UTC()
+	err := s.db.Update(func(tx *bolt.Tx) error { return put(tx, r) })
+	if err != nil {
+		*r = old
+		return fmt.Errorf("%s: append %s record: %w", s.path, r.Event, err)
+	}
+	return nil
+}
+
+// put assigns r the bucket's next sequence and stores it.
+func put(tx *bolt.Tx, r *Record) error {
+	b := tx.Bucket(logBucket)
+	if b == nil {
+		return errors.New("log bucket missing")
+	}
+	seq, err := b.NextSequence()
+	if err != nil {
+		return err
+	}
+	r.Seq = seq
+	v, err := json.Marshal(r)
+	if err != nil {
+		return err
+	}
+	return b.Put(seqKey(seq), v)
+}
+
+// LastSeq is the seq of the newest record, 0 for an empty log.
+func (s *Store) LastSeq() (uint64, error) {
+	var last uint64
+	err := s.db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(logBucket)
+		if b == nil {
+			return nil
+		}
+		k, _ := b.Cursor().Last()
+		if k == nil {
+			return nil
+		}
+		seq, err := keySeq(k)
+		if err != nil {
+			return fmt.Errorf("%s: %w", s.path, err)
+		}
+		last = seq
+		return nil
+	})
+	return last, err
+}
+
+func seqKey(seq uint64) []byte {
+	return binary.BigEndian.AppendUint64(make([]byte, 0, 8), seq)
+}
+
+func keySeq(k []byte) (uint64, error) {
+	if len(k) != 8 {
+		return 0, fmt.Errorf("malformed key %x in log bucket", k)
+	}
+	return binary.BigEndian.Uint64(k), nil
+}

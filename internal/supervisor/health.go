@@ -1,0 +1,119 @@
+package supervisor
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"time"
+
+	"github.com/mevdschee/tqserver/internal/config"
+	"github.com/mevdschee/tqserver/internal/events"
+)
+
+// healthClient never keeps connections: probes must not hold idle sockets to
+// instances that are about to be stopped.
+var healthClient = &http.Client{
+	Transport: &http.Transport{DisableKeepAlives: true, Proxy: nil},
+	CheckRedirect: func(*http.Request, []*http.Request) error {
+		return http.ErrUseLastResponse
+	},
+}
+
+func checkHealth(ctx context.Context, port int, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("http://127.0.0.1:%d/health", port), nil)
+	if err != nil {
+		return err
+	}
+	resp, err := healthClient.Do(req)
+	if err != nil {
+		return err
+	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET /health: %s", resp.Status)
+	}
+	return nil
+}
+
+// healthGate polls a starting instance until /health answers 200 (HealthOK)
+// or health_timeout_ms passes (HealthTimeout). Polling starts fast and slows
+// down, so a quick worker is serving within milliseconds.
+func (s *Supervisor) healthGate(ctx context.Context, name string, port int, ws config.WorkerSettings, delay time.Duration) {
+	timeout := time.Duration(ws.HealthTimeoutMs) * time.Millisecond
+	deadline := time.Now().Add(timeout)
+	probeTimeout := time.Duration(ws.HealthProbeTimeoutMs) * time.Millisecond
+	if probeTimeout <= 0 {
+		probeTimeout = time.Second
+	}
+	wait := 5 * time.Millisecond
+	if delay > 0 && delay < timeout {
+		wait = delay
+	}
+	var lastErr error
+	for {
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		left := time.Until(deadline)
+		if left <= 0 {
+			break
+		}
+		lastErr = checkHealth(ctx, port, min(probeTimeout, left))
+		if lastErr == nil {
+			s.Send(events.HealthOK{Instance: name})
+			return
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		wait = min(max(wait*3/2, 5*time.Millisecond), 100*time.Millisecond)
+	}
+	detail := fmt.Sprintf("not healthy within %s", timeout)
+	if lastErr != nil {
+		detail += ": " + lastErr.Error()
+	}
+	s.Send(events.HealthTimeout{Instance: name, Detail: detail})
+}
+
+// probe checks a healthy instance every health_interval_ms and reports
+// ProbeFailed once after health_failure_threshold failures in a row.
+// Successful probes are not logged.
+func (s *Supervisor) probe(ctx context.Context, name string, port int, ws config.WorkerSettings) {
+	interval := time.Duration(ws.HealthIntervalMs) * time.Millisecond
+	if interval <= 0 {
+		return
+	}
+	timeout := time.Duration(ws.HealthProbeTimeoutMs) * time.Millisecond
+	threshold := max(ws.HealthFailureThreshold, 1)
+	fails := 0
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		err := checkHealth(ctx, port, timeout)
+		if ctx.Err() != nil {
+			return
+		}
+		if err == nil {
+			fails = 0
+			continue
+		}
+		fails++
+		s.log.Warn().Str("instance", name).Int("failures", fails).Err(err).Msg("health probe failed")
+		if fails == threshold {
+			s.Send(events.ProbeFailed{Instance: name, Detail: fmt.Sprintf("%d health probes failed in a row: %v", fails, err)})
+		}
+	}
+}

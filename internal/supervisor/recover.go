@@ -1,0 +1,44 @@
+package supervisor
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/mevdschee/tqserver/internal/process"
+	sm "github.com/mevdschee/tqserver/internal/statemachine"
+	"github.com/mevdschee/tqserver/internal/store"
+)
+
+// recover replays the log: instance numbering continues where it stopped,
+// and every instance the log shows alive is stopped — killed when its PID
+// still belongs to it (PID and start time match), otherwise only recorded.
+func (s *Supervisor) recover() error {
+	g, err := store.Replay(s.st, time.Time{})
+	if err != nil {
+		return fmt.Errorf("replay log: %w", err)
+	}
+	for w, n := range g.MaxInstance {
+		s.nextNum[w] = n
+	}
+	grace := time.Duration(s.cfg.Workers.ShutdownGracePeriodMs) * time.Millisecond
+	for _, in := range g.Live() {
+		alive := in.PID > 0 && process.Alive(in.PID, in.StartTicks)
+		detail := "process already gone"
+		if alive {
+			detail = fmt.Sprintf("pid %d still running after a server crash; stopping it", in.PID)
+		} else if in.PID == 0 {
+			detail = "never got a pid"
+		}
+		r := &store.Record{Worker: in.Worker, Instance: in.Instance, From: in.State, To: sm.Stopped,
+			Event: sm.Reap, Reason: ReasonOrphanReaped, PID: in.PID, Port: in.Port, StartTicks: in.StartTicks, Detail: detail}
+		if err := s.record(r); err != nil {
+			return fmt.Errorf("recover: %w", err)
+		}
+		if alive {
+			if _, err := s.reap(in.PID, in.StartTicks, grace); err != nil {
+				s.log.Error().Err(err).Str("instance", in.Instance).Int("pid", in.PID).Msg("could not reap orphan")
+			}
+		}
+	}
+	return nil
+}

@@ -1,0 +1,299 @@
+package supervisor
+
+import (
+	"fmt"
+	"path/filepath"
+	"strings"
+	"syscall"
+
+	"github.com/mevdschee/tqserver/internal/config"
+	"github.com/mevdschee/tqserver/internal/events"
+	sm "github.com/mevdschee/tqserver/internal/statemachine"
+	"github.com/mevdschee/tqserver/internal/store"
+)
+
+// serverFiles are compared on every reload besides the workers.
+func (s *Supervisor) serverFiles() []string {
+	return []string{
+		filepath.Join(s.root, "config", "server.yaml"),
+		filepath.Join(s.root, "config", "deployment.yaml"),
+		filepath.Join(s.root, "server", "bin", "tqserver"),
+	}
+}
+
+func (s *Supervisor) stampServerFiles() {
+	for _, p := range s.serverFiles() {
+		s.stamps[p] = statFile(p)
+	}
+}
+
+// onReload compares what is on disk with what was recorded and restarts only
+// what changed (CONTRACT.md §4, SIGHUP).
+func (s *Supervisor) onReload(ev events.Reload) {
+	p := &pendingReload{reply: ev.Reply, waiting: map[*instance]bool{}}
+	res := &p.result
+	if s.shutting {
+		res.Error = "server is shutting down"
+		s.finish(p)
+		return
+	}
+	s.log.Info().Str("source", ev.Source).Msg("checking for changes")
+
+	// Config first: a worker restarted for its binary gets the new settings too.
+	cfgChanged := false
+	for _, f := range s.serverFiles()[:2] {
+		if st := statFile(f); st != s.stamps[f] {
+			cfgChanged = true
+		}
+	}
+	restart := map[string]string{} // worker → reason
+	if cfgChanged {
+		ncfg, err := config.Load(s.root)
+		if err != nil {
+			msg := firstLine(err.Error())
+			res.Failures = append(res.Failures, "config rejected: "+msg)
+			res.Error = "config rejected: " + msg
+			_ = s.record(&store.Record{Event: EventConfigRejected, Detail: msg + " (previous configuration stays in force)"})
+		} else {
+			for _, f := range s.serverFiles()[:2] {
+				s.stamps[f] = statFile(f)
+			}
+			notes := serverSettingsChanged(s.cfg, ncfg)
+			s.cfg = ncfg
+			for _, w := range s.workers {
+				nws := ncfg.ForWorker(w.route)
+				if !nws.Equal(w.settings) {
+					w.settings = nws
+					restart[w.f.name] = ReasonConfigChanged
+				}
+			}
+			detail := "configuration reloaded"
+			if len(notes) > 0 {
+				detail += "; needs a server restart to apply: " + strings.Join(notes, ", ")
+			}
+			res.Changes = append(res.Changes, detail)
+			_ = s.record(&store.Record{Event: EventConfigReloaded, Detail: detail})
+		}
+	}
+
+	srv := filepath.Join(s.root, "server", "bin", "tqserver")
+	if st := statFile(srv); st != s.stamps[srv] {
+		s.stamps[srv] = st
+		if st.exists {
+			msg := "server/bin/tqserver changed: a server upgrade is pending (restart tqserver to run it)"
+			res.Changes = append(res.Changes, msg)
+			_ = s.record(&store.Record{Event: EventServerUpgradePending, Detail: msg})
+			s.log.Warn().Msg(msg)
+		}
+	}
+
+	found, warnings, err := discover(s.workersDir())
+	if err != nil {
+		res.Error = err.Error()
+		s.finish(p)
+		return
+	}
+	for _, w := range warnings {
+		s.log.Warn().Msg(w)
+	}
+	// Removed workers drain and stop.
+	for _, name := range sortedKeys(s.workers) {
+		w := s.workers[name]
+		if _, ok := found[name]; ok || w.removed {
+			continue
+		}
+		w.removed = true
+		if w.timer != nil {
+			w.timer.Stop()
+			w.timer = nil
+		}
+		res.Changes = append(res.Changes, name+": removed")
+		if w.next != nil {
+			s.abandon(w.next, ReasonOperator, "worker removed")
+		}
+		if w.current != nil {
+			s.drain(w.current, ReasonOperator, "worker removed")
+		}
+		s.publishRoutes()
+		if !s.hasInstances(w) {
+			delete(s.workers, name)
+		}
+	}
+	for _, name := range sortedKeys(found) {
+		f := found[name]
+		w := s.workers[name]
+		if w == nil || w.removed {
+			if err := verifyChecksum(f.bin); err != nil {
+				s.rejectBinary(p, name, err)
+				continue
+			}
+			w = s.addWorker(f)
+			res.Changes = append(res.Changes, name+": new worker")
+			s.start(w, ReasonBinaryChanged, "new worker", p)
+			continue
+		}
+		nst := stampWorker(f)
+		old := w.stamp
+		w.stamp = nst
+		if nst.bin != old.bin {
+			if err := verifyChecksum(f.bin); err != nil {
+				s.rejectBinary(p, name, err)
+				continue
+			}
+			restart[name] = ReasonBinaryChanged
+		}
+		if _, ok := restart[name]; ok {
+			continue
+		}
+		if nst.public != old.public || nst.private != old.private {
+			s.assetsChanged(w, nst.public != old.public, nst.private != old.private, res)
+		}
+	}
+	for _, name := range sortedKeys(restart) {
+		w := s.workers[name]
+		reason := restart[name]
+		res.Changes = append(res.Changes, name+": "+reason)
+		w.failures = 0
+		if w.next != nil {
+			s.abandon(w.next, reason, "superseded by a newer change")
+		}
+		if w.current != nil {
+			w.current.drainReason = ReasonReplaced
+		}
+		s.start(w, reason, "", p)
+	}
+	if len(res.Changes) == 0 && len(res.Failures) == 0 {
+		res.Changes = []string{}
+	}
+	s.log.Info().Strs("changes", res.Changes).Strs("failures", res.Failures).Msg("change check done")
+	if len(p.waiting) == 0 {
+		s.finish(p)
+		return
+	}
+	s.reloads = append(s.reloads, p)
+}
+
+func (s *Supervisor) rejectBinary(p *pendingReload, name string, err error) {
+	msg := fmt.Sprintf("%s: %v", name, err)
+	p.result.Failures = append(p.result.Failures, msg)
+	_ = s.record(&store.Record{Worker: name, Event: EventBinaryRejected, Reason: ReasonChecksumMismatch, Detail: err.Error()})
+}
+
+// assetsChanged: no restart. Public files are read fresh on each request;
+// the worker is told about private/ changes with AssetSignal.
+func (s *Supervisor) assetsChanged(w *worker, public, private bool, res *events.ReloadResult) {
+	var parts []string
+	if public {
+		parts = append(parts, "public/")
+	}
+	if private {
+		parts = append(parts, "private/")
+	}
+	detail := strings.Join(parts, " and ") + " changed"
+	var targets []*instance
+	for _, in := range []*instance{w.current, w.next} {
+		if in != nil && in.proc != nil {
+			targets = append(targets, in)
+		}
+	}
+	if len(targets) > 0 {
+		var names []string
+		for _, in := range targets {
+			names = append(names, in.name)
+		}
+		detail += "; " + AssetSignal + " sent to " + strings.Join(names, ", ")
+	}
+	res.Changes = append(res.Changes, w.f.name+": "+detail)
+	if err := s.record(&store.Record{Worker: w.f.name, Event: EventAssetsChanged, Detail: detail}); err != nil {
+		return
+	}
+	for _, in := range targets {
+		if err := in.proc.Signal(syscall.SIGUSR1); err != nil {
+			s.log.Warn().Err(err).Str("instance", in.name).Msg("could not signal asset change")
+		}
+	}
+}
+
+// abandon stops a starting instance that is no longer wanted.
+func (s *Supervisor) abandon(inst *instance, reason, detail string) {
+	if inst.m.State() != sm.Starting {
+		return
+	}
+	if err := s.transition(inst, sm.Stop, reason, func(r *store.Record) { r.Detail = detail }); err != nil {
+		return
+	}
+	if inst.cancel != nil {
+		inst.cancel()
+	}
+	if inst.w.next == inst {
+		inst.w.next = nil
+	}
+	s.resolve(inst, false, inst.name+": "+detail)
+	if inst.proc == nil {
+		delete(s.insts, inst.name)
+		return
+	}
+	s.stopProcess(inst)
+}
+
+// resolve settles inst in the reload that started it; the reload replies
+// once all its instances settled.
+func (s *Supervisor) resolve(inst *instance, ok bool, msg string) {
+	p := inst.batch
+	if p == nil {
+		return
+	}
+	inst.batch = nil
+	delete(p.waiting, inst)
+	if ok {
+		p.result.Changes = append(p.result.Changes, inst.name+": serving")
+	} else {
+		p.result.Failures = append(p.result.Failures, msg)
+	}
+	if len(p.waiting) == 0 {
+		for i, q := range s.reloads {
+			if q == p {
+				s.reloads = append(s.reloads[:i], s.reloads[i+1:]...)
+				break
+			}
+		}
+		s.finish(p)
+	}
+}
+
+func (s *Supervisor) failBatch(p *pendingReload, msg string) {
+	if p != nil {
+		p.result.Failures = append(p.result.Failures, msg)
+	}
+}
+
+func (s *Supervisor) finish(p *pendingReload) {
+	if p.reply != nil {
+		if p.result.Changes == nil {
+			p.result.Changes = []string{}
+		}
+		if p.result.Failures == nil {
+			p.result.Failures = []string{}
+		}
+		p.reply <- p.result
+		p.reply = nil
+	}
+}
+
+// serverSettingsChanged lists changed settings that only a server restart applies.
+func serverSettingsChanged(a, b *config.Config) []string {
+	var out []string
+	if a.Server.Port != b.Server.Port {
+		out = append(out, "server.port")
+	}
+	if a.Server.ReadTimeoutSeconds != b.Server.ReadTimeoutSeconds || a.Server.WriteTimeoutSeconds != b.Server.WriteTimeoutSeconds || a.Server.IdleTimeoutSeconds != b.Server.IdleTimeoutSeconds {
+		out = append(out, "server timeouts")
+	}
+	if a.Server.Static != b.Server.Static {
+		out = append(out, "server.static")
+	}
+	if a.Workers.WorkersDir != b.Workers.WorkersDir {
+		out = append(out, "workers.workers_dir")
+	}
+	return out
+}

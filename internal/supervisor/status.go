@@ -1,0 +1,62 @@
+package supervisor
+
+import (
+	"sort"
+	"time"
+
+	"github.com/mevdschee/tqserver/internal/store"
+)
+
+// Status is the registry as `tqserver status --json` prints it
+// (CONTRACT.md §8). Extra fields may be added; these never change meaning.
+type Status struct {
+	Running bool           `json:"running"`
+	PID     int            `json:"pid,omitempty"`
+	Mode    string         `json:"mode,omitempty"`
+	Listen  string         `json:"listen,omitempty"`
+	At      *time.Time     `json:"at,omitempty"`
+	LastSeq uint64         `json:"last_seq"`
+	Workers []WorkerStatus `json:"workers"`
+}
+
+// WorkerStatus is one worker and its live instances.
+type WorkerStatus struct {
+	Name      string           `json:"name"`
+	Route     string           `json:"route"`
+	Instances []InstanceStatus `json:"instances"`
+}
+
+// InstanceStatus is one live instance.
+type InstanceStatus struct {
+	Instance string    `json:"instance"`
+	State    string    `json:"state"`
+	PID      int       `json:"pid,omitempty"`
+	Port     int       `json:"port,omitempty"`
+	Since    time.Time `json:"since"`
+	Reason   string    `json:"reason,omitempty"`
+	Inflight *int64    `json:"inflight,omitempty"`
+	Served   *int64    `json:"served,omitempty"`
+}
+
+// StatusFromRegistry builds a Status from a replayed log: the live instances
+// as the log last recorded them.
+func StatusFromRegistry(g *store.Registry) *Status {
+	st := &Status{LastSeq: g.LastSeq, Workers: []WorkerStatus{}}
+	byName := map[string]*WorkerStatus{}
+	for _, in := range g.Live() {
+		ws := byName[in.Worker]
+		if ws == nil {
+			ws = &WorkerStatus{Name: in.Worker, Route: in.Route}
+			byName[in.Worker] = ws
+		}
+		ws.Instances = append(ws.Instances, InstanceStatus{
+			Instance: in.Instance, State: in.State, PID: in.PID, Port: in.Port,
+			Since: in.Since, Reason: in.Reason,
+		})
+	}
+	for _, ws := range byName {
+		st.Workers = append(st.Workers, *ws)
+	}
+	sort.Slice(st.Workers, func(i, j int) bool { return st.Workers[i].Name < st.Workers[j].Name })
+	return st
+}

@@ -1,0 +1,5 @@
+//go:build !race
+
+package tqworkertest
+
+const raceEnabled = false
