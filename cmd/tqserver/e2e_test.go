@@ -303,6 +303,13 @@ func TestKill9ThenRestartReapsOrphans(t *testing.T) {
 		childPID, _ = strconv.Atoi(string(b))
 		return childPID > 0
 	})
+	t.Cleanup(func() { // never leave the test's orphans behind, whatever happens
+		for _, pid := range append(pids, childPID) {
+			if pidAlive(pid) {
+				syscall.Kill(pid, syscall.SIGKILL)
+			}
+		}
+	})
 	lastSeq := history(t, root, "--limit", "1")[0].Seq
 
 	s.signal(syscall.SIGKILL)

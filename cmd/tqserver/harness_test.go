@@ -40,7 +40,11 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	tqBin = filepath.Join(buildDir, "tqserver")
-	out, err := exec.Command("go", "build", "-o", tqBin, ".").CombinedOutput()
+	args := []string{"build", "-o", tqBin}
+	if raceEnabled {
+		args = append(args, "-race")
+	}
+	out, err := exec.Command("go", append(args, ".")...).CombinedOutput()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "build tqserver: %v\n%s", err, out)
 		os.Exit(1)

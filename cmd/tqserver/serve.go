@@ -90,11 +90,8 @@ func (c *serveCmd) Run() error {
 	})
 	sup = supervisor.New(supervisor.Options{
 		Root: root, Mode: mode, Listen: ln.Addr().String(), Config: cfg, Store: st, Proxy: px,
-		Logger: log, Version: versionString(),
+		Logger: log, Version: versionString(), Builds: builds,
 	})
-	for _, b := range builds {
-		sup.Send(b)
-	}
 
 	stopAdmin, err := admin.Serve(root, admin.Handler(st, sup))
 	if err != nil {

@@ -38,9 +38,9 @@ func HasSource(workerDir string) bool {
 }
 
 // Build compiles workerDir/src to workerDir/bin/{name}.
-func Build(ctx context.Context, workerDir string, o Options) Result {
+func Build(ctx context.Context, workerDir string, o Options) (res Result) {
 	name := filepath.Base(workerDir)
-	res := Result{Worker: name, Binary: filepath.Join(workerDir, "bin", name)}
+	res = Result{Worker: name, Binary: filepath.Join(workerDir, "bin", name)}
 	start := time.Now()
 	defer func() { res.Duration = time.Since(start) }()
 	if !HasSource(workerDir) {

@@ -56,6 +56,27 @@ func waitDone(t *testing.T, p *Process) {
 	}
 }
 
+// stop calls Stop and returns how long it took; a Stop that does not return
+// fails the test (after killing the group so that cleanup can finish).
+func stop(t *testing.T, p *Process, grace time.Duration) time.Duration {
+	t.Helper()
+	t0 := time.Now()
+	returned := make(chan struct{})
+	go func() {
+		p.Stop(grace)
+		close(returned)
+	}()
+	select {
+	case <-returned:
+		return time.Since(t0)
+	case <-time.After(grace + waitLimit):
+		_ = syscall.Kill(-p.PID, syscall.SIGKILL)
+		<-returned
+		t.Fatalf("Stop(%s) did not return within %s", grace, grace+waitLimit)
+		return 0
+	}
+}
+
 // eventually polls cond until it holds or waitLimit passes.
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
@@ -146,9 +167,7 @@ func TestKilledBySignal(t *testing.T) {
 func TestStopOnSIGTERM(t *testing.T) {
 	p := start(t, helperSpec(t, "sleep"))
 	waitLine(t, p, "ready")
-	t0 := time.Now()
-	p.Stop(time.Minute)
-	if d := time.Since(t0); d > waitLimit {
+	if d := stop(t, p, time.Minute); d > waitLimit {
 		t.Errorf("Stop took %s although the process exits on SIGTERM", d)
 	}
 	if got := p.Exit(); got.Signal != "SIGTERM" {
@@ -163,9 +182,7 @@ func TestStopEscalatesAfterGrace(t *testing.T) {
 	p := start(t, helperSpec(t, "ignoreterm"))
 	waitLine(t, p, "ready")
 	const grace = 400 * time.Millisecond
-	t0 := time.Now()
-	p.Stop(grace)
-	d := time.Since(t0)
+	d := stop(t, p, grace)
 	if d < grace || d > grace+waitLimit {
 		t.Errorf("Stop took %s, want about %s", d, grace)
 	}
@@ -179,13 +196,23 @@ func TestStopConcurrent(t *testing.T) {
 	waitLine(t, p, "ready")
 	var wg sync.WaitGroup
 	for range 4 {
-		wg.Go(func() { p.Stop(100 * time.Millisecond) })
+		wg.Go(func() {
+			p.Stop(100 * time.Millisecond)
+			select {
+			case <-p.Done():
+			default:
+				t.Error("Stop returned before Done")
+			}
+		})
 	}
-	wg.Wait()
+	all := make(chan struct{})
+	go func() { wg.Wait(); close(all) }()
 	select {
-	case <-p.Done():
-	default:
-		t.Fatal("Stop returned before Done")
+	case <-all:
+	case <-time.After(waitLimit):
+		_ = syscall.Kill(-p.PID, syscall.SIGKILL)
+		<-all
+		t.Fatal("concurrent Stop calls did not return")
 	}
 	p.Stop(time.Second) // once more, after the end
 	if got := p.Exit(); got.Signal != "SIGKILL" {
@@ -211,9 +238,7 @@ func TestStopKillsGrandchild(t *testing.T) {
 			p := start(t, helperSpec(t, "spawn", "ignoreterm", "same", tc.leader))
 			gpid, gticks := childOf(t, waitLine(t, p, "child "))
 			waitLine(t, p, "ready") // the grandchild ignores SIGTERM from here on
-			t0 := time.Now()
-			p.Stop(tc.grace)
-			if d := time.Since(t0); d > tc.maxStop {
+			if d := stop(t, p, tc.grace); d > tc.maxStop {
 				t.Errorf("Stop took %s", d)
 			}
 			eventually(t, "grandchild to die", func() bool { return !Alive(gpid, gticks) })

@@ -23,10 +23,17 @@ func (s *Supervisor) recover() error {
 	grace := time.Duration(s.cfg.Workers.ShutdownGracePeriodMs) * time.Millisecond
 	for _, in := range g.Live() {
 		alive := in.PID > 0 && process.Alive(in.PID, in.StartTicks)
+		remnants := 0
+		if !alive && in.PID > 0 {
+			remnants = len(process.GroupMembers(in.PID, in.StartTicks))
+		}
 		detail := "process already gone"
-		if alive {
+		switch {
+		case alive:
 			detail = fmt.Sprintf("pid %d still running after a server crash; stopping it", in.PID)
-		} else if in.PID == 0 {
+		case remnants > 0:
+			detail = fmt.Sprintf("pid %d gone, but %d process(es) of its group still running; stopping them", in.PID, remnants)
+		case in.PID == 0:
 			detail = "never got a pid"
 		}
 		r := &store.Record{Worker: in.Worker, Instance: in.Instance, From: in.State, To: sm.Stopped,
@@ -34,10 +41,15 @@ func (s *Supervisor) recover() error {
 		if err := s.record(r); err != nil {
 			return fmt.Errorf("recover: %w", err)
 		}
-		if alive {
-			if _, err := s.reap(in.PID, in.StartTicks, grace); err != nil {
-				s.log.Error().Err(err).Str("instance", in.Instance).Int("pid", in.PID).Msg("could not reap orphan")
-			}
+		var rerr error
+		switch {
+		case alive:
+			_, rerr = s.reap(in.PID, in.StartTicks, grace)
+		case remnants > 0:
+			_, rerr = process.ReapGroup(in.PID, in.StartTicks, grace)
+		}
+		if rerr != nil {
+			s.log.Error().Err(rerr).Str("instance", in.Instance).Int("pid", in.PID).Msg("could not reap orphan")
 		}
 	}
 	return nil

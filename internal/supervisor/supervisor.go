@@ -64,6 +64,9 @@ type Options struct {
 	Proxy   *proxy.Proxy
 	Logger  zerolog.Logger
 	Version string
+	// Builds are the results of the builds made before Run (dev mode); they
+	// are recorded right after server_start.
+	Builds []events.BuildFinished
 	// Reap is how orphans of a crashed server are stopped (tests may wrap it).
 	Reap func(pid int, ticks uint64, grace time.Duration) (bool, error)
 }
@@ -79,6 +82,7 @@ type Supervisor struct {
 	px      *proxy.Proxy
 	log     zerolog.Logger
 	reap    func(int, uint64, time.Duration) (bool, error)
+	builds  []events.BuildFinished
 
 	events chan events.Event
 	quit   chan struct{} // closed when Run returns
@@ -144,7 +148,7 @@ func New(o Options) *Supervisor {
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Supervisor{
 		root: o.Root, mode: o.Mode, listen: o.Listen, version: o.Version,
-		cfg: o.Config, st: o.Store, px: o.Proxy, log: o.Logger, reap: o.Reap,
+		cfg: o.Config, st: o.Store, px: o.Proxy, log: o.Logger, reap: o.Reap, builds: o.Builds,
 		events:  make(chan events.Event, 1024),
 		quit:    make(chan struct{}),
 		ctx:     ctx,
@@ -213,6 +217,9 @@ func (s *Supervisor) Run() error {
 		return err
 	}
 	s.record(&store.Record{Event: EventServerStart, Detail: fmt.Sprintf("pid %d, mode %s, version %s, listen %s", os.Getpid(), s.mode, s.version, s.listen)})
+	for _, b := range s.builds {
+		s.onBuildFinished(b)
+	}
 	s.stampServerFiles()
 	found, warnings, err := discover(s.workersDir())
 	if err != nil {
