@@ -187,6 +187,9 @@ func startServer(t testing.TB, root string, args ...string) *server {
 				<-s.done
 			}
 		}
+		if strings.Contains(s.logs.String(), "WARNING: DATA RACE") {
+			t.Errorf("the server reported a data race")
+		}
 		if t.Failed() {
 			t.Logf("server log:\n%s", s.logs.String())
 		}

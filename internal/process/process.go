@@ -31,7 +31,7 @@ type Spec struct {
 	Env []string
 	// Logger receives every output line: Info for stdout, Warn for stderr,
 	// the line as message and a "stream" field ("stdout"/"stderr"). The caller
-	// sets identifying fields (worker, instance) on it.
+	// sets identifying fields (worker, instance) on it. The zero value discards.
 	Logger zerolog.Logger
 	// TailLines is how many last output lines Tail keeps; 0 means 20.
 	TailLines int
