@@ -9,7 +9,9 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"sort"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -81,7 +83,7 @@ func (c *serveCmd) Run() error {
 
 	var sup *supervisor.Supervisor
 	px := proxy.New(proxy.Options{
-		WorkersDir:    workersDir(root, cfg),
+		WorkersDir:    staticDir(root, cfg),
 		StaticEnabled: cfg.Server.Static.Enabled,
 		StaticPrefix:  cfg.Server.Static.URLPrefix,
 		CacheMaxAge:   cfg.Server.Static.CacheMaxAgeSeconds,
@@ -179,17 +181,49 @@ func workersDir(root string, cfg *config.Config) string {
 	return filepath.Join(root, d)
 }
 
-// buildAll builds every worker that has sources (dev mode, at start).
-func buildAll(root string, cfg *config.Config, log zerolog.Logger) []events.BuildFinished {
+// buildCandidates lists the worker directories that
+// workers.discovery.include_patterns (relative to workers_dir) select: the
+// top directory of every match, once, in name order.
+func buildCandidates(root string, cfg *config.Config, log zerolog.Logger) []string {
 	dir := workersDir(root, cfg)
-	entries, _ := os.ReadDir(dir)
+	seen := map[string]bool{}
 	var dirs []string
-	for _, e := range entries {
-		d := filepath.Join(dir, e.Name())
-		if e.IsDir() && supervisor.ValidWorkerName(e.Name()) && builder.HasSource(d) {
-			dirs = append(dirs, d)
+	for _, pat := range cfg.Workers.Discovery.IncludePatterns {
+		matches, _ := filepath.Glob(filepath.Join(dir, pat))
+		for _, m := range matches {
+			rel, err := filepath.Rel(dir, m)
+			if err != nil {
+				continue
+			}
+			name, _, _ := strings.Cut(filepath.ToSlash(rel), "/")
+			if seen[name] {
+				continue
+			}
+			seen[name] = true
+			if !supervisor.ValidWorkerName(name) {
+				log.Warn().Str("dir", filepath.Join(dir, name)).Msg("skipped: not a valid worker name")
+				continue
+			}
+			if builder.HasSource(filepath.Join(dir, name)) {
+				dirs = append(dirs, filepath.Join(dir, name))
+			}
 		}
 	}
+	sort.Strings(dirs)
+	return dirs
+}
+
+func staticDir(root string, cfg *config.Config) string {
+	d := cfg.Server.Static.DevRoot
+	if filepath.IsAbs(d) {
+		return d
+	}
+	return filepath.Join(root, d)
+}
+
+// buildAll builds every worker that has sources (dev mode, at start).
+func buildAll(root string, cfg *config.Config, log zerolog.Logger) []events.BuildFinished {
+	dirs := buildCandidates(root, cfg, log)
 	var out []events.BuildFinished
 	for _, r := range builder.BuildAll(context.Background(), dirs, cfg.Deployment.Dev.Build.ParallelBuilds, builder.Options{LDFlags: cfg.Deployment.Dev.Build.LDFlags}) {
 		if r.Err != nil {

@@ -87,6 +87,13 @@ func (s *Supervisor) onReload(ev events.Reload) {
 		}
 	}
 
+	if !s.cfg.TimestampCheckEnabled(s.mode) {
+		msg := "timestamp checks are disabled by timestamp_check.enabled in config: workers not checked"
+		res.Changes = append(res.Changes, msg)
+		s.log.Warn().Msg(msg)
+		s.finish(p)
+		return
+	}
 	found, warnings, err := discover(s.workersDir())
 	if err != nil {
 		res.Error = err.Error()

@@ -776,6 +776,9 @@ func (s *Supervisor) workerEnv(w *worker, port int) []string {
 	set["TQ_WORKER_ROUTE"] = w.route
 	set["TQ_WORKER_BASE"] = w.f.dir
 	set["TQ_MODE"] = s.mode
+	set["TQ_READ_TIMEOUT_SECONDS"] = fmt.Sprint(w.settings.ReadTimeoutSeconds)
+	set["TQ_WRITE_TIMEOUT_SECONDS"] = fmt.Sprint(w.settings.WriteTimeoutSeconds)
+	set["TQ_IDLE_TIMEOUT_SECONDS"] = fmt.Sprint(w.settings.IdleTimeoutSeconds)
 	if w.settings.GoMaxProcs > 0 {
 		set["GOMAXPROCS"] = fmt.Sprint(w.settings.GoMaxProcs)
 	}

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -47,7 +48,28 @@ type Options struct {
 	IdleTimeout       time.Duration
 }
 
+// envSeconds reads a duration in whole seconds that tqserver passes from the
+// worker's settings (workers.default / workers.paths in config/server.yaml).
+func envSeconds(key string) (time.Duration, bool) {
+	v, err := strconv.Atoi(os.Getenv(key))
+	if err != nil || v < 0 {
+		return 0, false
+	}
+	return time.Duration(v) * time.Second, true
+}
+
 func (o Options) withDefaults() Options {
+	// Unset timeouts come from the server's config when it passed them
+	// (0 there means none).
+	if d, ok := envSeconds("TQ_READ_TIMEOUT_SECONDS"); ok && o.ReadTimeout == 0 {
+		o.ReadTimeout = d
+	}
+	if d, ok := envSeconds("TQ_WRITE_TIMEOUT_SECONDS"); ok && o.WriteTimeout == 0 {
+		o.WriteTimeout = d
+	}
+	if d, ok := envSeconds("TQ_IDLE_TIMEOUT_SECONDS"); ok && o.IdleTimeout == 0 && d > 0 {
+		o.IdleTimeout = d
+	}
 	if o.ShutdownTimeout <= 0 {
 		o.ShutdownTimeout = DefaultShutdownTimeout
 	}
