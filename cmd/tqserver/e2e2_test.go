@@ -137,6 +137,15 @@ func TestAssetChangeSignalsWithoutRestart(t *testing.T) {
 	if _, b := get(t, s.url("/static/index/app.css")); b != "body{color:blue}" {
 		t.Fatalf("public file not fresh: %q", b)
 	}
+	// A newer server binary is reported as a pending upgrade, nothing restarts.
+	writeFile(t, filepath.Join(root, "server", "bin", "tqserver"), "new server")
+	out, _, err = runCLI(t, "reload", "--root", root)
+	if err != nil || !strings.Contains(out, "server upgrade is pending") {
+		t.Fatalf("server binary change: %v %q", err, out)
+	}
+	if after := s.status().Workers[0].Instances[0].Instance; after != before {
+		t.Fatalf("server binary change restarted the worker")
+	}
 	// Nothing changed → nothing happens.
 	out, _, err = runCLI(t, "reload", "--root", root)
 	if err != nil || !strings.Contains(out, "nothing changed") {

@@ -54,6 +54,9 @@ func TestReplaceUnderLoadZeroFailures(t *testing.T) {
 	if ok < 100 {
 		t.Fatalf("load too small to mean anything: %d", ok)
 	}
+	hstart := time.Now()
+	all := history(t, root)
+	t.Logf("tqserver history --json over %d records (through the running server): %v", len(all), time.Since(hstart))
 	recs := history(t, root, "--worker", "index")
 	if n := count(recs, func(r store.Record) bool { return r.To == "healthy" && r.Reason == "binary_changed" }); n != 5 {
 		t.Fatalf("want 5 binary_changed healthy records, got %d", n)

@@ -84,7 +84,7 @@ func (s *Supervisor) healthGate(ctx context.Context, name string, port int, ws c
 }
 
 // probe checks a healthy instance every health_interval_ms and reports
-// ProbeFailed once after health_failure_threshold failures in a row.
+// ProbeFailed after every health_failure_threshold failures in a row.
 // Successful probes are not logged.
 func (s *Supervisor) probe(ctx context.Context, name string, port int, ws config.WorkerSettings) {
 	interval := time.Duration(ws.HealthIntervalMs) * time.Millisecond
@@ -112,7 +112,9 @@ func (s *Supervisor) probe(ctx context.Context, name string, port int, ws config
 		}
 		fails++
 		s.log.Warn().Str("instance", name).Int("failures", fails).Err(err).Msg("health probe failed")
-		if fails == threshold {
+		// Report again every threshold failures: a replacement that rolled
+		// back leaves this instance serving, and it may be retried.
+		if fails%threshold == 0 {
 			s.Send(events.ProbeFailed{Instance: name, Detail: fmt.Sprintf("%d health probes failed in a row: %v", fails, err)})
 		}
 	}
