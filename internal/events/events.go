@@ -76,3 +76,48 @@ func (Drained) event()       {}
 func (RestartDue) event()    {}
 func (BuildFinished) event() {}
 func (Shutdown) event()      {}
+
+// FilesChanged is what the dev-mode watcher reports after its debounce: the
+// files of one area that changed. Worker is empty for config and server
+// sources.
+type FilesChanged struct {
+	Kind   ChangeKind
+	Worker string
+	Paths  []string // absolute paths, deduplicated, at most a few hundred
+}
+
+// ChangeKind says which area of the app root changed.
+type ChangeKind int
+
+// Areas the watcher reports.
+const (
+	SourceChanged  ChangeKind = iota + 1 // workers/{name}/src/**
+	PublicChanged                        // workers/{name}/public/**
+	PrivateChanged                       // workers/{name}/private/**
+	WorkerAdded                          // a new workers/{name}/ directory
+	WorkerRemoved                        // workers/{name}/ deleted
+	ConfigChanged                        // config/*.yaml
+	ServerChanged                        // the server's own sources
+)
+
+func (k ChangeKind) String() string {
+	switch k {
+	case SourceChanged:
+		return "source"
+	case PublicChanged:
+		return "public"
+	case PrivateChanged:
+		return "private"
+	case WorkerAdded:
+		return "worker_added"
+	case WorkerRemoved:
+		return "worker_removed"
+	case ConfigChanged:
+		return "config"
+	case ServerChanged:
+		return "server"
+	}
+	return "unknown"
+}
+
+func (FilesChanged) event() {}
