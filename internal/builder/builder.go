@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -29,6 +30,7 @@ type Result struct {
 	Duration time.Duration
 	Output   string // compiler output (on failure: the errors)
 	Err      error
+	Canceled bool // the context ended the build (a newer change superseded it)
 }
 
 // HasSource reports whether workerDir has src/main.go.
@@ -51,7 +53,15 @@ func Build(ctx context.Context, workerDir string, o Options) (res Result) {
 		res.Err = fmt.Errorf("build %s: %w", name, err)
 		return res
 	}
-	tmp := filepath.Join(filepath.Dir(res.Binary), fmt.Sprintf(".%s.tmp-%d", name, os.Getpid()))
+	// A unique temp name: a cancelled build may still be exiting while its
+	// successor starts.
+	f, err := os.CreateTemp(filepath.Dir(res.Binary), "."+name+".build-*")
+	if err != nil {
+		res.Err = fmt.Errorf("build %s: %w", name, err)
+		return res
+	}
+	tmp := f.Name()
+	f.Close()
 	args := []string{"build", "-o", tmp}
 	if o.LDFlags != "" {
 		args = append(args, "-ldflags="+o.LDFlags)
@@ -63,11 +73,21 @@ func Build(ctx context.Context, workerDir string, o Options) (res Result) {
 	}
 	cmd := exec.CommandContext(ctx, gocmd, args...)
 	cmd.Dir = filepath.Join(workerDir, "src")
+	// Cancelling kills the whole build (go and its compile/link children).
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	cmd.WaitDelay = 5 * time.Second
 	var out bytes.Buffer
 	cmd.Stdout = &out
 	cmd.Stderr = &out
-	err := cmd.Run()
+	err = cmd.Run()
 	res.Output = strings.TrimSpace(out.String())
+	if ctx.Err() != nil {
+		os.Remove(tmp)
+		res.Err = fmt.Errorf("build %s: %w", name, ctx.Err())
+		res.Canceled = true
+		return res
+	}
 	if err != nil {
 		os.Remove(tmp)
 		res.Err = fmt.Errorf("build %s: %w", name, err)

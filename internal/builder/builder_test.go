@@ -69,3 +69,18 @@ func TestNoSource(t *testing.T) {
 		t.Fatalf("got %v", r.Err)
 	}
 }
+
+func TestCancelKillsBuild(t *testing.T) {
+	root := t.TempDir()
+	dir := writeWorker(t, root, "slow", "package main\n\nfunc main() {}\n")
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel() // cancelled before it starts: must not leave a binary or temp file
+	r := Build(ctx, dir, Options{})
+	if !r.Canceled || r.Err == nil {
+		t.Fatalf("want a cancelled build, got %+v", r)
+	}
+	entries, _ := os.ReadDir(filepath.Join(dir, "bin"))
+	for _, e := range entries {
+		t.Errorf("cancelled build left %s", e.Name())
+	}
+}

@@ -57,10 +57,12 @@ type RestartDue struct{ Worker string }
 
 // BuildFinished reports a worker build (dev mode and `serve` at start).
 type BuildFinished struct {
-	Worker   string
+	Worker   string // empty: the server's own binary
+	ID       uint64 // which build (a newer one supersedes older ones); 0 for builds made before Run
 	Duration time.Duration
 	Err      error
 	Output   string // compiler output on failure
+	Canceled bool   // superseded by a newer change
 }
 
 // Shutdown asks the supervisor to stop every instance and return.

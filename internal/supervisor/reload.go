@@ -109,22 +109,7 @@ func (s *Supervisor) onReload(ev events.Reload) {
 		if _, ok := found[name]; ok || w.removed {
 			continue
 		}
-		w.removed = true
-		if w.timer != nil {
-			w.timer.Stop()
-			w.timer = nil
-		}
-		res.Changes = append(res.Changes, name+": removed")
-		if w.next != nil {
-			s.abandon(w.next, ReasonOperator, "worker removed")
-		}
-		if w.current != nil {
-			s.drain(w.current, ReasonOperator, "worker removed")
-		}
-		s.publishRoutes()
-		if !s.hasInstances(w) {
-			delete(s.workers, name)
-		}
+		s.removeWorker(w, res)
 	}
 	for _, name := range sortedKeys(found) {
 		f := found[name]
@@ -178,6 +163,27 @@ func (s *Supervisor) onReload(ev events.Reload) {
 		return
 	}
 	s.reloads = append(s.reloads, p)
+}
+
+// removeWorker drains and stops a worker whose directory is gone.
+func (s *Supervisor) removeWorker(w *worker, res *events.ReloadResult) {
+	name := w.f.name
+	w.removed = true
+	if w.timer != nil {
+		w.timer.Stop()
+		w.timer = nil
+	}
+	res.Changes = append(res.Changes, name+": removed")
+	if w.next != nil {
+		s.abandon(w.next, ReasonOperator, "worker removed")
+	}
+	if w.current != nil {
+		s.drain(w.current, ReasonOperator, "worker removed")
+	}
+	s.publishRoutes()
+	if !s.hasInstances(w) {
+		delete(s.workers, name)
+	}
 }
 
 func (s *Supervisor) rejectBinary(p *pendingReload, name string, err error) {

@@ -67,6 +67,8 @@ type Options struct {
 	// Builds are the results of the builds made before Run (dev mode); they
 	// are recorded right after server_start.
 	Builds []events.BuildFinished
+	// Dev, when set (dev mode), is told about swaps and build failures.
+	Dev DevNotifier
 	// Reap is how orphans of a crashed server are stopped (tests may wrap it).
 	Reap func(pid int, ticks uint64, grace time.Duration) (bool, error)
 }
@@ -82,7 +84,14 @@ type Supervisor struct {
 	px      *proxy.Proxy
 	log     zerolog.Logger
 	reap    func(int, uint64, time.Duration) (bool, error)
-	builds  []events.BuildFinished
+	initial []events.BuildFinished
+	dev     DevNotifier
+
+	builds       map[string]*buildState // dev builds in progress
+	serverBuild  *buildState
+	buildSeq     uint64
+	buildSem     chan struct{}
+	buildFailing map[string]bool
 
 	events chan events.Event
 	quit   chan struct{} // closed when Run returns
@@ -133,6 +142,7 @@ type instance struct {
 	since       time.Time
 	healthyAt   time.Time
 	cancel      context.CancelFunc // stops its health gate / probe
+	changedAt   time.Time          // dev: when the change that caused it was seen
 	stopping    bool
 	batch       *pendingReload
 }
@@ -148,7 +158,7 @@ func New(o Options) *Supervisor {
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Supervisor{
 		root: o.Root, mode: o.Mode, listen: o.Listen, version: o.Version,
-		cfg: o.Config, st: o.Store, px: o.Proxy, log: o.Logger, reap: o.Reap, builds: o.Builds,
+		cfg: o.Config, st: o.Store, px: o.Proxy, log: o.Logger, reap: o.Reap, initial: o.Builds, dev: o.Dev,
 		events:  make(chan events.Event, 1024),
 		quit:    make(chan struct{}),
 		ctx:     ctx,
@@ -157,6 +167,10 @@ func New(o Options) *Supervisor {
 		insts:   map[string]*instance{},
 		nextNum: map[string]uint64{},
 		stamps:  map[string]fileStamp{},
+
+		builds:       map[string]*buildState{},
+		buildFailing: map[string]bool{},
+		buildSem:     make(chan struct{}, max(o.Config.Deployment.Dev.Build.ParallelBuilds, 1)),
 	}
 	if s.reap == nil {
 		s.reap = process.Reap
@@ -217,7 +231,7 @@ func (s *Supervisor) Run() error {
 		return err
 	}
 	s.record(&store.Record{Event: EventServerStart, Detail: fmt.Sprintf("pid %d, mode %s, version %s, listen %s", os.Getpid(), s.mode, s.version, s.listen)})
-	for _, b := range s.builds {
+	for _, b := range s.initial {
 		s.onBuildFinished(b)
 	}
 	s.stampServerFiles()
@@ -292,6 +306,8 @@ func (s *Supervisor) handle(ev events.Event) {
 		s.onReload(ev)
 	case events.BuildFinished:
 		s.onBuildFinished(ev)
+	case events.FilesChanged:
+		s.onFilesChanged(ev)
 	case events.Shutdown:
 		s.onShutdown()
 	default:
@@ -484,6 +500,12 @@ func (s *Supervisor) onHealthOK(ev events.HealthOK) {
 	ctx, cancel := context.WithCancel(s.ctx)
 	inst.cancel = cancel
 	go s.probe(ctx, inst.name, inst.port, w.settings)
+	if !inst.changedAt.IsZero() {
+		s.log.Info().Str("worker", w.f.name).Str("instance", inst.name).Dur("since_change", time.Since(inst.changedAt)).Msg("swapped: new code serving")
+	}
+	if inst.startReason == ReasonSourceChanged || inst.startReason == ReasonBinaryChanged {
+		s.notifyReloaded(w.f.name)
+	}
 	if old != nil {
 		reason := old.drainReason
 		if reason == "" {
@@ -687,15 +709,6 @@ func (s *Supervisor) onRestartDue(ev events.RestartDue) {
 	}
 }
 
-func (s *Supervisor) onBuildFinished(ev events.BuildFinished) {
-	r := &store.Record{Worker: ev.Worker, Event: EventBuildOK, Detail: "built in " + ev.Duration.Round(time.Millisecond).String()}
-	if ev.Err != nil {
-		r.Event = EventBuildFailed
-		r.Detail = strings.TrimSpace(ev.Err.Error() + "\n" + ev.Output)
-	}
-	_ = s.record(r)
-}
-
 func (s *Supervisor) onShutdown() {
 	if s.shutting {
 		return
@@ -708,6 +721,9 @@ func (s *Supervisor) onShutdown() {
 			w.timer.Stop()
 			w.timer = nil
 		}
+	}
+	for _, b := range s.builds {
+		b.cancel()
 	}
 	for _, name := range sortedKeys(s.insts) {
 		inst := s.insts[name]

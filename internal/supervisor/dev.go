@@ -1,0 +1,220 @@
+package supervisor
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/mevdschee/tqserver/internal/builder"
+	"github.com/mevdschee/tqserver/internal/events"
+	"github.com/mevdschee/tqserver/internal/store"
+)
+
+// DevNotifier is told what the browsers of a dev session should show.
+type DevNotifier interface {
+	Reloaded(worker string)
+	BuildFailed(worker, output string)
+	BuildFixed(worker string)
+}
+
+type buildState struct {
+	id      uint64
+	cancel  context.CancelFunc
+	started time.Time
+}
+
+// onFilesChanged is dev mode's reaction to the watcher.
+func (s *Supervisor) onFilesChanged(ev events.FilesChanged) {
+	if s.shutting {
+		return
+	}
+	s.log.Debug().Str("kind", ev.Kind.String()).Str("worker", ev.Worker).Strs("paths", ev.Paths).Msg("files changed")
+	switch ev.Kind {
+	case events.SourceChanged, events.WorkerAdded:
+		s.build(ev.Worker)
+	case events.WorkerRemoved:
+		if w := s.workers[ev.Worker]; w != nil && !w.removed {
+			var res events.ReloadResult
+			s.removeWorker(w, &res)
+			s.notifyReloaded(ev.Worker)
+		}
+	case events.PublicChanged, events.PrivateChanged:
+		w := s.workers[ev.Worker]
+		if w == nil || w.removed {
+			return
+		}
+		var res events.ReloadResult
+		w.stamp = stampWorker(w.f)
+		s.assetsChanged(w, ev.Kind == events.PublicChanged, ev.Kind == events.PrivateChanged, &res)
+		s.notifyReloaded(ev.Worker)
+	case events.ConfigChanged:
+		s.onReload(events.Reload{Source: "watcher"})
+	case events.ServerChanged:
+		s.buildServer()
+	}
+}
+
+func (s *Supervisor) notifyReloaded(worker string) {
+	if s.dev != nil {
+		s.dev.Reloaded(worker)
+	}
+}
+
+// build (re)builds a worker's sources; a newer change cancels the build in
+// progress. At most parallel_builds run at once.
+func (s *Supervisor) build(name string) {
+	if !ValidWorkerName(name) {
+		return
+	}
+	dir := filepath.Join(s.workersDir(), name)
+	if !builder.HasSource(dir) {
+		return
+	}
+	if b := s.builds[name]; b != nil {
+		b.cancel()
+	}
+	s.buildSeq++
+	id := s.buildSeq
+	ctx, cancel := context.WithCancel(s.ctx)
+	s.builds[name] = &buildState{id: id, cancel: cancel, started: time.Now()}
+	bo := s.cfg.Deployment.Dev.Build
+	sem := s.buildSem
+	s.log.Info().Str("worker", name).Msg("building")
+	go func() {
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+			s.Send(events.BuildFinished{Worker: name, ID: id, Canceled: true})
+			return
+		}
+		defer func() { <-sem }()
+		r := builder.Build(ctx, dir, builder.Options{LDFlags: bo.LDFlags})
+		s.Send(events.BuildFinished{Worker: name, ID: id, Duration: r.Duration, Err: r.Err, Output: r.Output, Canceled: r.Canceled})
+	}()
+}
+
+// onBuildFinished records a build and, in dev mode, swaps the new binary in.
+func (s *Supervisor) onBuildFinished(ev events.BuildFinished) {
+	var started time.Time
+	if ev.ID != 0 {
+		b := s.builds[ev.Worker]
+		if ev.Worker == "" {
+			b = s.serverBuild
+		}
+		if b == nil || b.id != ev.ID {
+			return // superseded
+		}
+		started = b.started
+		b.cancel()
+		if ev.Worker == "" {
+			s.serverBuild = nil
+		} else {
+			delete(s.builds, ev.Worker)
+		}
+	}
+	if ev.Canceled {
+		return
+	}
+	r := &store.Record{Worker: ev.Worker, Event: EventBuildOK, Detail: "built in " + ev.Duration.Round(time.Millisecond).String()}
+	if ev.Err != nil {
+		r.Event = EventBuildFailed
+		r.Detail = strings.TrimSpace(ev.Err.Error() + "\n" + ev.Output)
+	}
+	if ev.Worker == "" {
+		r.Detail = "server/bin/tqserver: " + r.Detail
+		if ev.Err == nil {
+			r.Detail += "; restart tqserver to run it"
+			s.log.Warn().Msg("server sources changed and were rebuilt into server/bin/tqserver: restart tqserver to run them")
+		}
+	}
+	_ = s.record(r)
+	if ev.Err != nil {
+		s.log.Error().Str("worker", ev.Worker).Msg("build failed; the running instance keeps serving\n" + ev.Output)
+		if ev.Worker != "" {
+			s.buildFailing[ev.Worker] = true
+			if s.dev != nil {
+				s.dev.BuildFailed(ev.Worker, ev.Output)
+			}
+		}
+		return
+	}
+	if ev.ID == 0 || ev.Worker == "" {
+		return // builds before Run: the workers start from discovery
+	}
+	s.log.Info().Str("worker", ev.Worker).Dur("took", ev.Duration).Msg("built")
+	if s.buildFailing[ev.Worker] {
+		delete(s.buildFailing, ev.Worker)
+		if s.dev != nil {
+			s.dev.BuildFixed(ev.Worker)
+		}
+	}
+	w := s.workers[ev.Worker]
+	detail := "built in " + ev.Duration.Round(time.Millisecond).String()
+	if w == nil || w.removed {
+		f, ok := s.findWorker(ev.Worker)
+		if !ok {
+			return
+		}
+		w = s.addWorker(f)
+		s.publishRoutes()
+		detail = "new worker; " + detail
+	} else {
+		w.stamp = stampWorker(w.f)
+		if w.next != nil {
+			s.abandon(w.next, ReasonSourceChanged, "superseded by a newer build")
+		}
+		if w.current != nil {
+			w.current.drainReason = ReasonReplaced
+		}
+	}
+	w.failures = 0
+	s.start(w, ReasonSourceChanged, detail, nil)
+	if w.next != nil {
+		w.next.changedAt = started
+	}
+}
+
+func (s *Supervisor) findWorker(name string) (found, bool) {
+	all, _, err := discover(s.workersDir())
+	if err != nil {
+		return found{}, false
+	}
+	f, ok := all[name]
+	return f, ok
+}
+
+// buildServer rebuilds server/bin/tqserver when the app root is the
+// tqserver repository itself (it has cmd/tqserver).
+func (s *Supervisor) buildServer() {
+	if _, err := os.Stat(filepath.Join(s.root, "cmd", "tqserver", "main.go")); err != nil {
+		return
+	}
+	if s.serverBuild != nil {
+		s.serverBuild.cancel()
+	}
+	s.buildSeq++
+	id := s.buildSeq
+	ctx, cancel := context.WithCancel(s.ctx)
+	s.serverBuild = &buildState{id: id, cancel: cancel, started: time.Now()}
+	root := s.root
+	go func() {
+		start := time.Now()
+		out := filepath.Join(root, "server", "bin", "tqserver")
+		tmp := out + ".build"
+		os.MkdirAll(filepath.Dir(out), 0o755)
+		cmd := exec.CommandContext(ctx, "go", "build", "-o", tmp, "./cmd/tqserver")
+		cmd.Dir = root
+		b, err := cmd.CombinedOutput()
+		if err == nil {
+			err = os.Rename(tmp, out)
+		} else {
+			os.Remove(tmp)
+			err = fmt.Errorf("build server: %w", err)
+		}
+		s.Send(events.BuildFinished{ID: id, Duration: time.Since(start), Err: err, Output: strings.TrimSpace(string(b)), Canceled: ctx.Err() != nil})
+	}()
+}
