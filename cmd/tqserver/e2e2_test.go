@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -334,5 +335,48 @@ func TestBadConfigRefusesToStart(t *testing.T) {
 	_, errs, err := runCLI(t, "serve", "--root", root, "--mode", "prod")
 	if err == nil || !strings.Contains(errs, "config/server.yaml:3") || strings.Count(strings.TrimSpace(errs), "\n") != 0 {
 		t.Fatalf("bad config: %v %q", err, errs)
+	}
+}
+
+func TestHostileClients(t *testing.T) {
+	root := newRoot(t, fastConfig+"server:\n  read_timeout_seconds: 2\n")
+	install(t, root, "index", "v1", "normal")
+	s := startServer(t, root)
+	waitBody(t, s.url("/"), "v1", 10*time.Second)
+	// Huge headers are refused, not buffered.
+	req, _ := http.NewRequest("GET", s.url("/"), nil)
+	req.Header.Set("X-Big", strings.Repeat("a", 2<<20))
+	resp, err := plainClient.Do(req)
+	if err == nil {
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
+			t.Fatalf("2 MiB header: %d", resp.StatusCode)
+		}
+	}
+	// A slowloris client that never finishes its headers is cut off.
+	conns := make([]net.Conn, 0, 20)
+	for i := 0; i < 20; i++ {
+		c, err := net.Dial("tcp", s.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c)
+		c.Write([]byte("GET / HTTP/1.1\r\nHost: x\r\nX-Slow: "))
+	}
+	start := time.Now()
+	for _, c := range conns {
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		_, err := io.ReadAll(c) // returns when the server closes the connection
+		if err != nil {
+			t.Fatalf("slow client not cut off: %v", err)
+		}
+		c.Close()
+	}
+	if d := time.Since(start); d > 8*time.Second {
+		t.Fatalf("slow clients held for %v", d)
+	}
+	// Meanwhile and afterwards, normal requests are served.
+	if c, _ := get(t, s.url("/")); c != 200 {
+		t.Fatalf("after hostile clients: %d", c)
 	}
 }

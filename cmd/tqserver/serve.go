@@ -89,6 +89,9 @@ func (c *serveCmd) Run() error {
 		CacheMaxAge:   cfg.Server.Static.CacheMaxAgeSeconds,
 		OnMaxRequests: func(instance string) { go sup.Send(events.MaxRequests{Instance: instance}) },
 		Logger:        log,
+		// A worker that has not begun to answer when the client's write
+		// deadline passes never will in time: give up on it then.
+		ResponseHeaderTimeout: time.Duration(cfg.Server.WriteTimeoutSeconds) * time.Second,
 	})
 	sup = supervisor.New(supervisor.Options{
 		Root: root, Mode: mode, Listen: ln.Addr().String(), Config: cfg, Store: st, Proxy: px,

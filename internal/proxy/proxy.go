@@ -26,6 +26,10 @@ type Options struct {
 	// when the backend's served count reaches its MaxRequests. It must not block.
 	OnMaxRequests func(instance string)
 	Logger        zerolog.Logger
+	// ResponseHeaderTimeout bounds how long a worker may take to start its
+	// answer (0 = no limit), so a hung worker cannot pin proxy requests
+	// forever. Streaming bodies are not limited by it.
+	ResponseHeaderTimeout time.Duration
 }
 
 // Proxy routes requests to worker instances and serves static files.
@@ -86,6 +90,7 @@ func New(opts Options) *Proxy {
 		MaxIdleConnsPerHost:   1024,
 		IdleConnTimeout:       90 * time.Second,
 		ExpectContinueTimeout: time.Second,
+		ResponseHeaderTimeout: opts.ResponseHeaderTimeout,
 		ForceAttemptHTTP2:     false,
 		// Pass Content-Encoding through untouched instead of letting the
 		// transport ask for gzip and decompress on the worker's behalf.
@@ -273,6 +278,13 @@ func (p *Proxy) errorHandler(w http.ResponseWriter, out *http.Request, err error
 			st.retry = true
 			return
 		}
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() && !dialFailed {
+		p.log.Warn().Str("worker", st.worker).Str("instance", st.backend.Instance).
+			Str("addr", st.backend.Addr).Str("path", st.path).Err(err).Msg("worker did not answer in time")
+		http.Error(w, "504 gateway timeout: worker "+st.worker+" did not answer in time", http.StatusGatewayTimeout)
+		return
 	}
 	p.log.Warn().Str("worker", st.worker).Str("instance", st.backend.Instance).
 		Str("addr", st.backend.Addr).Str("path", st.path).Err(err).Msg("worker unavailable")
