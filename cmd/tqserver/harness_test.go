@@ -159,8 +159,13 @@ type server struct {
 // waits until its admin socket answers.
 func startServer(t testing.TB, root string, args ...string) *server {
 	t.Helper()
+	return startServerMode(t, root, "prod", args...)
+}
+
+func startServerMode(t testing.TB, root, mode string, args ...string) *server {
+	t.Helper()
 	s := &server{t: t, root: root, logs: &syncBuffer{}, done: make(chan struct{})}
-	all := append([]string{"serve", "--root", root, "--mode", "prod", "--listen", "127.0.0.1:0"}, args...)
+	all := append([]string{"serve", "--root", root, "--mode", mode, "--listen", "127.0.0.1:0"}, args...)
 	s.cmd = exec.Command(tqBin, all...)
 	s.cmd.Stdout = s.logs
 	s.cmd.Stderr = s.logs
@@ -194,7 +199,7 @@ func startServer(t testing.TB, root string, args ...string) *server {
 			t.Logf("server log:\n%s", s.logs.String())
 		}
 	})
-	deadline := time.Now().Add(20 * time.Second)
+	deadline := time.Now().Add(60 * time.Second) // dev mode builds first
 	for {
 		select {
 		case <-s.done:

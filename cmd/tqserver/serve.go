@@ -24,6 +24,7 @@ import (
 	"github.com/mevdschee/tqserver/internal/proxy"
 	"github.com/mevdschee/tqserver/internal/store"
 	"github.com/mevdschee/tqserver/internal/supervisor"
+	"github.com/mevdschee/tqserver/internal/watcher"
 )
 
 type serveCmd struct {
@@ -124,6 +125,8 @@ func (c *serveCmd) Run() error {
 
 	runErr := make(chan error, 1)
 	go func() { runErr <- sup.Run() }()
+	stopWatch := startWatcher(root, mode, cfg, sup, log)
+	defer stopWatch()
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
 	log.Info().Str("root", root).Str("mode", mode).Str("listen", ln.Addr().String()).Int("pid", os.Getpid()).Msg("tqserver serving")
@@ -182,6 +185,44 @@ func workersDir(root string, cfg *config.Config) string {
 		return d
 	}
 	return filepath.Join(root, d)
+}
+
+// startWatcher runs the dev-mode file watcher (when enabled); its events go
+// to the supervisor loop. A watcher that cannot start is reported and the
+// server keeps serving without it.
+func startWatcher(root, mode string, cfg *config.Config, sup *supervisor.Supervisor, log zerolog.Logger) func() {
+	fw := cfg.Deployment.FileWatcher(mode)
+	if mode != "dev" || !fw.Enabled {
+		return func() {}
+	}
+	var serverSrc []string
+	if _, err := os.Stat(filepath.Join(root, "cmd", "tqserver", "main.go")); err == nil {
+		for _, d := range []string{"cmd", "internal", "pkg"} {
+			if fi, err := os.Stat(filepath.Join(root, d)); err == nil && fi.IsDir() {
+				serverSrc = append(serverSrc, filepath.Join(root, d))
+			}
+		}
+	}
+	w, err := watcher.New(watcher.Options{
+		Root: root, WorkersDir: workersDir(root, cfg), ServerSrc: serverSrc,
+		Debounce: time.Duration(fw.DebounceMs) * time.Millisecond,
+		Send:     func(ev events.FilesChanged) { sup.Send(ev) },
+		Logger:   log,
+	})
+	if err != nil {
+		log.Error().Err(err).Msg("file watcher not started: edits will not be rebuilt (SIGHUP still works)")
+		return func() {}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := w.Run(ctx); err != nil {
+			log.Error().Err(err).Msg("file watcher stopped")
+		}
+	}()
+	log.Info().Msg("watching workers/, config/ and server sources for changes")
+	return func() { cancel(); <-done }
 }
 
 // buildCandidates lists the worker directories that

@@ -1,0 +1,91 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/mevdschee/tqserver/internal/store"
+)
+
+// devSource is the test worker's source with its version string replaced.
+func devSource(t *testing.T, version string) string {
+	t.Helper()
+	b, err := os.ReadFile("testdata/testworker/main.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := strings.Replace(string(b), `version   = "v0"`, `version   = "`+version+`"`, 1)
+	if src == string(b) {
+		t.Fatal("test worker source has no version line to replace")
+	}
+	return src
+}
+
+func TestDevModeEditRebuildSwap(t *testing.T) {
+	root := newRoot(t, fastConfig)
+	writeFile(t, filepath.Join(root, "go.mod"), "module example.com/devapp\n\ngo 1.22\n")
+	src := filepath.Join(root, "workers", "index", "src", "main.go")
+	writeFile(t, src, devSource(t, "d1"))
+	s := startServerMode(t, root, "dev")
+	waitBody(t, s.url("/"), "d1 index", 60*time.Second)
+
+	l := startLoad(s.url("/"), 2, 1_000_000, 120*time.Second)
+	// An edit is rebuilt and swapped in.
+	writeFile(t, src, devSource(t, "d2"))
+	waitBody(t, s.url("/"), "d2 index", 60*time.Second)
+
+	// A syntax error: the build fails, is recorded with the compiler's
+	// file:line, and the running instance keeps serving.
+	writeFile(t, src, devSource(t, "d3")+"\nfunc broken( {\n")
+	waitFor(t, 60*time.Second, "build_failed record", func() bool {
+		for _, r := range history(t, root, "--worker", "index") {
+			if r.Event == "build_failed" && strings.Contains(r.Detail, "main.go:") {
+				return true
+			}
+		}
+		return false
+	})
+	if c, b := get(t, s.url("/")); c != 200 || !strings.Contains(b, "d2 index") {
+		t.Fatalf("after a failed build: %d %q", c, b)
+	}
+	// Fixed: swapped again.
+	writeFile(t, src, devSource(t, "d4"))
+	waitBody(t, s.url("/"), "d4 index", 60*time.Second)
+	ok, failed, errs := l.finish()
+	if failed != 0 {
+		t.Fatalf("%d of %d requests failed across dev swaps: %v", failed, ok+failed, errs)
+	}
+
+	// A new worker directory is built and served; deleting it stops it.
+	writeFile(t, filepath.Join(root, "workers", "blog", "src", "main.go"), devSource(t, "b1"))
+	waitBody(t, s.url("/blog/x"), "b1 blog", 60*time.Second)
+	var blogPID int
+	for _, w := range s.status().Workers {
+		if w.Name == "blog" && len(w.Instances) > 0 {
+			blogPID = w.Instances[0].PID
+		}
+	}
+	if err := os.RemoveAll(filepath.Join(root, "workers", "blog")); err != nil {
+		t.Fatal(err)
+	}
+	waitBody(t, s.url("/blog/x"), "d4 index", 30*time.Second)
+	waitFor(t, 10*time.Second, "deleted worker's process gone", func() bool { return blogPID == 0 || !pidAlive(blogPID) })
+
+	recs := history(t, root)
+	if n := count(recs, func(r store.Record) bool { return r.Reason == "source_changed" && r.To == "healthy" && r.Worker == "index" }); n != 2 {
+		t.Fatalf("want 2 source_changed swaps of index, got %d", n)
+	}
+	s.signal(syscall.SIGTERM)
+	if err := s.wait(30 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range recs {
+		if r.PID != 0 && pidAlive(r.PID) {
+			t.Errorf("pid %d (%s) outlived the server", r.PID, r.Instance)
+		}
+	}
+}
