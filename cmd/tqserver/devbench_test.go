@@ -1,0 +1,84 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+)
+
+// BenchmarkDevReload measures, in one run, the time from writing an edited
+// worker source to the first HTTP response showing the change (dev mode:
+// watcher → debounce → go build → start → health → swap), next to a bare
+// `go build` of an equally fresh edit of the same worker. Every iteration is
+// one edit; run with -benchtime=10x (or more) for a median over 10 edits:
+//
+//	go test ./cmd/tqserver -run '^$' -bench DevReload -benchtime 10x
+//
+// It also keeps 2 keep-alive clients busy and reports failed requests.
+func BenchmarkDevReload(b *testing.B) {
+	root := newRoot(b, fastConfig)
+	writeFile(b, filepath.Join(root, "go.mod"), "module example.com/devapp\n\ngo 1.22\n")
+	src := filepath.Join(root, "workers", "index", "src", "main.go")
+	base, err := os.ReadFile("testdata/testworker/main.go")
+	if err != nil {
+		b.Fatal(err)
+	}
+	edit := func(v string) string {
+		return strings.Replace(string(base), `version   = "v0"`, `version   = "`+v+`"`, 1)
+	}
+	writeFile(b, src, edit("r0"))
+	// A copy of the worker for the bare builds, in its own module.
+	bare := b.TempDir()
+	writeFile(b, filepath.Join(bare, "go.mod"), "module example.com/bare\n\ngo 1.22\n")
+	s := startServerMode(b, root, "dev")
+	waitBody(b, s.url("/"), "r0 index", 60*time.Second)
+	l := startLoad(s.url("/"), 2, 10_000_000, time.Hour)
+
+	var reloads, builds []time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		// Bare go build of a fresh edit (never built before: no cache hit).
+		writeFile(b, filepath.Join(bare, "main.go"), edit(fmt.Sprintf("bare%d-%d", i, time.Now().UnixNano())))
+		t0 := time.Now()
+		cmd := exec.Command("go", "build", "-o", filepath.Join(bare, "out"), ".")
+		cmd.Dir = bare
+		if out, err := cmd.CombinedOutput(); err != nil {
+			b.Fatalf("bare build: %v\n%s", err, out)
+		}
+		builds = append(builds, time.Since(t0))
+
+		v := fmt.Sprintf("r%d-%d", i+1, time.Now().UnixNano())
+		t1 := time.Now()
+		writeFile(b, src, edit(v))
+		deadline := t1.Add(60 * time.Second)
+		for {
+			if body, _ := l.last.Load().(string); strings.HasPrefix(body, v+" ") {
+				break
+			}
+			if time.Now().After(deadline) {
+				b.Fatalf("edit %d not served within 60s", i)
+			}
+			time.Sleep(time.Millisecond) // polling the load's last response
+		}
+		reloads = append(reloads, time.Since(t1))
+	}
+	b.StopTimer()
+	ok, failed, errs := l.finish()
+	med := func(d []time.Duration) time.Duration {
+		c := append([]time.Duration(nil), d...)
+		sort.Slice(c, func(i, j int) bool { return c[i] < c[j] })
+		return c[len(c)/2]
+	}
+	mr, mb := med(reloads), med(builds)
+	b.ReportMetric(float64(mr.Milliseconds()), "reload-ms-median")
+	b.ReportMetric(float64(mb.Milliseconds()), "gobuild-ms-median")
+	b.ReportMetric(float64((mr - mb).Milliseconds()), "overhead-ms")
+	b.ReportMetric(float64(failed), "failed-requests")
+	b.Logf("%d edits: reload median %v, bare go build median %v (overhead %v); load: %d ok, %d failed %v",
+		len(reloads), mr, mb, mr-mb, ok, failed, errs)
+}
