@@ -440,7 +440,11 @@ func (s *Supervisor) start(w *worker, reason, detail string, batch *pendingReloa
 	ctx, cancel := context.WithCancel(s.ctx)
 	inst.cancel = cancel
 	go s.waitExit(inst.name, proc)
-	go s.healthGate(ctx, inst.name, port, w.settings, time.Duration(s.cfg.Workers.StartupDelayMs)*time.Millisecond)
+	delay := time.Duration(s.cfg.Workers.StartupDelayMs) * time.Millisecond
+	if s.mode == "dev" {
+		delay = 0 // hot swaps: probe at once (fast, growing intervals)
+	}
+	go s.healthGate(ctx, inst.name, port, w.settings, delay)
 }
 
 // failStart ends a starting instance that will never serve: its predecessor
