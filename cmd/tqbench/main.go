@@ -1,0 +1,656 @@
+// Command tqbench is the load benchmark of tqserver. It builds tqserver and a
+// minimal hello worker, runs them on temporary app roots on loopback, and
+// measures, in one run: throughput and latency of the proxy against a direct
+// connection to the worker and against nginx (interleaved rounds), a restart
+// under load, the server's memory with many workers, the cost of a no-op
+// SIGHUP check and of reading a large history log. See docs/performance.md.
+//
+//	go run ./cmd/tqbench -json
+package main
+
+import (
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"text/tabwriter"
+	"time"
+)
+
+type options struct {
+	rounds         int
+	duration       time.Duration
+	warmup         time.Duration
+	conns          int
+	restarts       int
+	rssSmall       int
+	rssLarge       int
+	sighupWorkers  int
+	historyRecords int
+	json           bool
+	src            string
+	keep           bool
+	verbose        bool
+}
+
+// report is the -json output. Figures that could not be measured (nginx
+// missing, a part disabled by its flag) are null.
+type report struct {
+	ProxyRPS              float64  `json:"proxy_rps"`
+	DirectRPS             float64  `json:"direct_rps"`
+	NginxRPS              *float64 `json:"nginx_rps"`
+	ProxyP50              float64  `json:"proxy_p50_ms"`
+	ProxyP99              float64  `json:"proxy_p99_ms"`
+	DirectP50             float64  `json:"direct_p50_ms"`
+	DirectP99             float64  `json:"direct_p99_ms"`
+	NginxP50              *float64 `json:"nginx_p50_ms"`
+	NginxP99              *float64 `json:"nginx_p99_ms"`
+	ProxyOverDirect       float64  `json:"proxy_over_direct"`
+	ProxyOverNginx        *float64 `json:"proxy_over_nginx"`
+	LoadFailedRequests    uint64   `json:"load_failed_requests"`
+	RestartFailed         *uint64  `json:"restart_failed_requests"`
+	RestartRequests       *uint64  `json:"restart_requests"`
+	Restarts              int      `json:"restarts"`
+	SteadyP99             *float64 `json:"steady_p99_ms"`
+	RestartP99            *float64 `json:"restart_p99_ms"`
+	RestartP99OverSteady  *float64 `json:"restart_p99_over_steady_p99"`
+	RSS20                 *float64 `json:"rss_mib_20"`
+	RSS200                *float64 `json:"rss_mib_200"`
+	RSSWorkersSmall       int      `json:"rss_workers_small"`
+	RSSWorkersLarge       int      `json:"rss_workers_large"`
+	SighupMs200           *float64 `json:"sighup_ms_200"`
+	ReloadCmdMs200        *float64 `json:"reload_cmd_ms_200"`
+	SighupCheckMs200      *float64 `json:"sighup_check_ms_200"`
+	SighupMs1000          *float64 `json:"sighup_ms_1000"`
+	SighupCheckMs1000     *float64 `json:"sighup_check_ms_1000"`
+	ReloadCmdMs1000       *float64 `json:"reload_cmd_ms_1000"`
+	RSS1000               *float64 `json:"rss_mib_sighup_workers"`
+	SighupWorkers         int      `json:"sighup_workers"`
+	HistoryMs             *float64 `json:"history_ms_1m"`
+	HistoryDBMiB          *float64 `json:"history_db_mib"`
+	HistoryRecords        int      `json:"history_records"`
+	Rounds                int      `json:"rounds"`
+	Conns                 int      `json:"conns"`
+	PhaseSeconds          float64  `json:"phase_seconds"`
+	GoVersion             string   `json:"go_version"`
+	NginxVersion          string   `json:"nginx_version"`
+	CPUs                  int      `json:"cpus"`
+	LoadAvgStart          string   `json:"loadavg_start"`
+	LoadAvgEnd            string   `json:"loadavg_end"`
+	Targets               []target `json:"targets"`
+	Notes                 []string `json:"notes"`
+	restartFirstErr       string
+	loadFirstErr          string
+	proxyRes, directRes   *result
+	nginxRes              *result
+	steadyRes, restartRes *result
+}
+
+type target struct {
+	Name  string `json:"name"`
+	Value string `json:"value"`
+	Met   *bool  `json:"met"`
+}
+
+func main() {
+	var o options
+	flag.IntVar(&o.rounds, "rounds", 3, "interleaved rounds of direct, proxy, nginx")
+	flag.DurationVar(&o.duration, "duration", 5*time.Second, "length of each load phase")
+	flag.DurationVar(&o.warmup, "warmup", time.Second, "unmeasured load on each target before the first round")
+	flag.IntVar(&o.conns, "conns", 64, "concurrent keep-alive connections")
+	flag.IntVar(&o.restarts, "restarts", 10, "binary replacements + SIGHUP under load (0 skips the restart test)")
+	flag.IntVar(&o.rssSmall, "rss-small", 20, "workers of the first memory measurement (0 skips)")
+	flag.IntVar(&o.rssLarge, "rss-large", 200, "workers of the second memory measurement; its server also times reload (0 skips)")
+	flag.IntVar(&o.sighupWorkers, "sighup-workers", 1000, "running workers of the SIGHUP-cost server (0 skips)")
+	flag.IntVar(&o.historyRecords, "history-records", 1000000, "records in the generated history log (0 skips)")
+	flag.BoolVar(&o.json, "json", false, "print one JSON object instead of a table")
+	flag.StringVar(&o.src, "src", "", "tqserver module root (default: found with go env GOMOD)")
+	flag.BoolVar(&o.keep, "keep", false, "keep the temporary directory (logs, app roots)")
+	flag.BoolVar(&o.verbose, "v", false, "progress on stderr")
+	flag.Parse()
+	if o.rounds < 1 || o.conns < 1 || o.duration <= 0 {
+		fmt.Fprintln(os.Stderr, "tqbench: -rounds, -conns and -duration must be positive")
+		os.Exit(2)
+	}
+	rep, err := run(o, os.Stderr)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "tqbench:", firstLine(err.Error()))
+		os.Exit(1)
+	}
+	if o.json {
+		enc := json.NewEncoder(os.Stdout)
+		enc.SetIndent("", "  ")
+		enc.Encode(rep)
+		return
+	}
+	printTable(os.Stdout, rep)
+}
+
+// bench holds what run needs to clean up.
+type bench struct {
+	o       options
+	dir     string
+	tqBin   string
+	helloV1 string
+	helloV2 string
+	servers []*server
+	nginx   *nginx
+	logw    io.Writer
+}
+
+func (b *bench) logf(format string, args ...any) {
+	if b.o.verbose {
+		fmt.Fprintf(b.logw, "tqbench: "+format+"\n", args...)
+	}
+}
+
+func (b *bench) cleanup() {
+	b.nginx.stop()
+	for _, s := range b.servers {
+		s.stop(60 * time.Second)
+	}
+	if !b.o.keep {
+		os.RemoveAll(b.dir)
+	}
+}
+
+func run(o options, logw io.Writer) (*report, error) {
+	b := &bench{o: o, logw: logw}
+	src := o.src
+	if src == "" {
+		var err error
+		if src, err = moduleRoot(); err != nil {
+			return nil, err
+		}
+	}
+	dir, err := os.MkdirTemp("", "tqbench-")
+	if err != nil {
+		return nil, err
+	}
+	b.dir = dir
+	defer b.cleanup()
+	// Ctrl-C still stops the servers and nginx we started.
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+	go func() {
+		if _, ok := <-sigs; ok {
+			b.cleanup()
+			os.Exit(130)
+		}
+	}()
+
+	rep := &report{Rounds: o.rounds, Conns: o.conns, PhaseSeconds: o.duration.Seconds(), Notes: []string{},
+		RSSWorkersSmall: o.rssSmall, RSSWorkersLarge: o.rssLarge, SighupWorkers: o.sighupWorkers,
+		HistoryRecords: o.historyRecords, CPUs: numCPU(), LoadAvgStart: loadAvg()}
+	if v, err := exec.Command("go", "env", "GOVERSION").Output(); err == nil {
+		rep.GoVersion = strings.TrimSpace(string(v))
+	}
+
+	b.logf("building tqserver and the hello worker in %s", dir)
+	b.tqBin = filepath.Join(dir, "tqserver")
+	b.helloV1 = filepath.Join(dir, "hello-v1")
+	b.helloV2 = filepath.Join(dir, "hello-v2")
+	if err := goBuild(src, b.tqBin, "./cmd/tqserver", ""); err != nil {
+		return nil, err
+	}
+	for _, h := range []struct{ out, v string }{{b.helloV1, "v1"}, {b.helloV2, "v2"}} {
+		if err := goBuild(src, h.out, "./cmd/tqbench/testdata/hello", "-X main.version="+h.v); err != nil {
+			return nil, err
+		}
+	}
+
+	if err := b.throughput(rep); err != nil {
+		return nil, err
+	}
+	if o.rssSmall > 0 {
+		if err := b.memory(rep, o.rssSmall, false); err != nil {
+			return nil, err
+		}
+	}
+	if o.rssLarge > 0 {
+		if err := b.memory(rep, o.rssLarge, true); err != nil {
+			return nil, err
+		}
+	}
+	if o.sighupWorkers > 0 {
+		if err := b.sighup(rep); err != nil {
+			return nil, err
+		}
+	}
+	if o.historyRecords > 0 {
+		if err := b.history(rep); err != nil {
+			return nil, err
+		}
+	}
+	rep.Targets = targets(rep)
+	rep.LoadAvgEnd = loadAvg()
+	return rep, nil
+}
+
+// throughput runs the interleaved direct/proxy/nginx rounds and then the
+// restart test on one server with one worker, index.
+func (b *bench) throughput(rep *report) error {
+	o := b.o
+	root, err := newAppRoot(filepath.Join(b.dir, "main"), nil, "")
+	if err != nil {
+		return err
+	}
+	if err := installWorker(root, "index", b.helloV1); err != nil {
+		return err
+	}
+	srv, err := startServer(b.tqBin, root)
+	if err != nil {
+		return err
+	}
+	b.servers = append(b.servers, srv)
+	st, err := srv.waitSteady(1, 30*time.Second)
+	if err != nil {
+		return err
+	}
+	workerAddr := fmt.Sprintf("127.0.0.1:%d", st.workerPort("index"))
+	b.logf("tqserver pid %d on %s, worker on %s", srv.pid(), srv.listen, workerAddr)
+
+	type tgt struct {
+		name string
+		addr string
+		res  *result
+	}
+	targets := []*tgt{{name: "direct", addr: workerAddr, res: &result{}}, {name: "proxy", addr: srv.listen, res: &result{}}}
+	if bin := findNginx(); bin == "" {
+		rep.Notes = append(rep.Notes, "nginx not found in PATH or /usr/sbin: nginx figures skipped")
+	} else {
+		rep.NginxVersion = nginxVersion(bin)
+		n, err := startNginx(bin, filepath.Join(b.dir, "nginx"), st.workerPort("index"))
+		if err != nil {
+			rep.Notes = append(rep.Notes, "nginx did not start, figures skipped: "+firstLine(err.Error()))
+		} else {
+			b.nginx = n
+			targets = append(targets, &tgt{name: "nginx", addr: n.addr, res: &result{}})
+		}
+	}
+	for _, t := range targets {
+		if o.warmup > 0 {
+			load(t.addr, "/", o.conns, o.warmup, nil)
+		}
+	}
+	for r := range o.rounds {
+		for _, t := range targets {
+			res := load(t.addr, "/", o.conns, o.duration, nil)
+			b.logf("round %d %-6s %8.0f req/s p50 %.3f ms p99 %.3f ms failed %d", r+1, t.name, res.rps(), res.h.quantileMs(0.5), res.h.quantileMs(0.99), res.failed)
+			t.res.add(res)
+		}
+	}
+	for _, t := range targets {
+		rep.LoadFailedRequests += t.res.failed
+		if t.res.firstErr != "" && rep.loadFirstErr == "" {
+			rep.loadFirstErr = t.name + ": " + t.res.firstErr
+		}
+		p50, p99, rps := t.res.h.quantileMs(0.5), t.res.h.quantileMs(0.99), t.res.rps()
+		switch t.name {
+		case "direct":
+			rep.DirectRPS, rep.DirectP50, rep.DirectP99, rep.directRes = rps, p50, p99, t.res
+		case "proxy":
+			rep.ProxyRPS, rep.ProxyP50, rep.ProxyP99, rep.proxyRes = rps, p50, p99, t.res
+		case "nginx":
+			rep.NginxRPS, rep.NginxP50, rep.NginxP99, rep.nginxRes = &rps, &p50, &p99, t.res
+		}
+	}
+	if rep.LoadFailedRequests > 0 {
+		rep.Notes = append(rep.Notes, fmt.Sprintf("%d requests failed during the throughput rounds (first: %s)", rep.LoadFailedRequests, rep.loadFirstErr))
+	}
+	if rep.DirectRPS > 0 {
+		rep.ProxyOverDirect = rep.ProxyRPS / rep.DirectRPS
+	}
+	if rep.NginxRPS != nil && *rep.NginxRPS > 0 {
+		v := rep.ProxyRPS / *rep.NginxRPS
+		rep.ProxyOverNginx = &v
+	}
+	b.nginx.stop()
+	b.nginx = nil
+
+	if o.restarts > 0 {
+		if err := b.restart(rep, srv); err != nil {
+			return err
+		}
+	}
+	srv.stop(30 * time.Second)
+	return nil
+}
+
+// restart keeps one load through the proxy running while it alternates,
+// o.restarts times, a steady second and a replacement of the worker binary
+// (SIGHUP, wait for the new binary, wait for the old one to stop). Each
+// request counts as steady or restarting by when it was sent, so both sets
+// share the same connections and the same background noise.
+func (b *bench) restart(rep *report, srv *server) error {
+	o := b.o
+	steadyDur := min(o.duration, time.Second)
+	var phase atomic.Int32
+	stop := make(chan struct{})
+	resc := make(chan [2]*result, 1)
+	// Bounded: each replacement gives up after 60 s.
+	maxDur := time.Duration(o.restarts)*(steadyDur+60*time.Second) + 10*time.Second
+	go func() { resc <- loadPhased(srv.listen, "/", o.conns, maxDur, stop, &phase) }()
+	bins := []string{b.helloV1, b.helloV2}
+	var rerr error
+	for i := range o.restarts {
+		phase.Store(0)
+		time.Sleep(steadyDur)
+		phase.Store(1)
+		t0 := time.Now()
+		if err := b.replace(srv, bins[(i+1)%2], fmt.Sprintf("hello v%d", (i+1)%2+1)); err != nil {
+			rerr = fmt.Errorf("restart %d: %w", i+1, err)
+			break
+		}
+		b.logf("restart %d: new binary serving, old one stopped after %s", i+1, time.Since(t0).Round(time.Millisecond))
+	}
+	phase.Store(0)
+	close(stop)
+	rs := <-resc
+	if rerr != nil {
+		return rerr
+	}
+	steady, res := rs[0], rs[1]
+	sp99, rp99 := steady.h.quantileMs(0.99), res.h.quantileMs(0.99)
+	total := res.ok + res.failed
+	rep.SteadyP99, rep.RestartP99 = &sp99, &rp99
+	rep.RestartRequests, rep.RestartFailed = &total, &res.failed
+	rep.Restarts = o.restarts
+	if sp99 > 0 {
+		v := rp99 / sp99
+		rep.RestartP99OverSteady = &v
+	}
+	if res.failed+steady.failed > 0 {
+		rep.Notes = append(rep.Notes, fmt.Sprintf("restart test: %d failed while restarting, %d while steady; first: %s%s",
+			res.failed, steady.failed, res.firstErr, steady.firstErr))
+	}
+	rep.steadyRes, rep.restartRes = steady, res
+	return nil
+}
+
+// replace installs bin as the index worker (temp file + rename), sends
+// SIGHUP, waits until the proxy answers with want, then until the old
+// instance has drained and stopped.
+func (b *bench) replace(srv *server, bin, want string) error {
+	if err := installWorker(srv.root, "index", bin); err != nil {
+		return err
+	}
+	if err := syscall.Kill(srv.pid(), syscall.SIGHUP); err != nil {
+		return err
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		body, err := get(srv.listen, "/")
+		if err == nil && strings.HasPrefix(body, want) {
+			break
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("responses did not come from the new binary within 30s (last: %q %v)", body, err)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	_, err := srv.waitSteady(1, 30*time.Second)
+	return err
+}
+
+func workerNames(n int) []string {
+	names := make([]string, n)
+	for i := range names {
+		names[i] = fmt.Sprintf("w%04d", i)
+	}
+	return names
+}
+
+// startMany starts a fresh server with n copies of the hello worker and
+// waits until every one is healthy.
+func (b *bench) startMany(label string, n int) (*server, error) {
+	root, err := newAppRoot(filepath.Join(b.dir, label), workerNames(n), b.helloV1)
+	if err != nil {
+		return nil, err
+	}
+	srv, err := startServer(b.tqBin, root)
+	if err != nil {
+		return nil, err
+	}
+	b.servers = append(b.servers, srv)
+	t0 := time.Now()
+	if _, err := srv.waitSteady(n, 60*time.Second+time.Duration(n)*300*time.Millisecond); err != nil {
+		return nil, fmt.Errorf("%d workers: %w", n, err)
+	}
+	b.logf("%d workers healthy after %s", n, time.Since(t0).Round(time.Millisecond))
+	return srv, nil
+}
+
+// settledRSS is the server's VmRSS two seconds after all workers were
+// healthy (startup allocations settle; the periodic probe keeps running).
+func settledRSS(srv *server) (float64, error) {
+	time.Sleep(2 * time.Second)
+	return rssMiB(srv.pid())
+}
+
+func (b *bench) memory(rep *report, n int, timeReload bool) error {
+	srv, err := b.startMany(fmt.Sprintf("rss%d", n), n)
+	if err != nil {
+		return err
+	}
+	rss, err := settledRSS(srv)
+	if err != nil {
+		return err
+	}
+	b.logf("%d workers: server RSS %.1f MiB", n, rss)
+	if timeReload {
+		rep.RSS200 = &rss
+		a, c, chk, err := b.timeReloads(srv)
+		if err != nil {
+			return err
+		}
+		rep.SighupMs200, rep.ReloadCmdMs200, rep.SighupCheckMs200 = &a, &c, chk
+	} else {
+		rep.RSS20 = &rss
+	}
+	srv.stop(60 * time.Second)
+	return nil
+}
+
+// timeReloads times no-op reloads of a running server: over the admin
+// socket (the server's check itself plus one local round trip) and as the
+// `tqserver reload` command. Medians of 7.
+func (b *bench) timeReloads(srv *server) (adminMs, cmdMs float64, checkMs *float64, err error) {
+	var as, cs []time.Duration
+	before := len(srv.checkTimes())
+	for range 7 {
+		d, err := adminReload(srv.root)
+		if err != nil {
+			return 0, 0, nil, err
+		}
+		as = append(as, d)
+		d, err = reloadCmd(srv.bin, srv.root)
+		if err != nil {
+			return 0, 0, nil, err
+		}
+		cs = append(cs, d)
+	}
+	// The log is written asynchronously to a file; give it a moment.
+	time.Sleep(200 * time.Millisecond)
+	if ct := srv.checkTimes(); len(ct) >= before+len(as)+len(cs) {
+		v := ms(median(ct[before:]))
+		checkMs = &v
+	}
+	return ms(median(as)), ms(median(cs)), checkMs, nil
+}
+
+func (b *bench) sighup(rep *report) error {
+	n := b.o.sighupWorkers
+	srv, err := b.startMany(fmt.Sprintf("sighup%d", n), n)
+	if err != nil {
+		return err
+	}
+	if rss, err := settledRSS(srv); err == nil {
+		rep.RSS1000 = &rss
+	}
+	a, c, chk, err := b.timeReloads(srv)
+	if err != nil {
+		return err
+	}
+	rep.SighupMs1000, rep.ReloadCmdMs1000, rep.SighupCheckMs1000 = &a, &c, chk
+	b.logf("%d workers: reload %.2f ms (admin socket), %.2f ms (command)", n, a, c)
+	srv.stop(120 * time.Second)
+	return nil
+}
+
+func (b *bench) history(rep *report) error {
+	root := filepath.Join(b.dir, "history", "app")
+	t0 := time.Now()
+	path, err := genHistory(root, b.o.historyRecords)
+	if err != nil {
+		return err
+	}
+	b.logf("generated %d records in %s", b.o.historyRecords, time.Since(t0).Round(time.Millisecond))
+	fi, err := os.Stat(path)
+	if err != nil {
+		return err
+	}
+	size := float64(fi.Size()) / (1 << 20)
+	d, err := timeHistory(b.tqBin, root, 3)
+	if err != nil {
+		return err
+	}
+	hms := ms(d)
+	rep.HistoryMs, rep.HistoryDBMiB = &hms, &size
+	return nil
+}
+
+func targets(r *report) []target {
+	var ts []target
+	add := func(name, value string, met *bool) { ts = append(ts, target{name, value, met}) }
+	b := func(v bool) *bool { return &v }
+	if r.ProxyOverNginx != nil {
+		add("proxy/nginx >= 1.0", fmt.Sprintf("%.2f", *r.ProxyOverNginx), b(*r.ProxyOverNginx >= 1.0))
+	} else {
+		add("proxy/nginx >= 1.0", "not measured", nil)
+	}
+	if r.RestartFailed != nil {
+		add("failed requests during restarts = 0", fmt.Sprint(*r.RestartFailed), b(*r.RestartFailed == 0))
+	} else {
+		add("failed requests during restarts = 0", "not measured", nil)
+	}
+	if r.RestartP99OverSteady != nil {
+		add("restart p99 <= 2x steady p99", fmt.Sprintf("%.2fx", *r.RestartP99OverSteady), b(*r.RestartP99OverSteady <= 2))
+	} else {
+		add("restart p99 <= 2x steady p99", "not measured", nil)
+	}
+	if r.RSS20 != nil && r.RSSWorkersSmall == 20 {
+		add("server RSS with 20 workers <= 30 MiB", fmt.Sprintf("%.1f MiB", *r.RSS20), b(*r.RSS20 <= 30))
+	} else {
+		add("server RSS with 20 workers <= 30 MiB", "not measured", nil)
+	}
+	if r.SighupMs1000 != nil && r.SighupWorkers == 1000 {
+		add("SIGHUP check over 1,000 workers <= 20 ms", fmt.Sprintf("%.2f ms", *r.SighupMs1000), b(*r.SighupMs1000 <= 20))
+	} else {
+		add("SIGHUP check over 1,000 workers <= 20 ms", "not measured", nil)
+	}
+	if r.HistoryMs != nil && r.HistoryRecords == 1000000 {
+		add("history over 1M records <= 1 s", fmt.Sprintf("%.0f ms", *r.HistoryMs), b(*r.HistoryMs <= 1000))
+	} else {
+		add("history over 1M records <= 1 s", "not measured", nil)
+	}
+	return ts
+}
+
+func printTable(w io.Writer, r *report) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	f := func(p *float64, format string) string {
+		if p == nil {
+			return "-"
+		}
+		return fmt.Sprintf(format, *p)
+	}
+	fmt.Fprintf(tw, "tqbench: %d rounds x %s per phase, %d connections, %s, %d CPUs, nginx %s, load average %s -> %s\n\n",
+		r.Rounds, time.Duration(r.PhaseSeconds*float64(time.Second)), r.Conns, r.GoVersion, r.CPUs, orDash(r.NginxVersion), r.LoadAvgStart, r.LoadAvgEnd)
+	fmt.Fprintln(tw, "target\treq/s\tp50 ms\tp99 ms\t")
+	fmt.Fprintf(tw, "direct\t%.0f\t%.3f\t%.3f\t\n", r.DirectRPS, r.DirectP50, r.DirectP99)
+	fmt.Fprintf(tw, "proxy\t%.0f\t%.3f\t%.3f\t\n", r.ProxyRPS, r.ProxyP50, r.ProxyP99)
+	fmt.Fprintf(tw, "nginx\t%s\t%s\t%s\t\n", f(r.NginxRPS, "%.0f"), f(r.NginxP50, "%.3f"), f(r.NginxP99, "%.3f"))
+	fmt.Fprintln(tw)
+	fmt.Fprintf(tw, "proxy/direct\t%.2f\n", r.ProxyOverDirect)
+	fmt.Fprintf(tw, "proxy/nginx\t%s\n", f(r.ProxyOverNginx, "%.2f"))
+	if r.RestartRequests != nil {
+		fmt.Fprintf(tw, "restarts under load\t%d restarts, %d requests, %d failed\n", r.Restarts, *r.RestartRequests, *r.RestartFailed)
+		fmt.Fprintf(tw, "p99 steady / restarting\t%.3f ms / %.3f ms (%.2fx)\n", *r.SteadyP99, *r.RestartP99, derefOr(r.RestartP99OverSteady))
+	}
+	fmt.Fprintf(tw, "server RSS, %d workers\t%s MiB\n", r.RSSWorkersSmall, f(r.RSS20, "%.1f"))
+	fmt.Fprintf(tw, "server RSS, %d workers\t%s MiB\n", r.RSSWorkersLarge, f(r.RSS200, "%.1f"))
+	fmt.Fprintf(tw, "no-op reload, %d workers\t%s ms (admin socket), %s ms (check in server log), %s ms (tqserver reload)\n", r.RSSWorkersLarge, f(r.SighupMs200, "%.2f"), f(r.SighupCheckMs200, "%.2f"), f(r.ReloadCmdMs200, "%.1f"))
+	fmt.Fprintf(tw, "no-op reload, %d workers\t%s ms (admin socket), %s ms (check in server log), %s ms (tqserver reload); server RSS %s MiB\n", r.SighupWorkers, f(r.SighupMs1000, "%.2f"), f(r.SighupCheckMs1000, "%.2f"), f(r.ReloadCmdMs1000, "%.1f"), f(r.RSS1000, "%.1f"))
+	fmt.Fprintf(tw, "history --json, %d records\t%s ms, log %s MiB\n", r.HistoryRecords, f(r.HistoryMs, "%.0f"), f(r.HistoryDBMiB, "%.1f"))
+	fmt.Fprintln(tw)
+	for _, t := range r.Targets {
+		mark := "not measured"
+		if t.Met != nil {
+			mark = map[bool]string{true: "met", false: "NOT met"}[*t.Met]
+		}
+		fmt.Fprintf(tw, "target: %s\t%s\t%s\n", t.Name, t.Value, mark)
+	}
+	for _, n := range r.Notes {
+		fmt.Fprintf(tw, "note: %s\n", n)
+	}
+	tw.Flush()
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func derefOr(p *float64) float64 {
+	if p == nil {
+		return 0
+	}
+	return *p
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+func median(ds []time.Duration) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
+
+func firstLine(s string) string {
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		return s[:i]
+	}
+	return s
+}
+
+func numCPU() int { return runtime.NumCPU() }
+
+// loadAvg is the 1, 5 and 15 minute load average: on a shared machine it
+// says how much the figures were disturbed.
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return ""
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return ""
+	}
+	return strings.Join(f[:3], " ")
+}

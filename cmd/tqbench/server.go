@@ -1,0 +1,501 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// moduleRoot is the directory of the tqserver module (where go.mod is),
+// found from the working directory.
+func moduleRoot() (string, error) {
+	out, err := exec.Command("go", "env", "GOMOD").Output()
+	if err != nil {
+		return "", fmt.Errorf("go env GOMOD: %w", err)
+	}
+	mod := strings.TrimSpace(string(out))
+	if mod == "" || mod == os.DevNull {
+		return "", errors.New("not inside the tqserver module (run from the repository, or pass -src)")
+	}
+	return filepath.Dir(mod), nil
+}
+
+// goBuild runs go build in the module root.
+func goBuild(src, out, pkg string, ldflags string) error {
+	args := []string{"build", "-o", out}
+	if ldflags != "" {
+		args = append(args, "-ldflags", ldflags)
+	}
+	cmd := exec.Command("go", append(args, pkg)...)
+	cmd.Dir = src
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("go build %s: %w\n%s", pkg, err, b)
+	}
+	return nil
+}
+
+const benchConfig = `workers:
+  port_range_start: 20000
+  port_range_end: 29999
+  default:
+    go_max_procs: 1
+`
+
+// newAppRoot makes an app root under dir with the given worker names, each a
+// hard link (or else a copy) of bin.
+func newAppRoot(dir string, names []string, bin string) (string, error) {
+	root := filepath.Join(dir, "app")
+	if err := os.MkdirAll(filepath.Join(root, "config"), 0o755); err != nil {
+		return "", err
+	}
+	if err := os.WriteFile(filepath.Join(root, "config", "server.yaml"), []byte(benchConfig), 0o644); err != nil {
+		return "", err
+	}
+	for _, n := range names {
+		// Hard links: 1,000 copies of a Go binary would cost gigabytes.
+		dst := workerBinPath(root, n)
+		if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+			return "", err
+		}
+		if err := os.Link(bin, dst); err != nil {
+			if err := installWorker(root, n, bin); err != nil {
+				return "", err
+			}
+		}
+	}
+	return root, nil
+}
+
+func workerBinPath(root, name string) string {
+	return filepath.Join(root, "workers", name, "bin", name)
+}
+
+// installWorker puts bin at workers/{name}/bin/{name}: a copy to a temporary
+// file in the same directory, then a rename, as a deploy would.
+func installWorker(root, name, bin string) error {
+	dst := workerBinPath(root, name)
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		return err
+	}
+	in, err := os.Open(bin)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	tmp, err := os.CreateTemp(filepath.Dir(dst), "."+name+".tmp-")
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(tmp, in); err != nil {
+		tmp.Close()
+		os.Remove(tmp.Name())
+		return err
+	}
+	if err := tmp.Chmod(0o755); err != nil {
+		tmp.Close()
+		os.Remove(tmp.Name())
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		os.Remove(tmp.Name())
+		return err
+	}
+	return os.Rename(tmp.Name(), dst)
+}
+
+func freePort() (int, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port, nil
+}
+
+// server is one running tqserver.
+type server struct {
+	bin    string
+	root   string
+	listen string
+	cmd    *exec.Cmd
+	exited chan struct{}
+	logf   *os.File
+}
+
+func startServer(bin, root string) (*server, error) {
+	port, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	s := &server{bin: bin, root: root, listen: "127.0.0.1:" + strconv.Itoa(port), exited: make(chan struct{})}
+	s.logf, err = os.Create(filepath.Join(filepath.Dir(root), "tqserver.log"))
+	if err != nil {
+		return nil, err
+	}
+	s.cmd = exec.Command(bin, "serve", "--root", root, "--mode", "prod", "--listen", s.listen)
+	s.cmd.Stdout = s.logf
+	s.cmd.Stderr = s.logf
+	s.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := s.cmd.Start(); err != nil {
+		s.logf.Close()
+		return nil, fmt.Errorf("start tqserver: %w", err)
+	}
+	go func() { s.cmd.Wait(); close(s.exited) }()
+	return s, nil
+}
+
+func (s *server) pid() int { return s.cmd.Process.Pid }
+
+// stop sends SIGTERM (the server stops its workers) and waits; SIGKILL to
+// its process group after the timeout.
+func (s *server) stop(timeout time.Duration) {
+	if s == nil || s.cmd == nil || s.cmd.Process == nil {
+		return
+	}
+	select {
+	case <-s.exited:
+	default:
+		s.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-s.exited:
+		case <-time.After(timeout):
+			syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL)
+			<-s.exited
+		}
+	}
+	s.logf.Close()
+}
+
+func (s *server) logTail() string {
+	b, _ := os.ReadFile(s.logf.Name())
+	if len(b) > 2000 {
+		b = b[len(b)-2000:]
+	}
+	return string(b)
+}
+
+type statusJSON struct {
+	Running bool   `json:"running"`
+	PID     int    `json:"pid"`
+	Listen  string `json:"listen"`
+	Workers []struct {
+		Name      string `json:"name"`
+		Instances []struct {
+			Instance string `json:"instance"`
+			State    string `json:"state"`
+			PID      int    `json:"pid"`
+			Port     int    `json:"port"`
+		} `json:"instances"`
+	} `json:"workers"`
+}
+
+func (s *server) status() (*statusJSON, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var stderr bytes.Buffer
+	cmd := exec.CommandContext(ctx, s.bin, "status", "--json", "--root", s.root)
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return nil, fmt.Errorf("tqserver status: %w: %s", err, strings.TrimSpace(stderr.String()))
+	}
+	var st statusJSON
+	if err := json.Unmarshal(out, &st); err != nil {
+		return nil, fmt.Errorf("tqserver status: %w", err)
+	}
+	return &st, nil
+}
+
+// healthy counts workers with exactly one instance, healthy: the steady state.
+func (st *statusJSON) healthy() int {
+	n := 0
+	for _, w := range st.Workers {
+		if len(w.Instances) == 1 && w.Instances[0].State == "healthy" {
+			n++
+		}
+	}
+	return n
+}
+
+// waitSteady polls status until the server runs and want workers each have
+// one healthy instance.
+func (s *server) waitSteady(want int, timeout time.Duration) (*statusJSON, error) {
+	deadline := time.Now().Add(timeout)
+	last := "no answer"
+	for time.Now().Before(deadline) {
+		select {
+		case <-s.exited:
+			return nil, fmt.Errorf("tqserver exited: %s", s.logTail())
+		default:
+		}
+		st, err := s.status()
+		if err == nil && st.Running && st.healthy() == want {
+			return st, nil
+		}
+		if err != nil {
+			last = err.Error()
+		} else {
+			last = fmt.Sprintf("%d of %d workers healthy", st.healthy(), want)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	return nil, fmt.Errorf("not ready after %s: %s", timeout, last)
+}
+
+// workerPort is the port of the named worker's healthy instance.
+func (st *statusJSON) workerPort(name string) int {
+	for _, w := range st.Workers {
+		if w.Name == name {
+			for _, in := range w.Instances {
+				if in.State == "healthy" {
+					return in.Port
+				}
+			}
+		}
+	}
+	return 0
+}
+
+// rssMiB reads VmRSS of pid.
+func rssMiB(pid int) (float64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	for line := range strings.SplitSeq(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			f := strings.Fields(rest)
+			if len(f) >= 1 {
+				kb, err := strconv.ParseFloat(f[0], 64)
+				if err != nil {
+					return 0, err
+				}
+				return kb / 1024, nil
+			}
+		}
+	}
+	return 0, errors.New("no VmRSS")
+}
+
+// adminReload posts a reload to the server's admin socket (what `tqserver
+// reload` does, without starting a process) and returns how long the
+// server took to answer.
+func adminReload(root string) (time.Duration, error) {
+	sock := filepath.Join(root, "var", "tqserver.sock")
+	c := &http.Client{Timeout: 60 * time.Second, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", sock)
+		},
+		DisableKeepAlives: true,
+	}}
+	// Connect before timing, so the figure is the check, not the dial.
+	conn, err := net.DialTimeout("unix", sock, time.Second)
+	if err != nil {
+		return 0, err
+	}
+	conn.Close()
+	t0 := time.Now()
+	resp, err := c.Post("http://tqserver/v1/reload", "application/json", nil)
+	if err != nil {
+		return 0, err
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	d := time.Since(t0)
+	if resp.StatusCode != http.StatusOK {
+		return 0, fmt.Errorf("reload: status %d: %s", resp.StatusCode, body)
+	}
+	var res struct {
+		Changes  []string `json:"changes"`
+		Failures []string `json:"failures"`
+		Error    string   `json:"error"`
+	}
+	if err := json.Unmarshal(body, &res); err == nil {
+		if res.Error != "" || len(res.Changes) > 0 || len(res.Failures) > 0 {
+			return d, fmt.Errorf("reload was not a no-op: %s", body)
+		}
+	}
+	return d, nil
+}
+
+// reloadCmd times `tqserver reload --root root`.
+func reloadCmd(bin, root string) (time.Duration, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	t0 := time.Now()
+	out, err := exec.CommandContext(ctx, bin, "reload", "--root", root).CombinedOutput()
+	d := time.Since(t0)
+	if err != nil {
+		return 0, fmt.Errorf("tqserver reload: %w: %s", err, out)
+	}
+	return d, nil
+}
+
+// nginx is a running nginx proxying to one upstream port.
+type nginx struct {
+	cmd    *exec.Cmd
+	exited chan struct{}
+	addr   string
+}
+
+func findNginx() string {
+	if p, err := exec.LookPath("nginx"); err == nil {
+		return p
+	}
+	for _, p := range []string{"/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/local/nginx/sbin/nginx"} {
+		if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() {
+			return p
+		}
+	}
+	return ""
+}
+
+func nginxVersion(bin string) string {
+	out, _ := exec.Command(bin, "-v").CombinedOutput()
+	v := strings.TrimSpace(string(out))
+	v = strings.TrimPrefix(v, "nginx version: ")
+	return v
+}
+
+func startNginx(bin, dir string, upstreamPort int) (*nginx, error) {
+	if err := os.MkdirAll(filepath.Join(dir, "logs"), 0o755); err != nil {
+		return nil, err
+	}
+	port, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	addr := "127.0.0.1:" + strconv.Itoa(port)
+	conf := fmt.Sprintf(`worker_processes auto;
+pid %[1]s/nginx.pid;
+error_log %[1]s/logs/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    client_body_temp_path %[1]s/client_body;
+    proxy_temp_path %[1]s/proxy;
+    fastcgi_temp_path %[1]s/fastcgi;
+    uwsgi_temp_path %[1]s/uwsgi;
+    scgi_temp_path %[1]s/scgi;
+    upstream hello {
+        server 127.0.0.1:%[2]d;
+        keepalive 256;
+    }
+    server {
+        listen %[3]s;
+        location / {
+            proxy_pass http://hello;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+    }
+}
+`, dir, upstreamPort, addr)
+	confPath := filepath.Join(dir, "nginx.conf")
+	if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {
+		return nil, err
+	}
+	logf, err := os.Create(filepath.Join(dir, "logs", "stderr.log"))
+	if err != nil {
+		return nil, err
+	}
+	n := &nginx{addr: addr, exited: make(chan struct{})}
+	n.cmd = exec.Command(bin, "-p", dir, "-c", confPath, "-g", "daemon off;")
+	n.cmd.Stdout = logf
+	n.cmd.Stderr = logf
+	n.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := n.cmd.Start(); err != nil {
+		logf.Close()
+		return nil, fmt.Errorf("start nginx: %w", err)
+	}
+	go func() { n.cmd.Wait(); logf.Close(); close(n.exited) }()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, err := get(addr, "/"); err == nil {
+			return n, nil
+		}
+		select {
+		case <-n.exited:
+			b, _ := os.ReadFile(filepath.Join(dir, "logs", "stderr.log"))
+			e, _ := os.ReadFile(filepath.Join(dir, "logs", "error.log"))
+			return nil, fmt.Errorf("nginx exited: %s %s", b, e)
+		default:
+		}
+		if time.Now().After(deadline) {
+			n.stop()
+			return nil, errors.New("nginx did not answer within 10s")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// stop asks nginx for a fast shutdown, then kills its process group.
+func (n *nginx) stop() {
+	if n == nil {
+		return
+	}
+	select {
+	case <-n.exited:
+		return
+	default:
+	}
+	n.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-n.exited:
+	case <-time.After(5 * time.Second):
+		syscall.Kill(-n.cmd.Process.Pid, syscall.SIGKILL)
+		<-n.exited
+	}
+}
+
+// checkTimes reads the server's JSON log and returns, for each reload, the
+// time between its "checking for changes" and "change check done" lines:
+// the check inside the supervisor loop, without queueing or the socket.
+// These are log messages, not a contract; none found gives nil.
+func (s *server) checkTimes() []time.Duration {
+	b, err := os.ReadFile(s.logf.Name())
+	if err != nil {
+		return nil
+	}
+	var out []time.Duration
+	var start time.Time
+	for line := range strings.SplitSeq(string(b), "\n") {
+		if !strings.Contains(line, "checking for changes") && !strings.Contains(line, "change check done") {
+			continue
+		}
+		var l struct {
+			Time    string `json:"time"`
+			Message string `json:"message"`
+		}
+		if json.Unmarshal([]byte(line), &l) != nil {
+			continue
+		}
+		t, err := time.Parse(time.RFC3339Nano, l.Time)
+		if err != nil {
+			continue
+		}
+		switch l.Message {
+		case "checking for changes":
+			start = t
+		case "change check done":
+			if !start.IsZero() {
+				out = append(out, t.Sub(start))
+				start = time.Time{}
+			}
+		}
+	}
+	return out
+}
