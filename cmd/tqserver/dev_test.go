@@ -76,7 +76,9 @@ func TestDevModeEditRebuildSwap(t *testing.T) {
 	waitFor(t, 10*time.Second, "deleted worker's process gone", func() bool { return blogPID == 0 || !pidAlive(blogPID) })
 
 	recs := history(t, root)
-	if n := count(recs, func(r store.Record) bool { return r.Reason == "source_changed" && r.To == "healthy" && r.Worker == "index" }); n != 2 {
+	if n := count(recs, func(r store.Record) bool {
+		return r.Reason == "source_changed" && r.To == "healthy" && r.Worker == "index"
+	}); n != 2 {
 		t.Fatalf("want 2 source_changed swaps of index, got %d", n)
 	}
 	s.signal(syscall.SIGTERM)

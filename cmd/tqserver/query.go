@@ -64,6 +64,18 @@ func (c *historyCmd) Run() error {
 	}
 	out := newStdout()
 	defer out.Flush()
+	if c.JSON {
+		// The stored records are already the output format: copy, don't re-encode.
+		if cl, err := admin.Dial(root); err == nil {
+			return cl.HistoryJSON(context.Background(), q, out)
+		}
+		st, err := openLog(root)
+		if err != nil {
+			return err
+		}
+		defer st.Close()
+		return st.ScanJSON(f, out)
+	}
 	p := admin.NewPrinter(out, c.JSON)
 	if cl, err := admin.Dial(root); err == nil {
 		if err := cl.History(context.Background(), q, p.Print); err != nil {

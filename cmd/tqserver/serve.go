@@ -20,6 +20,7 @@ import (
 	"github.com/mevdschee/tqserver/internal/admin"
 	"github.com/mevdschee/tqserver/internal/builder"
 	"github.com/mevdschee/tqserver/internal/config"
+	"github.com/mevdschee/tqserver/internal/devreload"
 	"github.com/mevdschee/tqserver/internal/events"
 	"github.com/mevdschee/tqserver/internal/proxy"
 	"github.com/mevdschee/tqserver/internal/store"
@@ -94,10 +95,20 @@ func (c *serveCmd) Run() error {
 		// deadline passes never will in time: give up on it then.
 		ResponseHeaderTimeout: time.Duration(cfg.Server.WriteTimeoutSeconds) * time.Second,
 	})
-	sup = supervisor.New(supervisor.Options{
+	opts := supervisor.Options{
 		Root: root, Mode: mode, Listen: ln.Addr().String(), Config: cfg, Store: st, Proxy: px,
 		Logger: log, Version: versionString(), Builds: builds,
-	})
+	}
+	var handler http.Handler = px
+	var hub *devreload.Hub
+	if mode == "dev" {
+		// Browsers reload after a swap and show build errors; prod responses
+		// are never touched.
+		hub = devreload.NewHub()
+		handler = devreload.Middleware(px, hub)
+		opts.Dev = hub
+	}
+	sup = supervisor.New(opts)
 
 	stopAdmin, err := admin.Serve(root, admin.Handler(st, sup))
 	if err != nil {
@@ -110,7 +121,7 @@ func (c *serveCmd) Run() error {
 	defer os.Remove(pidFile)
 
 	srv := &http.Server{
-		Handler:           px,
+		Handler:           handler,
 		ReadTimeout:       time.Duration(cfg.Server.ReadTimeoutSeconds) * time.Second,
 		ReadHeaderTimeout: min(10*time.Second, time.Duration(cfg.Server.ReadTimeoutSeconds)*time.Second),
 		WriteTimeout:      time.Duration(cfg.Server.WriteTimeoutSeconds) * time.Second,
@@ -135,6 +146,9 @@ func (c *serveCmd) Run() error {
 		drain := time.Duration(cfg.Workers.DrainTimeoutMs) * time.Millisecond
 		ctx, cancel := context.WithTimeout(context.Background(), drain)
 		defer cancel()
+		if hub != nil {
+			hub.Close() // open event streams would hold Shutdown open
+		}
 		if err := srv.Shutdown(ctx); err != nil {
 			log.Warn().Err(err).Msg("in-flight requests did not finish in time")
 			srv.Close()

@@ -2,6 +2,7 @@ package admin
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -46,8 +47,7 @@ func Handler(st *store.Store, b Backend) http.Handler {
 		}
 		w.Header().Set("Content-Type", "application/x-ndjson")
 		bw := bufio.NewWriterSize(w, 64<<10)
-		enc := json.NewEncoder(bw)
-		err = st.Scan(f, func(rec store.Record) error { return enc.Encode(rec) })
+		err = st.ScanJSON(f, bw)
 		if err != nil {
 			// Mid-stream: the client sees a line it cannot decode as a record.
 			fmt.Fprintf(bw, "{\"error\":%q}\n", err.Error())
@@ -204,6 +204,32 @@ func (c *Client) History(ctx context.Context, q url.Values, fn func(store.Record
 			return fmt.Errorf("history from server: %w", err)
 		}
 		if err := fn(rec); err != nil {
+			return err
+		}
+	}
+	return sc.Err()
+}
+
+// HistoryJSON copies the server's JSON lines to w as they are.
+func (c *Client) HistoryJSON(ctx context.Context, q url.Values, w io.Writer) error {
+	resp, err := c.get(ctx, "/v1/history", q)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 0, 64<<10), 16<<20)
+	for sc.Scan() {
+		line := sc.Bytes()
+		if bytes.HasPrefix(line, []byte(`{"error":`)) {
+			var e struct {
+				Error string `json:"error"`
+			}
+			if json.Unmarshal(line, &e) == nil {
+				return errors.New(e.Error)
+			}
+		}
+		if _, err := w.Write(append(line, '\n')); err != nil {
 			return err
 		}
 	}

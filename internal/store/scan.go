@@ -1,7 +1,9 @@
 package store
 
 import (
+	"encoding/json"
 	"fmt"
+	"io"
 	"slices"
 	"time"
 
@@ -163,4 +165,76 @@ func (s *Store) Records(f Filter) ([]Record, error) {
 		return nil
 	})
 	return out, err
+}
+
+// ScanJSON writes each record matching f as its stored JSON, one per line,
+// oldest first — the `history --json` format — without re-encoding: records
+// are decoded only to filter and validate them. The bytes are those Append
+// stored with json.Marshal of the Record, so they equal what encoding the
+// decoded Record would give.
+func (s *Store) ScanJSON(f Filter, w io.Writer) error {
+	if f.Limit > 0 {
+		recs, err := s.newest(f)
+		if err != nil {
+			return err
+		}
+		for i := range recs {
+			b, err := json.Marshal(&recs[i])
+			if err != nil {
+				return err
+			}
+			if _, err := w.Write(append(b, '\n')); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	d := newScanDecoder()
+	var out []byte
+	var r Record
+	var next []byte
+	for {
+		out = out[:0]
+		done := false
+		err := s.db.View(func(tx *bolt.Tx) error {
+			b := tx.Bucket(logBucket)
+			if b == nil {
+				done = true
+				return nil
+			}
+			c := b.Cursor()
+			var k, v []byte
+			if next == nil {
+				k, v = c.First()
+			} else {
+				k, v = c.Seek(next)
+			}
+			for n := 0; k != nil; k, v = c.Next() {
+				if n == scanChunk {
+					next = append(next[:0], k...)
+					return nil
+				}
+				n++
+				r = Record{}
+				if err := s.decodeKV(d, k, v, &r); err != nil {
+					return err
+				}
+				if f.match(&r) {
+					out = append(out, v...)
+					out = append(out, '\n')
+				}
+			}
+			done = true
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		if _, err := w.Write(out); err != nil {
+			return err
+		}
+		if done {
+			return nil
+		}
+	}
 }

@@ -1,6 +1,8 @@
 package store
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -515,5 +517,38 @@ func TestCorruptRecord(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// ScanJSON must print exactly what encoding each scanned record prints.
+func TestScanJSONMatchesEncoding(t *testing.T) {
+	s, err := Open(filepath.Join(t.TempDir(), "t.db"), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	code := 2
+	for i := 0; i < 50; i++ {
+		r := &Record{Worker: []string{"index", "api_users"}[i%2], Instance: "x-1", From: "starting", To: "healthy",
+			Event: "health_ok", Reason: "startup", PID: 100 + i, Port: 9000 + i, Detail: "a <b> & \"c\"\nline2"}
+		if i%7 == 0 {
+			r.ExitCode = &code
+		}
+		if err := s.Append(r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, f := range []Filter{{}, {Worker: "index"}, {Limit: 5}, {Worker: "api_users", Limit: 3}} {
+		var want, got bytes.Buffer
+		enc := json.NewEncoder(&want)
+		if err := s.Scan(f, func(r Record) error { return enc.Encode(r) }); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.ScanJSON(f, &got); err != nil {
+			t.Fatal(err)
+		}
+		if got.String() != want.String() || got.Len() == 0 {
+			t.Fatalf("filter %+v:\n got %q\nwant %q", f, got.String(), want.String())
+		}
 	}
 }

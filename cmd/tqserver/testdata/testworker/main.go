@@ -87,6 +87,10 @@ func main() {
 		env["cwd"] = wd
 		json.NewEncoder(w).Encode(env)
 	})
+	mux.HandleFunc("/page", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		fmt.Fprintf(w, "<!doctype html><html><head><title>%s</title></head><body><h1 id=\"version\">%s</h1></body></html>\n", version, version)
+	})
 	mux.HandleFunc("/reloads", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, "%d\n", reloads.Load())
 	})
