@@ -552,3 +552,35 @@ func TestScanJSONMatchesEncoding(t *testing.T) {
 		}
 	}
 }
+
+func TestScanJSONRejectsCorruptRecord(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "t.db")
+	s, err := Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 3; i++ {
+		if err := s.Append(&Record{Worker: "w", Event: "x"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Truncate record 2 in place.
+	err = s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(logBucket)
+		k := make([]byte, 8)
+		k[7] = 2
+		v := b.Get(k)
+		return b.Put(k, append([]byte(nil), v[:len(v)/2]...))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []Filter{{}, {Worker: "w"}} {
+		var buf bytes.Buffer
+		err := s.ScanJSON(f, &buf)
+		if err == nil || !strings.Contains(err.Error(), "record 2") {
+			t.Fatalf("filter %+v: want an error naming record 2, got %v", f, err)
+		}
+	}
+	s.Close()
+}
