@@ -162,25 +162,25 @@ const (
 // acquire routes path and commits the request to the route's backend: it
 // counts itself in flight first, then checks closed, so a supervisor that
 // saw closed and zero in flight can never be followed by a request here.
-func (p *Proxy) acquire(path string) (Route, acquireResult) {
+func (p *Proxy) acquire(path string) (Route, *Backend, acquireResult) {
 	var rt Route
 	for range acquireAttempts {
 		var ok bool
 		rt, ok = p.table.Load().Lookup(path)
 		if !ok {
-			return rt, noRoute
+			return rt, nil, noRoute
 		}
-		b := rt.Backend
+		b := rt.Pick()
 		if b == nil {
-			return rt, noBackend
+			return rt, nil, noBackend
 		}
 		b.inflight.Add(1)
 		if !b.closed.Load() {
-			return rt, acquired
+			return rt, b, acquired
 		}
 		b.inflight.Add(-1)
 	}
-	return rt, noBackend
+	return rt, nil, noBackend
 }
 
 // ServeHTTP serves static files under the static prefix and proxies
@@ -191,7 +191,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		p.serveStatic(w, r, path[len(p.staticPrefix):])
 		return
 	}
-	rt, res := p.acquire(path)
+	rt, b, res := p.acquire(path)
 	if res != acquired {
 		p.writeUnrouted(w, rt, res)
 		return
@@ -206,7 +206,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		Context:  r.Context(),
 		path:     path,
 		worker:   rt.Worker,
-		backend:  rt.Backend,
+		backend:  b,
 		canRetry: r.ContentLength == 0 && (r.Body == nil || r.Body == http.NoBody),
 	}
 	req := r.WithContext(st)
@@ -215,12 +215,12 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	st.retry, st.canRetry, st.dialErr = false, false, false
-	rt, res = p.acquire(path)
+	rt, b, res = p.acquire(path)
 	if res != acquired {
 		p.writeUnrouted(w, rt, res)
 		return
 	}
-	st.worker, st.backend = rt.Worker, rt.Backend
+	st.worker, st.backend = rt.Worker, b
 	p.forward(w, req, st)
 }
 
@@ -272,9 +272,9 @@ func (p *Proxy) errorHandler(w http.ResponseWriter, out *http.Request, err error
 		return
 	}
 	if dialFailed && st.canRetry {
-		if rt, ok := p.table.Load().Lookup(st.path); ok && rt.Backend != nil && rt.Backend != st.backend {
+		if rt, ok := p.table.Load().Lookup(st.path); ok && rt.hasOtherThan(st.backend) {
 			p.log.Debug().Str("worker", st.worker).Str("instance", st.backend.Instance).
-				Str("retry_instance", rt.Backend.Instance).Err(err).Msg("worker unreachable, retrying on its successor")
+				Err(err).Msg("worker unreachable, retrying on another instance")
 			st.retry = true
 			return
 		}

@@ -747,17 +747,17 @@ func TestDrainProtocolCore(t *testing.T) {
 	for range workers {
 		wg.Go(func() {
 			for i := 0; i < 50_000_000 && !stop.Load(); i++ {
-				rt, res := p.acquire("/x")
+				_, b, res := p.acquire("/x")
 				if res != acquired {
 					unavailable.Add(1)
 					continue
 				}
-				g := gens[rt.Backend]
+				g := gens[b]
 				g.uses.Add(1)
 				if g.drained.Load() {
 					violations.Add(1)
 				}
-				rt.Backend.inflight.Add(-1)
+				b.inflight.Add(-1)
 				requests.Add(1)
 				runtime.Gosched() // with few CPUs, let the swapping loop run
 			}

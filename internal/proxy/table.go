@@ -3,14 +3,51 @@ package proxy
 import (
 	"sort"
 	"strings"
+	"sync/atomic"
 )
 
-// Route maps a path prefix to a worker and its serving instance.
-// Backend nil means the worker has no serving instance: requests get 503.
+// Route maps a path prefix to a worker and its serving instances.
+// Backends lists them (a worker may run several instances); Backend is the
+// shorthand for one. No backend means the worker has no serving instance:
+// requests get 503.
 type Route struct {
-	Prefix  string
-	Worker  string
-	Backend *Backend
+	Prefix   string
+	Worker   string
+	Backend  *Backend
+	Backends []*Backend
+	rr       *atomic.Uint32 // rotates the starting point among equally loaded backends
+}
+
+// hasOtherThan reports whether the route has a backend other than b.
+func (r Route) hasOtherThan(b *Backend) bool {
+	for _, x := range r.Backends {
+		if x != b {
+			return true
+		}
+	}
+	return false
+}
+
+// Pick returns the backend with the fewest requests in flight (ties go
+// round-robin), or nil when the route has none. Lock-free.
+func (r Route) Pick() *Backend {
+	switch len(r.Backends) {
+	case 0:
+		return nil
+	case 1:
+		return r.Backends[0]
+	}
+	n := uint32(len(r.Backends))
+	start := r.rr.Add(1) % n
+	best := r.Backends[start]
+	bestLoad := best.Inflight()
+	for i := uint32(1); i < n && bestLoad > 0; i++ {
+		b := r.Backends[(start+i)%n]
+		if l := b.Inflight(); l < bestLoad {
+			best, bestLoad = b, l
+		}
+	}
+	return best
 }
 
 // Table is an immutable routing table. Build it with NewTable and publish it
@@ -30,6 +67,15 @@ func NewTable(routes []Route) *Table {
 		if !strings.HasPrefix(r.Prefix, "/") {
 			continue
 		}
+		if len(r.Backends) == 0 && r.Backend != nil {
+			r.Backends = []*Backend{r.Backend}
+		} else {
+			r.Backends = append([]*Backend(nil), r.Backends...)
+		}
+		if r.Backend == nil && len(r.Backends) > 0 {
+			r.Backend = r.Backends[0]
+		}
+		r.rr = new(atomic.Uint32)
 		t.byPrefix[r.Prefix] = r
 		t.maxLen = max(t.maxLen, len(r.Prefix))
 	}

@@ -125,3 +125,31 @@ func TestLookupAllocatesNothing(t *testing.T) {
 		t.Errorf("Lookup allocates %v times per call", allocs)
 	}
 }
+
+func TestPickLeastOutstanding(t *testing.T) {
+	a, b, c := NewBackend("w", "w-1", "a", 0), NewBackend("w", "w-2", "b", 0), NewBackend("w", "w-3", "c", 0)
+	rt, _ := NewTable([]Route{{Prefix: "/", Worker: "w", Backends: []*Backend{a, b, c}}}).Lookup("/")
+	// Idle: requests rotate over all instances.
+	seen := map[*Backend]int{}
+	for i := 0; i < 30; i++ {
+		seen[rt.Pick()]++
+	}
+	if seen[a] != 10 || seen[b] != 10 || seen[c] != 10 {
+		t.Fatalf("idle picks not spread evenly: %d %d %d", seen[a], seen[b], seen[c])
+	}
+	// Loaded: the least busy one wins.
+	a.inflight.Add(3)
+	b.inflight.Add(1)
+	c.inflight.Add(2)
+	for i := 0; i < 10; i++ {
+		if got := rt.Pick(); got != b {
+			t.Fatalf("picked %s with %d in flight, want w-2", got.Instance, got.Inflight())
+		}
+	}
+	// The single-backend shorthand still works, and no backend picks nil.
+	one, _ := NewTable([]Route{{Prefix: "/", Backend: a}}).Lookup("/x")
+	none, _ := NewTable([]Route{{Prefix: "/"}}).Lookup("/x")
+	if one.Pick() != a || none.Pick() != nil {
+		t.Fatal("shorthand / empty route")
+	}
+}
