@@ -85,7 +85,8 @@ func (Shutdown) event()      {}
 type FilesChanged struct {
 	Kind   ChangeKind
 	Worker string
-	Paths  []string // absolute paths, deduplicated, at most a few hundred
+	Paths  []string  // absolute paths, deduplicated, at most a few hundred
+	First  time.Time // when the first change of the batch was seen
 }
 
 // ChangeKind says which area of the app root changed.

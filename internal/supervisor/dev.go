@@ -35,7 +35,7 @@ func (s *Supervisor) onFilesChanged(ev events.FilesChanged) {
 	s.log.Debug().Str("kind", ev.Kind.String()).Str("worker", ev.Worker).Strs("paths", ev.Paths).Msg("files changed")
 	switch ev.Kind {
 	case events.SourceChanged, events.WorkerAdded:
-		s.build(ev.Worker)
+		s.build(ev.Worker, ev.First)
 	case events.WorkerRemoved:
 		if w := s.workers[ev.Worker]; w != nil && !w.removed {
 			var res events.ReloadResult
@@ -66,7 +66,7 @@ func (s *Supervisor) notifyReloaded(worker string) {
 
 // build (re)builds a worker's sources; a newer change cancels the build in
 // progress. At most parallel_builds run at once.
-func (s *Supervisor) build(name string) {
+func (s *Supervisor) build(name string, seen time.Time) {
 	if !ValidWorkerName(name) {
 		return
 	}
@@ -74,16 +74,22 @@ func (s *Supervisor) build(name string) {
 	if !builder.HasSource(dir) {
 		return
 	}
+	if seen.IsZero() {
+		seen = time.Now()
+	}
 	if b := s.builds[name]; b != nil {
 		b.cancel()
+		if b.started.Before(seen) {
+			seen = b.started // the swap time counts from the first unbuilt change
+		}
 	}
 	s.buildSeq++
 	id := s.buildSeq
 	ctx, cancel := context.WithCancel(s.ctx)
-	s.builds[name] = &buildState{id: id, cancel: cancel, started: time.Now()}
+	s.builds[name] = &buildState{id: id, cancel: cancel, started: seen}
 	bo := s.cfg.Deployment.Dev.Build
 	sem := s.buildSem
-	s.log.Info().Str("worker", name).Msg("building")
+	_ = s.record(&store.Record{Worker: name, Event: EventBuildStarted})
 	go func() {
 		select {
 		case sem <- struct{}{}:

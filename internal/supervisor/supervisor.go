@@ -46,6 +46,7 @@ const (
 	EventAssetsChanged        = "assets_changed"
 	EventBinaryRejected       = "binary_rejected"
 	EventServerUpgradePending = "server_upgrade_pending"
+	EventBuildStarted         = "build_started"
 	EventBuildOK              = "build_ok"
 	EventBuildFailed          = "build_failed"
 )
@@ -505,7 +506,7 @@ func (s *Supervisor) onHealthOK(ev events.HealthOK) {
 	inst.cancel = cancel
 	go s.probe(ctx, inst.name, inst.port, w.settings)
 	if !inst.changedAt.IsZero() {
-		s.log.Info().Str("worker", w.f.name).Str("instance", inst.name).Dur("since_change", time.Since(inst.changedAt)).Msg("swapped: new code serving")
+		s.log.Info().Str("worker", w.f.name).Str("instance", inst.name).Dur("since_change", time.Since(inst.changedAt)).Msg("swapped: new code serving (time from the save)")
 	}
 	if inst.startReason == ReasonSourceChanged || inst.startReason == ReasonBinaryChanged {
 		s.notifyReloaded(w.f.name)

@@ -19,6 +19,7 @@ type key struct {
 
 type batch struct {
 	seq      uint64 // first-seen order, breaks ties between equal deadlines
+	first    time.Time
 	deadline time.Time
 	paths    map[string]struct{}
 	dropped  int // paths beyond maxPaths
@@ -42,7 +43,7 @@ func (d *debouncer) add(now time.Time, k key, paths ...string) {
 	b := d.pending[k]
 	if b == nil {
 		d.seq++
-		b = &batch{seq: d.seq, paths: map[string]struct{}{}}
+		b = &batch{seq: d.seq, first: now, paths: map[string]struct{}{}}
 		d.pending[k] = b
 	}
 	b.deadline = now.Add(d.delay)
@@ -103,7 +104,7 @@ func (d *debouncer) due(now time.Time) ([]events.FilesChanged, []int) {
 			paths = append(paths, p)
 		}
 		sort.Strings(paths)
-		out[i] = events.FilesChanged{Kind: r.k.kind, Worker: r.k.worker, Paths: paths}
+		out[i] = events.FilesChanged{Kind: r.k.kind, Worker: r.k.worker, Paths: paths, First: r.b.first}
 		dropped[i] = r.b.dropped
 	}
 	return out, dropped
