@@ -88,6 +88,9 @@ type Discovery struct {
 
 // WorkerSettings are the effective settings of one worker.
 type WorkerSettings struct {
+	// Instances is how many copies of the worker serve at once, balanced by
+	// fewest requests in flight; each is replaced one at a time.
+	Instances            int
 	GoMaxProcs           int
 	MaxRequests          int64
 	ReadTimeoutSeconds   int
@@ -106,6 +109,7 @@ type WorkerSettings struct {
 // WorkerOverride is one workers.paths entry: only the non-nil fields (the
 // keys present in the file) override; Env entries override key by key.
 type WorkerOverride struct {
+	Instances              *int
 	GoMaxProcs             *int
 	MaxRequests            *int64
 	ReadTimeoutSeconds     *int
@@ -171,6 +175,7 @@ type Binaries struct {
 // DefaultWorkerSettings returns the built-in workers.default.
 func DefaultWorkerSettings() WorkerSettings {
 	return WorkerSettings{
+		Instances:              1,
 		GoMaxProcs:             1,
 		MaxRequests:            0,
 		ReadTimeoutSeconds:     30,
@@ -285,6 +290,7 @@ func RouteHasPrefix(route, prefix string) bool {
 }
 
 func (o WorkerOverride) apply(s *WorkerSettings) {
+	setIf(&s.Instances, o.Instances)
 	setIf(&s.GoMaxProcs, o.GoMaxProcs)
 	setIf(&s.MaxRequests, o.MaxRequests)
 	setIf(&s.ReadTimeoutSeconds, o.ReadTimeoutSeconds)
@@ -318,7 +324,8 @@ func (s WorkerSettings) clone() WorkerSettings {
 // Equal reports whether a and b are the same settings. A nil Env equals an
 // empty one.
 func (a WorkerSettings) Equal(b WorkerSettings) bool {
-	return a.GoMaxProcs == b.GoMaxProcs &&
+	return a.Instances == b.Instances &&
+		a.GoMaxProcs == b.GoMaxProcs &&
 		a.MaxRequests == b.MaxRequests &&
 		a.ReadTimeoutSeconds == b.ReadTimeoutSeconds &&
 		a.WriteTimeoutSeconds == b.WriteTimeoutSeconds &&

@@ -128,6 +128,7 @@ workers:
     workers_dir: apps2
     include_patterns: ["*/src/main.go", "*/cmd/main.go"]
   default:
+    instances: 3
     go_max_procs: 4
     max_requests: 100
     read_timeout_seconds: 7
@@ -200,7 +201,7 @@ func fullWant() *Config {
 			RestartBackoffMaxMs: 4, RestartBackoffResetMs: 5, DrainTimeoutMs: 6,
 			TimestampCheck: TimestampCheck{Enabled: false, Trigger: "sighup"},
 			Discovery:      Discovery{Mode: "filesystem", WorkersDir: "apps2", IncludePatterns: []string{"*/src/main.go", "*/cmd/main.go"}},
-			Default: WorkerSettings{GoMaxProcs: 4, MaxRequests: 100, ReadTimeoutSeconds: 7, WriteTimeoutSeconds: 8,
+			Default: WorkerSettings{Instances: 3, GoMaxProcs: 4, MaxRequests: 100, ReadTimeoutSeconds: 7, WriteTimeoutSeconds: 8,
 				IdleTimeoutSeconds: 9, GoMemLimit: "512MiB", Env: map[string]string{"A": "1", "B": "${WORKER_BASE}/x"},
 				HealthTimeoutMs: 11, HealthIntervalMs: 12, HealthProbeTimeoutMs: 13, HealthFailureThreshold: 14},
 			Paths: map[string]WorkerOverride{"/api": {

@@ -163,6 +163,7 @@ func workersFields(w *Workers) map[string]fieldFunc {
 
 func overrideFields(o *WorkerOverride) map[string]fieldFunc {
 	return map[string]fieldFunc{
+		"instances":                optIntField(&o.Instances, 1, 64),
 		"go_max_procs":             optIntField(&o.GoMaxProcs, 0, maxInt32),
 		"max_requests":             optInt64Field(&o.MaxRequests, 0, math.MaxInt64),
 		"read_timeout_seconds":     optIntField(&o.ReadTimeoutSeconds, 0, maxInt32),
