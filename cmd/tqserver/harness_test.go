@@ -410,3 +410,5 @@ func pidAlive(pid int) bool {
 	i := strings.LastIndexByte(s, ')')
 	return i < 0 || i+2 >= len(s) || s[i+2] != 'Z'
 }
+
+func killPID(pid int) error { return syscall.Kill(pid, syscall.SIGKILL) }

@@ -53,7 +53,10 @@ type Drained struct {
 }
 
 // RestartDue: a worker's backoff delay after a failure has passed.
-type RestartDue struct{ Worker string }
+type RestartDue struct {
+	Worker string
+	Slot   int
+}
 
 // BuildFinished reports a worker build (dev mode and `serve` at start).
 type BuildFinished struct {

@@ -167,21 +167,16 @@ func (s *Supervisor) onBuildFinished(ev events.BuildFinished) {
 		}
 		w = s.addWorker(f)
 		s.publishRoutes()
-		detail = "new worker; " + detail
-	} else {
-		w.stamp = stampWorker(w.f)
-		if w.next != nil {
-			s.abandon(w.next, ReasonSourceChanged, "superseded by a newer build")
+		for _, sl := range w.slots {
+			s.start(sl, ReasonSourceChanged, "new worker; "+detail, nil)
+			if sl.next != nil {
+				sl.next.changedAt = started
+			}
 		}
-		if w.current != nil {
-			w.current.drainReason = ReasonReplaced
-		}
+		return
 	}
-	w.failures = 0
-	s.start(w, ReasonSourceChanged, detail, nil)
-	if w.next != nil {
-		w.next.changedAt = started
-	}
+	w.stamp = stampWorker(w.f)
+	s.startRoll(w, ReasonSourceChanged, detail, nil, started)
 }
 
 func (s *Supervisor) findWorker(name string) (found, bool) {

@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/mevdschee/tqserver/internal/config"
 	"github.com/mevdschee/tqserver/internal/events"
@@ -60,11 +61,21 @@ func (s *Supervisor) onReload(ev events.Reload) {
 			}
 			notes := serverSettingsChanged(s.cfg, ncfg)
 			s.cfg = ncfg
-			for _, w := range s.workers {
+			for _, name := range sortedKeys(s.workers) {
+				w := s.workers[name]
 				nws := ncfg.ForWorker(w.route)
-				if !nws.Equal(w.settings) {
-					w.settings = nws
-					restart[w.f.name] = ReasonConfigChanged
+				if nws.Equal(w.settings) || w.removed {
+					continue
+				}
+				old := w.settings
+				w.settings = nws
+				others := old
+				others.Instances = nws.Instances
+				if !others.Equal(nws) {
+					restart[name] = ReasonConfigChanged // the roll starts any new slot too
+					s.resizeWorker(w, nws.Instances, false, res, p)
+				} else {
+					s.resizeWorker(w, nws.Instances, true, res, p)
 				}
 			}
 			detail := "configuration reloaded"
@@ -121,7 +132,9 @@ func (s *Supervisor) onReload(ev events.Reload) {
 			}
 			w = s.addWorker(f)
 			res.Changes = append(res.Changes, name+": new worker")
-			s.start(w, ReasonBinaryChanged, "new worker", p)
+			for _, sl := range w.slots {
+				s.start(sl, ReasonBinaryChanged, "new worker", p)
+			}
 			continue
 		}
 		nst := stampWorker(f)
@@ -145,14 +158,7 @@ func (s *Supervisor) onReload(ev events.Reload) {
 		w := s.workers[name]
 		reason := restart[name]
 		res.Changes = append(res.Changes, name+": "+reason)
-		w.failures = 0
-		if w.next != nil {
-			s.abandon(w.next, reason, "superseded by a newer change")
-		}
-		if w.current != nil {
-			w.current.drainReason = ReasonReplaced
-		}
-		s.start(w, reason, "", p)
+		s.startRoll(w, reason, "", p, time.Time{})
 	}
 	if len(res.Changes) == 0 && len(res.Failures) == 0 {
 		res.Changes = []string{}
@@ -169,16 +175,10 @@ func (s *Supervisor) onReload(ev events.Reload) {
 func (s *Supervisor) removeWorker(w *worker, res *events.ReloadResult) {
 	name := w.f.name
 	w.removed = true
-	if w.timer != nil {
-		w.timer.Stop()
-		w.timer = nil
-	}
+	w.roll = nil
 	res.Changes = append(res.Changes, name+": removed")
-	if w.next != nil {
-		s.abandon(w.next, ReasonOperator, "worker removed")
-	}
-	if w.current != nil {
-		s.drain(w.current, ReasonOperator, "worker removed")
+	for _, sl := range w.slots {
+		s.clearSlot(sl, ReasonOperator, "worker removed")
 	}
 	s.publishRoutes()
 	if !s.hasInstances(w) {
@@ -204,9 +204,11 @@ func (s *Supervisor) assetsChanged(w *worker, public, private bool, res *events.
 	}
 	detail := strings.Join(parts, " and ") + " changed"
 	var targets []*instance
-	for _, in := range []*instance{w.current, w.next} {
-		if in != nil && in.proc != nil {
-			targets = append(targets, in)
+	for _, sl := range w.slots {
+		for _, in := range []*instance{sl.current, sl.next} {
+			if in != nil && in.proc != nil {
+				targets = append(targets, in)
+			}
 		}
 	}
 	if len(targets) > 0 {
@@ -238,8 +240,8 @@ func (s *Supervisor) abandon(inst *instance, reason, detail string) {
 	if inst.cancel != nil {
 		inst.cancel()
 	}
-	if inst.w.next == inst {
-		inst.w.next = nil
+	if inst.sl.next == inst {
+		inst.sl.next = nil
 	}
 	s.resolve(inst, false, inst.name+": "+detail)
 	if inst.proc == nil {
@@ -309,4 +311,39 @@ func serverSettingsChanged(a, b *config.Config) []string {
 		out = append(out, "workers.workers_dir")
 	}
 	return out
+}
+
+// clearSlot stops everything of one slot: its backoff timer, its starting
+// successor and (draining it) its serving instance.
+func (s *Supervisor) clearSlot(sl *slot, reason, detail string) {
+	if sl.timer != nil {
+		sl.timer.Stop()
+		sl.timer = nil
+	}
+	if sl.next != nil {
+		s.abandon(sl.next, reason, detail)
+	}
+	if sl.current != nil {
+		s.drain(sl.current, reason, detail)
+	}
+}
+
+// resizeWorker changes how many instances w runs: extra slots drain and
+// stop; new slots start now when startNew (else a roll will start them).
+func (s *Supervisor) resizeWorker(w *worker, n int, startNew bool, res *events.ReloadResult, p *pendingReload) {
+	before := len(w.slots)
+	if n == before {
+		return
+	}
+	for _, sl := range w.resize(n) {
+		s.clearSlot(sl, ReasonConfigChanged, fmt.Sprintf("instances reduced to %d", n))
+	}
+	res.Changes = append(res.Changes, fmt.Sprintf("%s: instances %d → %d", w.f.name, before, n))
+	s.publishRoutes()
+	if !startNew || n < before {
+		return
+	}
+	for _, sl := range w.slots[before:] {
+		s.start(sl, ReasonConfigChanged, fmt.Sprintf("instances increased to %d", n), p)
+	}
 }

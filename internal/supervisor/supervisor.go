@@ -123,17 +123,68 @@ type worker struct {
 	route    string
 	settings config.WorkerSettings
 	stamp    workerStamp
+	slots    []*slot // settings.Instances of them; each serves one instance
+	roll     *roll   // a replacement of every slot, one at a time
+	removed  bool
+}
+
+// slot is one of a worker's serving positions: its instance, the successor
+// being started, and its crash backoff.
+type slot struct {
+	w        *worker
+	idx      int
 	current  *instance // healthy and receiving traffic
 	next     *instance // starting successor
 	failures int       // consecutive failed starts / crashes, for backoff
 	timer    *time.Timer
 	retry    string // reason of the restart the timer will make
-	removed  bool
+}
+
+// roll replaces a worker's slots one after the other: the next slot starts
+// only once the previous one's successor is healthy; a failure stops it.
+type roll struct {
+	reason, detail string
+	batch          *pendingReload
+	pos            int       // slot being replaced
+	changedAt      time.Time // dev: when the change was seen
+}
+
+// serving lists the worker's healthy instances.
+func (w *worker) serving() []*instance {
+	var out []*instance
+	for _, sl := range w.slots {
+		if sl.current != nil {
+			out = append(out, sl.current)
+		}
+	}
+	return out
+}
+
+// idle reports whether no slot has an instance or a successor.
+func (w *worker) idle() bool {
+	for _, sl := range w.slots {
+		if sl.current != nil || sl.next != nil {
+			return false
+		}
+	}
+	return true
+}
+
+// resize makes len(w.slots) == n; it returns the slots removed.
+func (w *worker) resize(n int) []*slot {
+	n = max(n, 1)
+	for len(w.slots) < n {
+		w.slots = append(w.slots, &slot{w: w, idx: len(w.slots)})
+	}
+	gone := w.slots[n:]
+	w.slots = w.slots[:n]
+	return gone
 }
 
 type instance struct {
 	name        string
 	w           *worker
+	sl          *slot
 	port        int
 	m           *sm.Machine
 	proc        *process.Process
@@ -144,6 +195,7 @@ type instance struct {
 	healthyAt   time.Time
 	cancel      context.CancelFunc // stops its health gate / probe
 	changedAt   time.Time          // dev: when the change that caused it was seen
+	roll        *roll              // the replacement it is part of
 	stopping    bool
 	batch       *pendingReload
 }
@@ -245,7 +297,9 @@ func (s *Supervisor) Run() error {
 	}
 	for _, name := range sortedKeys(found) {
 		w := s.addWorker(found[name])
-		s.start(w, ReasonStartup, "", nil)
+		for _, sl := range w.slots {
+			s.start(sl, ReasonStartup, "", nil)
+		}
 	}
 	s.publish()
 	var killTimer <-chan time.Time
@@ -283,6 +337,7 @@ func (s *Supervisor) workersDir() string {
 func (s *Supervisor) addWorker(f found) *worker {
 	route := proxy.WorkerRoute(f.name)
 	w := &worker{f: f, route: route, settings: s.cfg.ForWorker(route), stamp: stampWorker(f)}
+	w.resize(w.settings.Instances)
 	s.workers[f.name] = w
 	return w
 }
@@ -393,24 +448,25 @@ func (s *Supervisor) transition(inst *instance, event, reason string, fill func(
 }
 
 // start launches a new instance of w (the successor, when one is serving).
-func (s *Supervisor) start(w *worker, reason, detail string, batch *pendingReload) {
-	if s.shutting || w.removed || w.next != nil {
+func (s *Supervisor) start(sl *slot, reason, detail string, batch *pendingReload) {
+	w := sl.w
+	if s.shutting || w.removed || sl.next != nil {
 		return
 	}
-	if w.timer != nil {
-		w.timer.Stop()
-		w.timer = nil
+	if sl.timer != nil {
+		sl.timer.Stop()
+		sl.timer = nil
 	}
 	port, err := process.FreePort(s.cfg.Workers.PortRangeStart, s.cfg.Workers.PortRangeEnd, s.portInUse)
 	if err != nil {
 		s.log.Error().Err(err).Str("worker", w.f.name).Msg("no free port")
 		s.failBatch(batch, fmt.Sprintf("%s: %v", w.f.name, err))
-		s.scheduleRestart(w, reason)
+		s.scheduleRestart(sl, reason)
 		return
 	}
 	num := s.nextNum[w.f.name] + 1
 	inst := &instance{
-		name: fmt.Sprintf("%s-%d", w.f.name, num), w: w, port: port,
+		name: fmt.Sprintf("%s-%d", w.f.name, num), w: w, sl: sl, port: port,
 		m: sm.New(sm.Starting), startReason: reason, batch: batch,
 	}
 	r := &store.Record{Worker: w.f.name, Instance: inst.name, To: sm.Starting, Event: "start",
@@ -422,7 +478,7 @@ func (s *Supervisor) start(w *worker, reason, detail string, batch *pendingReloa
 	s.nextNum[w.f.name] = num
 	inst.since = r.Time
 	s.insts[inst.name] = inst
-	w.next = inst
+	sl.next = inst
 	if batch != nil {
 		batch.waiting[inst] = true
 	}
@@ -451,11 +507,11 @@ func (s *Supervisor) start(w *worker, reason, detail string, batch *pendingReloa
 // failStart ends a starting instance that will never serve: its predecessor
 // (if any) keeps serving and the record says rollback.
 func (s *Supervisor) failStart(inst *instance, event, detail string) {
-	w := inst.w
+	sl := inst.sl
 	reason := ReasonHealthFailed
-	if w.current != nil {
+	if sl.current != nil {
 		reason = ReasonRollback
-		detail = fmt.Sprintf("%s; %s keeps serving", detail, w.current.name)
+		detail = fmt.Sprintf("%s; %s keeps serving", detail, sl.current.name)
 	}
 	if inst.proc != nil {
 		if t := strings.TrimSpace(inst.proc.Tail()); t != "" {
@@ -466,17 +522,18 @@ func (s *Supervisor) failStart(inst *instance, event, detail string) {
 	if inst.cancel != nil {
 		inst.cancel()
 	}
-	if w.next == inst {
-		w.next = nil
+	if sl.next == inst {
+		sl.next = nil
 	}
 	s.resolve(inst, false, fmt.Sprintf("%s: %s (%s)", inst.name, reason, firstLine(detail)))
+	s.abortRoll(inst)
 	if inst.proc != nil {
 		s.stopProcess(inst)
 	} else {
 		delete(s.insts, inst.name)
 	}
-	if w.current == nil {
-		s.scheduleRestart(w, ReasonHealthFailed)
+	if sl.current == nil {
+		s.scheduleRestart(sl, ReasonHealthFailed)
 	}
 }
 
@@ -485,19 +542,22 @@ func (s *Supervisor) onHealthOK(ev events.HealthOK) {
 	if inst == nil || inst.m.State() != sm.Starting {
 		return
 	}
-	w := inst.w
+	w, sl := inst.w, inst.sl
 	if err := s.transition(inst, sm.HealthOK, inst.startReason, nil); err != nil {
 		s.failStart(inst, sm.Stop, "could not record health_ok: "+err.Error())
 		return
 	}
 	inst.healthyAt = time.Now()
 	inst.backend = proxy.NewBackend(w.f.name, inst.name, fmt.Sprintf("127.0.0.1:%d", inst.port), w.settings.MaxRequests)
-	old := w.current
-	w.current = inst
-	if w.next == inst {
-		w.next = nil
+	old := sl.current
+	sl.current = inst
+	if sl.next == inst {
+		sl.next = nil
 	}
 	s.publishRoutes()
+	// Start the roll's next slot before settling this one, so a reload
+	// waiting on the roll replies only when every slot is done.
+	rollDone := s.advanceRoll(inst)
 	s.resolve(inst, true, "")
 	if inst.cancel != nil {
 		inst.cancel()
@@ -508,7 +568,7 @@ func (s *Supervisor) onHealthOK(ev events.HealthOK) {
 	if !inst.changedAt.IsZero() {
 		s.log.Info().Str("worker", w.f.name).Str("instance", inst.name).Dur("since_change", time.Since(inst.changedAt)).Msg("swapped: new code serving (time from the save)")
 	}
-	if inst.startReason == ReasonSourceChanged || inst.startReason == ReasonBinaryChanged {
+	if rollDone && (inst.startReason == ReasonSourceChanged || inst.startReason == ReasonBinaryChanged) {
 		s.notifyReloaded(w.f.name)
 	}
 	if old != nil {
@@ -530,21 +590,21 @@ func (s *Supervisor) onHealthTimeout(ev events.HealthTimeout) {
 
 func (s *Supervisor) onProbeFailed(ev events.ProbeFailed) {
 	inst := s.insts[ev.Instance]
-	if inst == nil || inst.m.State() != sm.Healthy || inst.w.current != inst || inst.w.next != nil {
+	if inst == nil || inst.m.State() != sm.Healthy || inst.sl.current != inst || inst.sl.next != nil {
 		return
 	}
 	s.log.Warn().Str("worker", inst.w.f.name).Str("instance", inst.name).Str("detail", ev.Detail).Msg("health probe failing; replacing")
 	inst.drainReason = ReasonHealthFailed
-	s.start(inst.w, ReasonHealthFailed, ev.Detail, nil)
+	s.start(inst.sl, ReasonHealthFailed, ev.Detail, nil)
 }
 
 func (s *Supervisor) onMaxRequests(ev events.MaxRequests) {
 	inst := s.insts[ev.Instance]
-	if inst == nil || inst.m.State() != sm.Healthy || inst.w.current != inst || inst.w.next != nil {
+	if inst == nil || inst.m.State() != sm.Healthy || inst.sl.current != inst || inst.sl.next != nil {
 		return
 	}
 	inst.drainReason = ReasonMaxRequests
-	s.start(inst.w, ReasonMaxRequests, fmt.Sprintf("%s served %d requests", inst.name, inst.w.settings.MaxRequests), nil)
+	s.start(inst.sl, ReasonMaxRequests, fmt.Sprintf("%s served %d requests", inst.name, inst.w.settings.MaxRequests), nil)
 }
 
 // drain stops routing to inst, waits for its in-flight requests, then stops it.
@@ -559,9 +619,8 @@ func (s *Supervisor) drain(inst *instance, reason, detail string) {
 	if inst.cancel != nil {
 		inst.cancel()
 	}
-	w := inst.w
-	if w.current == inst {
-		w.current = nil
+	if inst.sl.current == inst {
+		inst.sl.current = nil
 		s.publishRoutes()
 	}
 	b := inst.backend
@@ -608,19 +667,19 @@ func (s *Supervisor) onExited(ev events.Exited) {
 	if inst == nil {
 		return
 	}
-	w := inst.w
+	w, sl := inst.w, inst.sl
 	state := inst.m.State()
 	if state != sm.Stopped {
 		reason := ReasonCrashed
 		switch {
 		case state == sm.Draining:
 			reason = inst.drainReason
-		case state == sm.Starting && w.current != nil:
+		case state == sm.Starting && sl.current != nil:
 			reason = ReasonRollback
 		}
 		detail := strings.TrimSpace(ev.Tail)
-		if state == sm.Starting && w.current != nil {
-			detail = strings.TrimSpace(fmt.Sprintf("exited before healthy; %s keeps serving\n%s", w.current.name, detail))
+		if state == sm.Starting && sl.current != nil {
+			detail = strings.TrimSpace(fmt.Sprintf("exited before healthy; %s keeps serving\n%s", sl.current.name, detail))
 		}
 		_ = s.transition(inst, sm.Exited, reason, func(r *store.Record) {
 			if ev.Signal != "" {
@@ -638,28 +697,29 @@ func (s *Supervisor) onExited(ev events.Exited) {
 		}
 		if state == sm.Starting {
 			msg := fmt.Sprintf("%s: %s: exited before healthy (%s)", inst.name, reason, exitString(ev))
-			if w.current != nil {
-				msg += "; " + w.current.name + " keeps serving"
+			if sl.current != nil {
+				msg += "; " + sl.current.name + " keeps serving"
 			}
 			s.resolve(inst, false, msg)
+			s.abortRoll(inst)
 		}
-		if w.current == inst {
-			w.current = nil
+		if sl.current == inst {
+			sl.current = nil
 			s.publishRoutes()
 		}
-		if w.next == inst {
-			w.next = nil
+		if sl.next == inst {
+			sl.next = nil
 		}
-		if state != sm.Draining && w.current == nil && w.next == nil {
+		if state != sm.Draining && sl.current == nil && sl.next == nil && s.slotAlive(sl) {
 			// Backoff resets once an instance had been healthy for a while.
 			if !inst.healthyAt.IsZero() && time.Since(inst.healthyAt) >= time.Duration(s.cfg.Workers.RestartBackoffResetMs)*time.Millisecond {
-				w.failures = 0
+				sl.failures = 0
 			}
-			s.scheduleRestart(w, ReasonCrashed)
+			s.scheduleRestart(sl, ReasonCrashed)
 		}
 	}
 	delete(s.insts, inst.name)
-	if w.removed && w.current == nil && w.next == nil && s.workers[w.f.name] == w && !s.hasInstances(w) {
+	if w.removed && w.idle() && s.workers[w.f.name] == w && !s.hasInstances(w) {
 		delete(s.workers, w.f.name)
 	}
 }
@@ -674,18 +734,19 @@ func (s *Supervisor) hasInstances(w *worker) bool {
 }
 
 // scheduleRestart restarts w after an exponential backoff.
-func (s *Supervisor) scheduleRestart(w *worker, reason string) {
-	if s.shutting || w.removed || w.timer != nil {
+func (s *Supervisor) scheduleRestart(sl *slot, reason string) {
+	w := sl.w
+	if s.shutting || w.removed || sl.timer != nil || !s.slotAlive(sl) {
 		return
 	}
 	base := time.Duration(s.cfg.Workers.RestartDelayMs) * time.Millisecond
 	max := time.Duration(s.cfg.Workers.RestartBackoffMaxMs) * time.Millisecond
-	delay := backoff(base, max, w.failures)
-	w.failures++
-	name := w.f.name
-	s.log.Warn().Str("worker", name).Dur("delay", delay).Int("attempt", w.failures).Msg("restart scheduled")
-	w.retry = reason
-	w.timer = time.AfterFunc(delay, func() { s.Send(events.RestartDue{Worker: name}) })
+	delay := backoff(base, max, sl.failures)
+	sl.failures++
+	name, idx := w.f.name, sl.idx
+	s.log.Warn().Str("worker", name).Int("slot", idx).Dur("delay", delay).Int("attempt", sl.failures).Msg("restart scheduled")
+	sl.retry = reason
+	sl.timer = time.AfterFunc(delay, func() { s.Send(events.RestartDue{Worker: name, Slot: idx}) })
 }
 
 // backoff is base·2^n capped at max.
@@ -708,9 +769,13 @@ func (s *Supervisor) onRestartDue(ev events.RestartDue) {
 	if w == nil {
 		return
 	}
-	w.timer = nil
-	if w.current == nil && w.next == nil {
-		s.start(w, w.retry, fmt.Sprintf("restart attempt %d", w.failures), nil)
+	if ev.Slot >= len(w.slots) {
+		return
+	}
+	sl := w.slots[ev.Slot]
+	sl.timer = nil
+	if sl.current == nil && sl.next == nil {
+		s.start(sl, sl.retry, fmt.Sprintf("restart attempt %d", sl.failures), nil)
 	}
 }
 
@@ -722,9 +787,12 @@ func (s *Supervisor) onShutdown() {
 	grace := time.Duration(s.cfg.Workers.ShutdownGracePeriodMs) * time.Millisecond
 	s.killAt = time.Now().Add(time.Duration(s.cfg.Workers.DrainTimeoutMs)*time.Millisecond + grace + 5*time.Second)
 	for _, w := range s.workers {
-		if w.timer != nil {
-			w.timer.Stop()
-			w.timer = nil
+		w.roll = nil
+		for _, sl := range w.slots {
+			if sl.timer != nil {
+				sl.timer.Stop()
+				sl.timer = nil
+			}
 		}
 	}
 	for _, b := range s.builds {
@@ -738,8 +806,8 @@ func (s *Supervisor) onShutdown() {
 				if inst.cancel != nil {
 					inst.cancel()
 				}
-				if inst.w.next == inst {
-					inst.w.next = nil
+				if inst.sl.next == inst {
+					inst.sl.next = nil
 				}
 				s.resolve(inst, false, inst.name+": server shutting down")
 				if inst.proc == nil {
@@ -827,8 +895,8 @@ func (s *Supervisor) publishRoutes() {
 			continue
 		}
 		r := proxy.Route{Prefix: w.route, Worker: w.f.name}
-		if w.current != nil {
-			r.Backend = w.current.backend
+		for _, in := range w.serving() {
+			r.Backends = append(r.Backends, in.backend)
 		}
 		routes = append(routes, r)
 	}
@@ -878,4 +946,68 @@ func exitString(ev events.Exited) string {
 func firstLine(s string) string {
 	s, _, _ = strings.Cut(s, "\n")
 	return s
+}
+
+// slotAlive reports whether sl is still one of its worker's slots (a config
+// change may have removed it).
+func (s *Supervisor) slotAlive(sl *slot) bool {
+	return sl.idx < len(sl.w.slots) && sl.w.slots[sl.idx] == sl
+}
+
+// startRoll replaces every slot of w, one at a time, with reason.
+func (s *Supervisor) startRoll(w *worker, reason, detail string, batch *pendingReload, changedAt time.Time) {
+	for _, sl := range w.slots {
+		sl.failures = 0
+		if sl.next != nil {
+			s.abandon(sl.next, reason, "superseded by a newer change")
+		}
+		if sl.current != nil {
+			sl.current.drainReason = ReasonReplaced
+		}
+	}
+	w.roll = &roll{reason: reason, detail: detail, batch: batch, changedAt: changedAt}
+	s.rollSlot(w)
+}
+
+// rollSlot starts the successor of the roll's current slot.
+func (s *Supervisor) rollSlot(w *worker) {
+	r := w.roll
+	for r.pos < len(w.slots) {
+		sl := w.slots[r.pos]
+		s.start(sl, r.reason, r.detail, r.batch)
+		if sl.next != nil {
+			sl.next.roll = r
+			if !r.changedAt.IsZero() {
+				sl.next.changedAt = r.changedAt
+			}
+			return
+		}
+		r.pos++ // could not start (recorded); move on
+	}
+	w.roll = nil
+}
+
+// advanceRoll moves the roll on after inst became healthy. It reports
+// whether the worker's roll (if inst was part of one) is complete.
+func (s *Supervisor) advanceRoll(inst *instance) bool {
+	w := inst.w
+	r := inst.roll
+	if r == nil || w.roll != r {
+		return true
+	}
+	r.pos++
+	if r.pos >= len(w.slots) {
+		w.roll = nil
+		return true
+	}
+	s.rollSlot(w)
+	return w.roll == nil
+}
+
+// abortRoll stops a roll whose instance failed: the remaining slots keep
+// their instances.
+func (s *Supervisor) abortRoll(inst *instance) {
+	if r := inst.roll; r != nil && inst.w.roll == r {
+		inst.w.roll = nil
+	}
 }
