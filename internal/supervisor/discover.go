@@ -11,6 +11,8 @@ import (
 	"regexp"
 	"sort"
 	"strings"
+	"sync"
+	"sync/atomic"
 )
 
 var workerName = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]*$`)
@@ -20,13 +22,16 @@ func ValidWorkerName(name string) bool { return workerName.MatchString(name) }
 
 // found is a worker directory that has a binary to run.
 type found struct {
-	name string
-	dir  string // absolute workers/{name}
-	bin  string // absolute workers/{name}/bin/{name}
+	name  string
+	dir   string      // absolute workers/{name}
+	bin   string      // absolute workers/{name}/bin/{name}
+	stamp workerStamp // taken by discover
 }
 
-// discover lists the runnable workers under workersDir. Directories with an
-// invalid name, or without a binary, are returned as warnings.
+// discover lists the runnable workers under workersDir, with the stamps a
+// reload compares. Directories with an invalid name, or without a binary,
+// are returned as warnings. The per-worker stat calls run in parallel: with
+// a thousand workers they are most of a reload's cost.
 func discover(workersDir string) (map[string]found, []string, error) {
 	entries, err := os.ReadDir(workersDir)
 	if err != nil {
@@ -35,10 +40,10 @@ func discover(workersDir string) (map[string]found, []string, error) {
 		}
 		return nil, nil, fmt.Errorf("discover workers: %w", err)
 	}
-	out := map[string]found{}
 	var warnings []string
+	cands := make([]found, 0, len(entries))
 	for _, e := range entries {
-		if !e.IsDir() {
+		if !e.IsDir() && e.Type()&fs.ModeSymlink == 0 {
 			continue
 		}
 		name := e.Name()
@@ -50,19 +55,48 @@ func discover(workersDir string) (map[string]found, []string, error) {
 			warnings = append(warnings, fmt.Sprintf("%s: skipped: worker names must match %s", dir, workerName))
 			continue
 		}
-		bin := filepath.Join(dir, "bin", name)
-		fi, err := os.Stat(bin)
-		if err != nil || !fi.Mode().IsRegular() {
-			if _, serr := os.Stat(filepath.Join(dir, "src", "main.go")); serr == nil {
-				warnings = append(warnings, fmt.Sprintf("%s: skipped: no binary bin/%s (build it with `tqserver build %s`)", dir, name, name))
-			} else {
-				warnings = append(warnings, fmt.Sprintf("%s: skipped: neither bin/%s nor src/main.go", dir, name))
+		cands = append(cands, found{name: name, dir: dir, bin: filepath.Join(dir, "bin", name)})
+	}
+	parallel(len(cands), func(i int) { cands[i].stamp = stampWorker(cands[i]) })
+	out := make(map[string]found, len(cands))
+	for _, f := range cands {
+		if !f.stamp.bin.exists {
+			if _, serr := os.Stat(filepath.Join(f.dir, "src", "main.go")); serr == nil {
+				warnings = append(warnings, fmt.Sprintf("%s: skipped: no binary bin/%s (build it with `tqserver build %s`)", f.dir, f.name, f.name))
+			} else if fi, serr := os.Stat(f.dir); serr == nil && fi.IsDir() {
+				warnings = append(warnings, fmt.Sprintf("%s: skipped: neither bin/%s nor src/main.go", f.dir, f.name))
 			}
 			continue
 		}
-		out[name] = found{name: name, dir: dir, bin: bin}
+		out[f.name] = f
 	}
 	return out, warnings, nil
+}
+
+// parallel runs fn(0..n-1) on a few goroutines; stat calls block in the
+// kernel, so this helps even on few cores.
+func parallel(n int, fn func(i int)) {
+	const workers = 8
+	if n < 64 {
+		for i := 0; i < n; i++ {
+			fn(i)
+		}
+		return
+	}
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= n {
+					return
+				}
+				fn(i)
+			}
+		})
+	}
+	wg.Wait()
 }
 
 // fileStamp identifies one version of a file by what SIGHUP compares.
@@ -74,7 +108,7 @@ type fileStamp struct {
 
 func statFile(path string) fileStamp {
 	fi, err := os.Stat(path)
-	if err != nil {
+	if err != nil || !fi.Mode().IsRegular() {
 		return fileStamp{}
 	}
 	return fileStamp{exists: true, mtime: fi.ModTime().UnixNano(), size: fi.Size()}

@@ -137,7 +137,7 @@ func (s *Supervisor) onReload(ev events.Reload) {
 			}
 			continue
 		}
-		nst := stampWorker(f)
+		nst := f.stamp
 		old := w.stamp
 		w.stamp = nst
 		if nst.bin != old.bin {

@@ -336,7 +336,7 @@ func (s *Supervisor) workersDir() string {
 
 func (s *Supervisor) addWorker(f found) *worker {
 	route := proxy.WorkerRoute(f.name)
-	w := &worker{f: f, route: route, settings: s.cfg.ForWorker(route), stamp: stampWorker(f)}
+	w := &worker{f: f, route: route, settings: s.cfg.ForWorker(route), stamp: f.stamp}
 	w.resize(w.settings.Instances)
 	s.workers[f.name] = w
 	return w
