@@ -472,7 +472,10 @@ func (s *Supervisor) start(sl *slot, reason, detail string, batch *pendingReload
 	r := &store.Record{Worker: w.f.name, Instance: inst.name, To: sm.Starting, Event: "start",
 		Reason: reason, Port: port, Route: w.route, Detail: detail}
 	if err := s.record(r); err != nil {
+		// Write-ahead: no process without its record. Try again later
+		// (with backoff) in case the disk frees up.
 		s.failBatch(batch, fmt.Sprintf("%s: %v", w.f.name, err))
+		s.scheduleRestart(sl, reason)
 		return
 	}
 	s.nextNum[w.f.name] = num
