@@ -40,6 +40,8 @@ func BenchmarkDevReload(b *testing.B) {
 	l := startLoad(s.url("/"), 2, 10_000_000, time.Hour)
 
 	var reloads, builds []time.Duration
+	type window struct{ from, to time.Time }
+	var windows []window
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		// Bare go build of a fresh edit (never built before: no cache hit).
@@ -66,6 +68,7 @@ func BenchmarkDevReload(b *testing.B) {
 			time.Sleep(time.Millisecond) // polling the load's last response
 		}
 		reloads = append(reloads, time.Since(t1))
+		windows = append(windows, window{t1, time.Now()})
 	}
 	b.StopTimer()
 	ok, failed, errs := l.finish()
@@ -75,6 +78,22 @@ func BenchmarkDevReload(b *testing.B) {
 		return c[len(c)/2]
 	}
 	mr, mb := med(reloads), med(builds)
+	inReload := func(at time.Time) bool {
+		for _, w := range windows {
+			if !at.Before(w.from) && at.Before(w.to) {
+				return true
+			}
+		}
+		return false
+	}
+	l.mu.Lock()
+	p99Reload, nReload := p99(l.samples, inReload)
+	p99Steady, nSteady := p99(l.samples, func(at time.Time) bool { return !inReload(at) })
+	l.mu.Unlock()
+	if p99Steady > 0 {
+		b.ReportMetric(float64(p99Reload)/float64(p99Steady), "p99-reload/steady")
+	}
+	b.Logf("p99 during reloads %v (%d requests), steady %v (%d requests)", p99Reload, nReload, p99Steady, nSteady)
 	b.ReportMetric(float64(mr.Milliseconds()), "reload-ms-median")
 	b.ReportMetric(float64(mb.Milliseconds()), "gobuild-ms-median")
 	b.ReportMetric(float64((mr - mb).Milliseconds()), "overhead-ms")

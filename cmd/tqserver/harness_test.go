@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -332,6 +333,7 @@ type load struct {
 	ok, failed atomic.Int64
 	mu         sync.Mutex
 	errs       []string
+	samples    []sample // every request's start and duration, for percentiles
 	stop       chan struct{}
 	wg         sync.WaitGroup
 	last       atomic.Value // last body seen
@@ -353,6 +355,7 @@ func startLoad(url string, n int, maxRequests int64, maxDur time.Duration) *load
 					return
 				default:
 				}
+				t0 := time.Now()
 				resp, err := c.Get(url)
 				if err != nil {
 					l.fail(err.Error())
@@ -360,6 +363,11 @@ func startLoad(url string, n int, maxRequests int64, maxDur time.Duration) *load
 				}
 				b, err := io.ReadAll(resp.Body)
 				resp.Body.Close()
+				l.mu.Lock()
+				if len(l.samples) < 5_000_000 {
+					l.samples = append(l.samples, sample{t0, time.Since(t0)})
+				}
+				l.mu.Unlock()
 				if err != nil || resp.StatusCode != 200 {
 					l.fail(fmt.Sprintf("%d %v %q", resp.StatusCode, err, b))
 					continue
@@ -412,3 +420,23 @@ func pidAlive(pid int) bool {
 }
 
 func killPID(pid int) error { return syscall.Kill(pid, syscall.SIGKILL) }
+
+type sample struct {
+	at  time.Time
+	dur time.Duration
+}
+
+// p99 of the samples for which in reports true.
+func p99(samples []sample, in func(time.Time) bool) (time.Duration, int) {
+	var d []time.Duration
+	for _, s := range samples {
+		if in(s.at) {
+			d = append(d, s.dur)
+		}
+	}
+	if len(d) == 0 {
+		return 0, 0
+	}
+	slices.Sort(d)
+	return d[len(d)*99/100], len(d)
+}
