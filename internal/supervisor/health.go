@@ -40,8 +40,9 @@ func checkHealth(ctx context.Context, port int, timeout time.Duration) error {
 }
 
 // healthGate polls a starting instance until /health answers 200 (HealthOK)
-// or health_timeout_ms passes (HealthTimeout). Polling starts fast and slows
-// down, so a quick worker is serving within milliseconds.
+// or health_timeout_ms passes (HealthTimeout). Polling starts fast (5 ms)
+// and slows down after half a second, so a quick worker is serving within
+// milliseconds.
 func (s *Supervisor) healthGate(ctx context.Context, name string, port int, ws config.WorkerSettings, delay time.Duration) {
 	timeout := time.Duration(ws.HealthTimeoutMs) * time.Millisecond
 	deadline := time.Now().Add(timeout)
@@ -74,7 +75,14 @@ func (s *Supervisor) healthGate(ctx context.Context, name string, port int, ws c
 		if ctx.Err() != nil {
 			return
 		}
-		wait = min(max(wait*3/2, 5*time.Millisecond), 100*time.Millisecond)
+		// Every 5 ms for the first half second (a Go worker is usually up
+		// within tens of ms, and each ms here is a ms of hot-swap latency),
+		// then slowing down to 100 ms for slow starters.
+		if time.Until(deadline) < timeout-500*time.Millisecond {
+			wait = min(max(wait*3/2, 5*time.Millisecond), 100*time.Millisecond)
+		} else {
+			wait = 5 * time.Millisecond
+		}
 	}
 	detail := fmt.Sprintf("not healthy within %s", timeout)
 	if lastErr != nil {
