@@ -19,6 +19,7 @@ type Backend struct {
 	inflight atomic.Int64
 	served   atomic.Int64
 	closed   atomic.Bool
+	conns    atomic.Pointer[connPool] // idle keep-alive connections (fast path)
 }
 
 // NewBackend returns an open backend with zeroed counters.
@@ -36,7 +37,12 @@ func (b *Backend) Served() int64 { return b.served.Load() }
 // Close marks b closed: once Close has returned, a request that has not yet
 // committed to b never will. Requests already committed keep running; wait
 // for Inflight to reach zero (or use Drain). Close is idempotent.
-func (b *Backend) Close() { b.closed.Store(true) }
+// It also closes b's idle keep-alive connections; connections of requests
+// still running are closed when they finish.
+func (b *Backend) Close() {
+	b.closed.Store(true)
+	b.closeIdle()
+}
 
 // Closed reports whether Close has been called.
 func (b *Backend) Closed() bool { return b.closed.Load() }

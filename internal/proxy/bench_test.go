@@ -54,3 +54,37 @@ func BenchmarkProxy(b *testing.B) {
 	b.Run("direct", func(b *testing.B) { run(b, backend.URL+"/hello") })
 	b.Run("proxy", func(b *testing.B) { run(b, front.URL+"/hello") })
 }
+
+// BenchmarkProxyFast compares the fast path with the stock ReverseProxy
+// path for the same hello-world worker, one request at a time.
+func BenchmarkProxyFast(b *testing.B) {
+	_, addr := startBackend(b, func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "hello")
+	})
+	for _, stock := range []bool{false, true} {
+		name := "fast"
+		if stock {
+			name = "stock"
+		}
+		b.Run(name, func(b *testing.B) {
+			p := New(Options{DisableFastPath: stock})
+			p.Swap(table(Route{Prefix: "/", Worker: "index", Backend: NewBackend("index", "index-1", addr, 0)}))
+			front := startProxy(b, p)
+			tr := &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 16}
+			b.Cleanup(tr.CloseIdleConnections)
+			c := &http.Client{Transport: tr}
+			b.ReportAllocs()
+			for b.Loop() {
+				resp, err := c.Get(front.URL + "/hello")
+				if err != nil {
+					b.Fatal(err)
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusOK {
+					b.Fatal(resp.Status)
+				}
+			}
+		})
+	}
+}

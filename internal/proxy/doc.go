@@ -3,8 +3,17 @@
 // workers/{name}/public/ under the static prefix.
 //
 // It owns the route table (Table, immutable once built), the per-instance
-// counters (Backend: in-flight and served requests, closed flag), the one
-// shared http.Transport to the workers, and static-file path validation.
+// counters (Backend: in-flight and served requests, closed flag), the
+// connections to the workers, and static-file path validation.
+//
+// Two forwarding paths give workers and clients the same view. The fast path
+// (fast.go, the default) handles plain HTTP/1.1 requests itself over each
+// Backend's pool of keep-alive connections (a channel as free list; Close
+// empties it, and a connection returned to a closed backend is closed).
+// Everything else (WebSocket and other upgrades, Expect, HTTP/1.0 or HTTP/2
+// clients, other methods, queries ReverseProxy would rewrite) and all
+// requests under Options.DisableFastPath go through httputil.ReverseProxy
+// with a shared http.Transport.
 // It does not start, stop or health-check workers; the supervisor builds
 // tables and hands them over with Swap.
 //

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -18,6 +19,9 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	// TQPROXY_STOCK=1 runs the whole suite against the stock
+	// httputil.ReverseProxy path instead of the fast path.
+	stockByDefault = os.Getenv("TQPROXY_STOCK") == "1"
 	goleak.VerifyTestMain(m)
 }
 

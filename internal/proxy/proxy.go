@@ -30,6 +30,10 @@ type Options struct {
 	// answer (0 = no limit), so a hung worker cannot pin proxy requests
 	// forever. Streaming bodies are not limited by it.
 	ResponseHeaderTimeout time.Duration
+	// DisableFastPath sends every request through httputil.ReverseProxy
+	// instead of only those the fast path leaves to it (upgrades, Expect,
+	// HTTP/1.0 and HTTP/2 clients, unusual methods and queries).
+	DisableFastPath bool
 }
 
 // Proxy routes requests to worker instances and serves static files.
@@ -39,6 +43,10 @@ type Proxy struct {
 
 	rp        *httputil.ReverseProxy
 	transport *http.Transport
+	// fast enables the hand-rolled HTTP/1.1 forwarder (fast.go) for the
+	// requests it handles; the rest take rp.
+	fast          bool
+	headerTimeout time.Duration
 	// dial is the transport's dialer; a field so tests can interpose on it.
 	dial func(ctx context.Context, network, addr string) (net.Conn, error)
 
@@ -63,10 +71,12 @@ const (
 // aside) until Swap installs one.
 func New(opts Options) *Proxy {
 	p := &Proxy{
-		log:          opts.Logger,
-		onMax:        opts.OnMaxRequests,
-		workersDir:   opts.WorkersDir,
-		cacheControl: "public, max-age=" + strconv.Itoa(max(opts.CacheMaxAge, 0)),
+		log:           opts.Logger,
+		fast:          !opts.DisableFastPath && !stockByDefault,
+		headerTimeout: opts.ResponseHeaderTimeout,
+		onMax:         opts.OnMaxRequests,
+		workersDir:    opts.WorkersDir,
+		cacheControl:  "public, max-age=" + strconv.Itoa(max(opts.CacheMaxAge, 0)),
 	}
 	if opts.StaticEnabled {
 		p.staticPrefix = strings.TrimRight(opts.StaticPrefix, "/")
@@ -121,8 +131,20 @@ func (p *Proxy) Swap(t *Table) {
 // Table returns the current routing table (never nil).
 func (p *Proxy) Table() *Table { return p.table.Load() }
 
-// CloseIdleConnections closes idle keep-alive connections to workers.
-func (p *Proxy) CloseIdleConnections() { p.transport.CloseIdleConnections() }
+// CloseIdleConnections closes idle keep-alive connections to workers (those
+// of backends no longer in the table close when the backend is closed).
+func (p *Proxy) CloseIdleConnections() {
+	p.transport.CloseIdleConnections()
+	for _, rt := range p.table.Load().sorted {
+		for _, b := range rt.Backends {
+			b.closeIdle()
+		}
+	}
+}
+
+// stockByDefault makes New disable the fast path; tests set it to run the
+// whole suite against the stock path.
+var stockByDefault bool
 
 // reqState travels with a forwarded request. It is also the request's
 // context (the client's context embedded), which saves a context.WithValue
@@ -135,6 +157,7 @@ type reqState struct {
 	canRetry bool // no request body, not retried yet
 	retry    bool // set by errorHandler: dial failed and another backend now serves the route
 	dialErr  bool // this attempt never reached the backend
+	fast     bool // forwarded by forwardFast rather than rp
 }
 
 type stateKey struct{}
@@ -208,8 +231,12 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		worker:   rt.Worker,
 		backend:  b,
 		canRetry: r.ContentLength == 0 && (r.Body == nil || r.Body == http.NoBody),
+		fast:     p.fastEligible(r),
 	}
-	req := r.WithContext(st)
+	req := r
+	if !st.fast {
+		req = r.WithContext(st)
+	}
 	p.forward(w, req, st)
 	if !st.retry {
 		return
@@ -247,6 +274,10 @@ func (p *Proxy) forward(w http.ResponseWriter, req *http.Request, st *reqState) 
 			p.onMax(b.Instance)
 		}
 	}()
+	if st.fast {
+		p.forwardFast(w, req, st)
+		return
+	}
 	p.rp.ServeHTTP(w, req)
 }
 
@@ -260,7 +291,12 @@ func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
 }
 
 func (p *Proxy) errorHandler(w http.ResponseWriter, out *http.Request, err error) {
-	st := stateOf(out)
+	p.fail(w, stateOf(out), err)
+}
+
+// fail answers a request whose attempt on st.backend failed before any
+// response went out: 499 (client left), a retry, 504 or 502.
+func (p *Proxy) fail(w http.ResponseWriter, st *reqState, err error) {
 	dialFailed := isDialError(err)
 	if dialFailed {
 		st.dialErr = true

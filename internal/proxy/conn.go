@@ -1,0 +1,126 @@
+package proxy
+
+import (
+	"bufio"
+	"net"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// peekAfter is how long a connection must have been idle before getConn
+// peeks at its socket (a system call) to see whether the worker closed it.
+// Workers close idle connections only after seconds (their IdleTimeout) or
+// when stopping, which happens after their backend was closed and so its
+// pool emptied; a connection used within the last second is as good as
+// certain to be open, and an idempotent request retries if it was not.
+const peekAfter = time.Second
+
+// idlePerBackend bounds the keep-alive connections kept open to one worker
+// instance (the stock transport's MaxIdleConnsPerHost).
+const idlePerBackend = 1024
+
+// connPool is a backend's free list of idle keep-alive connections. A
+// buffered channel is the free list: no mutex of ours on the request path,
+// and a full list just closes the surplus connection.
+type connPool struct{ idle chan *workerConn }
+
+// workerConn is one HTTP/1.1 connection to a worker, used by one request at
+// a time. Its buffers live as long as the connection.
+type workerConn struct {
+	conn   net.Conn
+	br     *bufio.Reader
+	bw     *bufio.Writer
+	raw    syscall.RawConn // nil when conn is not a socket (tests)
+	reused bool            // served a request before this one
+	abort  func()          // closes conn; made once so cancelling costs no allocation
+	hdr    []byte          // scratch for the response header block
+	idleAt time.Time       // when it went back to the pool
+	// headState tells the body sender whether the response head has
+	// arrived, so it starts the header timeout only while one is awaited.
+	headState atomic.Int32
+	bodySent  atomic.Bool // the body sender wrote the whole request body
+}
+
+func newWorkerConn(c net.Conn) *workerConn {
+	wc := &workerConn{
+		conn: c,
+		br:   bufio.NewReaderSize(c, 8<<10),
+		bw:   bufio.NewWriterSize(c, 8<<10),
+	}
+	if sc, ok := c.(syscall.Conn); ok {
+		wc.raw, _ = sc.SyscallConn()
+	}
+	wc.abort = func() { wc.conn.Close() }
+	return wc
+}
+
+func (c *workerConn) close() { c.conn.Close() }
+
+// usable reports whether an idle connection can carry another request: the
+// worker has neither closed it nor sent anything unasked.
+func (c *workerConn) usable() bool {
+	return c.br.Buffered() == 0 && (c.raw == nil || time.Since(c.idleAt) < peekAfter || sockIdle(c.raw))
+}
+
+func (b *Backend) pool() *connPool {
+	if p := b.conns.Load(); p != nil {
+		return p
+	}
+	p := &connPool{idle: make(chan *workerConn, idlePerBackend)}
+	if b.conns.CompareAndSwap(nil, p) {
+		return p
+	}
+	return b.conns.Load()
+}
+
+// getConn returns a usable idle connection to b, or nil.
+func (b *Backend) getConn() *workerConn {
+	p := b.pool()
+	for {
+		select {
+		case c := <-p.idle:
+			if c.usable() {
+				c.reused = true
+				return c
+			}
+			c.close()
+		default:
+			return nil
+		}
+	}
+}
+
+// putConn returns a connection whose last exchange completed cleanly. It
+// queues first and checks closed second, while Close sets closed first and
+// empties the queue second: whichever runs last closes the connection, so a
+// closed backend keeps no connection open.
+func (b *Backend) putConn(c *workerConn) {
+	c.idleAt = time.Now()
+	p := b.pool()
+	select {
+	case p.idle <- c:
+	default:
+		c.close()
+		return
+	}
+	if b.closed.Load() {
+		b.closeIdle()
+	}
+}
+
+// closeIdle closes b's idle keep-alive connections.
+func (b *Backend) closeIdle() {
+	p := b.conns.Load()
+	if p == nil {
+		return
+	}
+	for {
+		select {
+		case c := <-p.idle:
+			c.close()
+		default:
+			return
+		}
+	}
+}
