@@ -2,6 +2,7 @@ package main
 
 import (
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -89,5 +90,40 @@ func TestDevModeEditRebuildSwap(t *testing.T) {
 		if r.PID != 0 && pidAlive(r.PID) {
 			t.Errorf("pid %d (%s) outlived the server", r.PID, r.Instance)
 		}
+	}
+}
+
+// When the app root is the server's own repository (it has cmd/tqserver),
+// an edit of the server's sources rebuilds server/bin/tqserver and the log
+// says a restart is needed; workers keep running.
+func TestDevModeServerSourceRebuild(t *testing.T) {
+	root := newRoot(t, fastConfig)
+	writeFile(t, filepath.Join(root, "go.mod"), "module example.com/devapp\n\ngo 1.22\n")
+	writeFile(t, filepath.Join(root, "workers", "index", "src", "main.go"), devSource(t, "s1"))
+	mainGo := filepath.Join(root, "cmd", "tqserver", "main.go")
+	writeFile(t, mainGo, "package main\n\nfunc main() {}\n")
+	s := startServerMode(t, root, "dev")
+	waitBody(t, s.url("/"), "s1 index", 60*time.Second)
+	pid := s.status().Workers[0].Instances[0].PID
+
+	writeFile(t, mainGo, "package main\n\nimport \"fmt\"\n\nfunc main() { fmt.Println(\"server v2\") }\n")
+	bin := filepath.Join(root, "server", "bin", "tqserver")
+	waitFor(t, 60*time.Second, "server binary rebuilt and recorded", func() bool {
+		for _, r := range history(t, root) {
+			if r.Event == "build_ok" && r.Worker == "" && strings.Contains(r.Detail, "restart tqserver") {
+				return true
+			}
+		}
+		return false
+	})
+	out, err := exec.Command(bin).Output()
+	if err != nil || strings.TrimSpace(string(out)) != "server v2" {
+		t.Fatalf("rebuilt server binary: %v %q", err, out)
+	}
+	if got := s.status().Workers[0].Instances[0].PID; got != pid {
+		t.Fatal("a server source change restarted a worker")
+	}
+	if !strings.Contains(s.logs.String(), "restart tqserver to run") {
+		t.Fatal("the log does not ask for a restart")
 	}
 }
