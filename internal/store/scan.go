@@ -64,9 +64,33 @@ func (s *Store) Scan(f Filter, fn func(Record) error) error {
 	}
 	d := newScanDecoder()
 	buf := make([]Record, 0, 256)
+	return s.chunks(func(k, v []byte) error {
+		buf = append(buf, Record{})
+		r := &buf[len(buf)-1]
+		if err := s.decodeKV(d, k, v, r); err != nil {
+			return err
+		}
+		if !f.match(r) {
+			buf = buf[:len(buf)-1]
+		}
+		return nil
+	}, func() error {
+		for _, r := range buf {
+			if err := fn(r); err != nil {
+				return err
+			}
+		}
+		buf = buf[:0]
+		return nil
+	})
+}
+
+// chunks walks the log oldest first in read transactions of scanChunk
+// records: visit sees each key and value inside the transaction (the bytes
+// are valid only there), and flush runs after each transaction, outside it.
+func (s *Store) chunks(visit func(k, v []byte) error, flush func() error) error {
 	var next []byte // key to resume at; nil starts at the first record
 	for {
-		buf = buf[:0]
 		done := false
 		err := s.db.View(func(tx *bolt.Tx) error {
 			b := tx.Bucket(logBucket)
@@ -87,13 +111,8 @@ func (s *Store) Scan(f Filter, fn func(Record) error) error {
 					return nil
 				}
 				n++
-				buf = append(buf, Record{})
-				r := &buf[len(buf)-1]
-				if err := s.decodeKV(d, k, v, r); err != nil {
+				if err := visit(k, v); err != nil {
 					return err
-				}
-				if !f.match(r) {
-					buf = buf[:len(buf)-1]
 				}
 			}
 			done = true
@@ -102,10 +121,8 @@ func (s *Store) Scan(f Filter, fn func(Record) error) error {
 		if err != nil {
 			return err
 		}
-		for _, r := range buf {
-			if err := fn(r); err != nil {
-				return err
-			}
+		if err := flush(); err != nil {
+			return err
 		}
 		if done {
 			return nil
@@ -195,62 +212,31 @@ func (s *Store) ScanJSON(f Filter, w io.Writer) error {
 	all := f.Worker == "" && f.Since.IsZero() && f.Until.IsZero()
 	var out []byte
 	var r Record
-	var next []byte
-	for {
-		out = out[:0]
-		done := false
-		err := s.db.View(func(tx *bolt.Tx) error {
-			b := tx.Bucket(logBucket)
-			if b == nil {
-				done = true
+	return s.chunks(func(k, v []byte) error {
+		if all {
+			// Nothing to filter: check the record is the one its key names
+			// and is whole (Append writes it in one transaction), without
+			// decoding it.
+			if err := s.checkRaw(k, v); err != nil {
+				return err
+			}
+		} else {
+			r = Record{}
+			if err := s.decodeKV(d, k, v, &r); err != nil {
+				return err
+			}
+			if !f.match(&r) {
 				return nil
 			}
-			c := b.Cursor()
-			var k, v []byte
-			if next == nil {
-				k, v = c.First()
-			} else {
-				k, v = c.Seek(next)
-			}
-			for n := 0; k != nil; k, v = c.Next() {
-				if n == scanChunk {
-					next = append(next[:0], k...)
-					return nil
-				}
-				n++
-				if all {
-					// Nothing to filter: check the record is the one its key
-					// names and is whole (Append writes it in one transaction),
-					// without decoding it.
-					if err := s.checkRaw(k, v); err != nil {
-						return err
-					}
-					out = append(out, v...)
-					out = append(out, '\n')
-					continue
-				}
-				r = Record{}
-				if err := s.decodeKV(d, k, v, &r); err != nil {
-					return err
-				}
-				if f.match(&r) {
-					out = append(out, v...)
-					out = append(out, '\n')
-				}
-			}
-			done = true
-			return nil
-		})
-		if err != nil {
-			return err
 		}
-		if _, err := w.Write(out); err != nil {
-			return err
-		}
-		if done {
-			return nil
-		}
-	}
+		out = append(out, v...)
+		out = append(out, '\n')
+		return nil
+	}, func() error {
+		_, err := w.Write(out)
+		out = out[:0]
+		return err
+	})
 }
 
 // checkRaw verifies, without decoding, that v is a whole JSON object that
