@@ -553,3 +553,36 @@ func TestFastEligibility(t *testing.T) {
 		t.Errorf("DisableFastPath ignored")
 	}
 }
+
+func TestWarmFillsThePool(t *testing.T) {
+	var conns atomic.Int64
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	srv.Config.ConnState = func(c net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			conns.Add(1)
+		}
+	}
+	srv.Start()
+	defer srv.Close()
+	b := NewBackend("w", "w-1", srv.Listener.Addr().String(), 0)
+	if got := b.Warm(8, time.Second); got != 8 {
+		t.Fatalf("warmed %d", got)
+	}
+	for i := 0; i < 8; i++ {
+		if b.getConn() == nil {
+			t.Fatalf("pool has only %d warm connections", i)
+		}
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for conns.Load() != 8 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	if conns.Load() != 8 {
+		t.Fatalf("server saw %d connections", conns.Load())
+	}
+	b.Close()
+	dead := NewBackend("w", "w-2", "127.0.0.1:1", 0)
+	if got := dead.Warm(4, 200*time.Millisecond); got != 0 {
+		t.Fatalf("warmed %d connections to a closed port", got)
+	}
+}

@@ -51,6 +51,9 @@ const (
 	EventBuildFailed          = "build_failed"
 )
 
+// warmConns is how many connections a new instance gets before traffic.
+const warmConns = 32
+
 // AssetSignal is sent to a worker's process group when only its private/ (or
 // public/) files changed, so it can reload templates without a restart.
 const AssetSignal = "SIGUSR1"
@@ -552,6 +555,9 @@ func (s *Supervisor) onHealthOK(ev events.HealthOK) {
 	}
 	inst.healthyAt = time.Now()
 	inst.backend = proxy.NewBackend(w.f.name, inst.name, fmt.Sprintf("127.0.0.1:%d", inst.port), w.settings.MaxRequests)
+	// Open keep-alive connections before traffic moves, so the swap does not
+	// turn into a burst of dials (bounded: a few ms on loopback).
+	inst.backend.Warm(warmConns, 50*time.Millisecond)
 	old := sl.current
 	sl.current = inst
 	if sl.next == inst {
