@@ -88,3 +88,11 @@ func BenchmarkProxyFast(b *testing.B) {
 		})
 	}
 }
+
+func BenchmarkCleanStaticPath(b *testing.B) {
+	paths := []string{"/index/css/style.css", "/index/../private/x", "/api_users/swagger/index.html", "/index/%2e%2e/x"}
+	b.ReportAllocs()
+	for i := 0; i < b.N; i++ {
+		CleanStaticPath(paths[i%len(paths)])
+	}
+}
