@@ -2,12 +2,14 @@ package supervisor
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -40,17 +42,100 @@ func (l *lockedBuffer) String() string {
 // supervisor starts nothing it could not record — write-ahead means no
 // effect without its record — says so loudly, keeps retrying with backoff,
 // and still shuts down cleanly.
-func TestNoEffectWithoutRecord(t *testing.T) {
-	root := t.TempDir()
+// buildTestWorker builds cmd/tqserver/testdata/testworker as worker name.
+func buildTestWorker(t *testing.T, root, name string) {
+	t.Helper()
 	_, here, _, _ := runtime.Caller(0)
 	src := filepath.Join(filepath.Dir(here), "..", "..", "cmd", "tqserver", "testdata", "testworker")
-	bin := filepath.Join(root, "workers", "index", "bin", "index")
+	bin := filepath.Join(root, "workers", name, "bin", name)
 	if err := os.MkdirAll(filepath.Dir(bin), 0o755); err != nil {
 		t.Fatal(err)
 	}
 	if out, err := exec.Command("go", "build", "-o", bin, src).CombinedOutput(); err != nil {
 		t.Fatalf("build test worker: %v\n%s", err, out)
 	}
+}
+
+// A full life in-process — start, serve, crash, restart, shut down — leaves
+// no goroutine behind (TestMain checks with goleak) and no process.
+func TestLifecycleInProcess(t *testing.T) {
+	root := t.TempDir()
+	buildTestWorker(t, root, "index")
+	st, err := store.Open(filepath.Join(root, "var", "tqserver.db"), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	cfg := config.Default()
+	cfg.Workers.PortRangeStart, cfg.Workers.PortRangeEnd = 23000, 23999
+	cfg.Workers.RestartDelayMs = 10
+	dw := cfg.Workers.Default
+	dw.HealthIntervalMs = 50
+	cfg.Workers.Default = dw
+	logs := &lockedBuffer{}
+	sup := New(Options{Root: root, Mode: "prod", Config: cfg, Store: st, Proxy: proxy.New(proxy.Options{}),
+		Logger: zerolog.New(logs)})
+	done := make(chan error, 1)
+	go func() { done <- sup.Run() }()
+	healthyPID := func() int {
+		for _, w := range sup.Status().Workers {
+			for _, in := range w.Instances {
+				if in.State == "healthy" {
+					return in.PID
+				}
+			}
+		}
+		return 0
+	}
+	waitUntil := func(what string, cond func() bool) {
+		deadline := time.Now().Add(20 * time.Second)
+		for !cond() {
+			if time.Now().After(deadline) {
+				t.Fatalf("timed out waiting for %s\n%s", what, logs.String())
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	waitUntil("healthy", func() bool { return healthyPID() != 0 })
+	first := healthyPID()
+	if err := syscall.Kill(first, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil("restarted after the crash", func() bool { p := healthyPID(); return p != 0 && p != first })
+	last := healthyPID()
+	sup.Send(events.Shutdown{})
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("supervisor did not stop")
+	}
+	for _, pid := range []int{first, last} {
+		if syscall.Kill(pid, 0) == nil {
+			if b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); !strings.Contains(string(b), ") Z") {
+				t.Errorf("pid %d still running after shutdown", pid)
+			}
+		}
+	}
+	recs, err := st.Records(store.Filter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var crashed, shutdown bool
+	for _, r := range recs {
+		crashed = crashed || (r.Reason == ReasonCrashed && r.Signal == "SIGKILL")
+		shutdown = shutdown || (r.Reason == ReasonShutdown && r.To == "stopped")
+	}
+	if !crashed || !shutdown {
+		t.Fatalf("log lacks the crash or the shutdown: %+v", recs)
+	}
+}
+
+func TestNoEffectWithoutRecord(t *testing.T) {
+	root := t.TempDir()
+	buildTestWorker(t, root, "index")
 	dbPath := filepath.Join(root, "var", "tqserver.db")
 	w, err := store.Open(dbPath, store.Options{})
 	if err != nil {
