@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"github.com/mevdschee/tqserver/internal/chromiumtest"
 	"image/png"
 	"os"
 	"path/filepath"
@@ -23,82 +24,19 @@ import (
 // page, the page reloads itself after the fixed build is swapped in, and
 // non-HTML responses and prod mode are left untouched.
 
-const e2eChromiumPath = "/usr/bin/chromium"
-
 // e2eBrowserWait bounds each wait on a build, swap or page change.
 const e2eBrowserWait = 60 * time.Second
 
-// newE2EBrowser starts headless Chromium for t, or skips when it is missing
-// (unless TQ_REQUIRE_CHROMIUM is set, as in CI). The returned context bounds
-// the whole test's use of the browser.
-func newE2EBrowser(t *testing.T) context.Context {
-	t.Helper()
-	if _, err := os.Stat(e2eChromiumPath); err != nil {
-		if os.Getenv("TQ_REQUIRE_CHROMIUM") != "" {
-			t.Fatalf("TQ_REQUIRE_CHROMIUM is set but %s is unusable: %v", e2eChromiumPath, err)
-		}
-		t.Skipf("skipping browser test: %s not found (apt-get install -y chromium; set TQ_REQUIRE_CHROMIUM=1 to make this a failure)", e2eChromiumPath)
-	}
-	opts := []chromedp.ExecAllocatorOption{
-		chromedp.ExecPath(e2eChromiumPath),
-		chromedp.Headless,
-		chromedp.NoSandbox,
-		chromedp.DisableGPU,
-		chromedp.NoFirstRun,
-		chromedp.NoDefaultBrowserCheck,
-		chromedp.Flag("disable-quic", true),
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.Flag("disable-extensions", true),
-		chromedp.WindowSize(1024, 768),
-		chromedp.UserDataDir(t.TempDir()),
-	}
-	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
-	browserCtx, cancelBrowser := chromedp.NewContext(allocCtx)
-	t.Cleanup(func() {
-		cancelBrowser()
-		cancelAlloc() // waits for the browser process to exit
-	})
-	// Start the browser on a context without a timeout (a timeout on the
-	// first Run would bound the browser's life); bound the test separately.
-	if err := chromedp.Do(browserCtx); err != nil {
-		t.Fatalf("starting %s: %v", e2eChromiumPath, err)
-	}
-	ctx, cancel := context.WithTimeout(browserCtx, 5*time.Minute)
-	t.Cleanup(cancel)
-	return ctx
-}
+func newE2EBrowser(t *testing.T) context.Context { return chromiumtest.New(t) }
 
-// e2eWaitJS waits until the JavaScript expression is true in the page. The
-// page may reload meanwhile (which aborts a running chromedp.Poll), so it
-// polls again in the new page until the deadline.
 func e2eWaitJS(t *testing.T, ctx context.Context, what, expr string) {
 	t.Helper()
-	deadline := time.Now().Add(e2eBrowserWait)
-	var lastErr error
-	for time.Now().Before(deadline) {
-		ok, err := chromedp.Run(ctx, chromedp.Poll[bool](expr,
-			chromedp.WithPollingTimeout(time.Until(deadline)),
-			chromedp.WithPollingInterval(20*time.Millisecond)))
-		if err == nil && ok {
-			return
-		}
-		lastErr = err
-		if ctx.Err() != nil {
-			break
-		}
-	}
-	t.Fatalf("timed out after %s waiting for %s (%s): %v", e2eBrowserWait, what, expr, lastErr)
+	chromiumtest.WaitJS(t, ctx, e2eBrowserWait, what, expr)
 }
 
 func e2eEvalJS[T any](t *testing.T, ctx context.Context, expr string, opts ...chromedp.EvaluateOption) T {
 	t.Helper()
-	v, err := chromedp.Run(ctx, chromedp.Evaluate[T](expr, opts...))
-	if err != nil {
-		t.Fatalf("evaluating %s: %v", expr, err)
-	}
-	return v
+	return chromiumtest.Eval[T](t, ctx, expr, opts...)
 }
 
 func TestBrowserDevOverlayAndReload(t *testing.T) {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"github.com/mevdschee/tqserver/internal/chromiumtest"
 	"image/png"
 	"net/http"
 	"net/http/httptest"
@@ -19,48 +20,7 @@ import (
 	"github.com/chromedp/chromedp"
 )
 
-const chromiumPath = "/usr/bin/chromium"
-
-// newBrowser starts headless Chromium for t, or skips when it is missing
-// (unless TQ_REQUIRE_CHROMIUM is set, as in CI).
-func newBrowser(t *testing.T) context.Context {
-	t.Helper()
-	if _, err := os.Stat(chromiumPath); err != nil {
-		if os.Getenv("TQ_REQUIRE_CHROMIUM") != "" {
-			t.Fatalf("TQ_REQUIRE_CHROMIUM is set but %s is unusable: %v", chromiumPath, err)
-		}
-		t.Skipf("skipping browser test: %s not found (apt-get install -y chromium; set TQ_REQUIRE_CHROMIUM=1 to make this a failure)", chromiumPath)
-	}
-	opts := []chromedp.ExecAllocatorOption{
-		chromedp.ExecPath(chromiumPath),
-		chromedp.Headless,
-		chromedp.NoSandbox,
-		chromedp.DisableGPU,
-		chromedp.NoFirstRun,
-		chromedp.NoDefaultBrowserCheck,
-		chromedp.Flag("disable-quic", true),
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.Flag("disable-extensions", true),
-		chromedp.WindowSize(1024, 768),
-		chromedp.UserDataDir(t.TempDir()),
-	}
-	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
-	browserCtx, cancelBrowser := chromedp.NewContext(allocCtx)
-	t.Cleanup(func() {
-		cancelBrowser()
-		cancelAlloc() // waits for the browser process to exit
-	})
-	// Start the browser on a context without a timeout (a timeout on the
-	// first Run would bound the browser's life); bound the test separately.
-	if err := chromedp.Do(browserCtx); err != nil {
-		t.Fatalf("starting %s: %v", chromiumPath, err)
-	}
-	ctx, cancel := context.WithTimeout(browserCtx, 45*time.Second)
-	t.Cleanup(cancel)
-	return ctx
-}
+func newBrowser(t *testing.T) context.Context { return chromiumtest.New(t) }
 
 // pageServer serves an HTML page whose text can change, and a JSON
 // endpoint, through Middleware with a replaceable Hub (a "server restart").
@@ -114,35 +74,14 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-// waitJS waits until the JavaScript expression is true in the page. The
-// page may reload meanwhile (which aborts a running chromedp.Poll), so it
-// polls again in the new page until the deadline.
 func waitJS(t *testing.T, ctx context.Context, what, expr string) {
 	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	var lastErr error
-	for time.Now().Before(deadline) {
-		ok, err := chromedp.Run(ctx, chromedp.Poll[bool](expr,
-			chromedp.WithPollingTimeout(time.Until(deadline)),
-			chromedp.WithPollingInterval(20*time.Millisecond)))
-		if err == nil && ok {
-			return
-		}
-		lastErr = err
-		if ctx.Err() != nil {
-			break
-		}
-	}
-	t.Fatalf("timed out waiting for %s (%s): %v", what, expr, lastErr)
+	chromiumtest.WaitJS(t, ctx, 15*time.Second, what, expr)
 }
 
 func evalJS[T any](t *testing.T, ctx context.Context, expr string, opts ...chromedp.EvaluateOption) T {
 	t.Helper()
-	v, err := chromedp.Run(ctx, chromedp.Evaluate[T](expr, opts...))
-	if err != nil {
-		t.Fatalf("evaluating %s: %v", expr, err)
-	}
-	return v
+	return chromiumtest.Eval[T](t, ctx, expr, opts...)
 }
 
 func TestBrowserOverlayAndReload(t *testing.T) {
