@@ -182,36 +182,10 @@ func (c *Client) get(ctx context.Context, path string, q url.Values) (*http.Resp
 	return resp, nil
 }
 
-// History streams records from the server to fn.
-func (c *Client) History(ctx context.Context, q url.Values, fn func(store.Record) error) error {
-	resp, err := c.get(ctx, "/v1/history", q)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 0, 64<<10), 16<<20)
-	for sc.Scan() {
-		line := sc.Bytes()
-		var probe struct {
-			Error string `json:"error"`
-		}
-		rec, err := store.DecodeRecord(line)
-		if err != nil {
-			if json.Unmarshal(line, &probe) == nil && probe.Error != "" {
-				return errors.New(probe.Error)
-			}
-			return fmt.Errorf("history from server: %w", err)
-		}
-		if err := fn(rec); err != nil {
-			return err
-		}
-	}
-	return sc.Err()
-}
-
-// HistoryJSON copies the server's JSON lines to w as they are.
-func (c *Client) HistoryJSON(ctx context.Context, q url.Values, w io.Writer) error {
+// historyLines calls fn with each JSON line of the server's history. A
+// record line starts with {"seq": — the server reports a failure met
+// mid-stream as a last line {"error":...}, returned here as the error.
+func (c *Client) historyLines(ctx context.Context, q url.Values, fn func(line []byte) error) error {
 	resp, err := c.get(ctx, "/v1/history", q)
 	if err != nil {
 		return err
@@ -229,11 +203,34 @@ func (c *Client) HistoryJSON(ctx context.Context, q url.Values, w io.Writer) err
 				return errors.New(e.Error)
 			}
 		}
-		if _, err := w.Write(append(line, '\n')); err != nil {
+		if err := fn(line); err != nil {
 			return err
 		}
 	}
 	return sc.Err()
+}
+
+// History streams records from the server to fn.
+func (c *Client) History(ctx context.Context, q url.Values, fn func(store.Record) error) error {
+	return c.historyLines(ctx, q, func(line []byte) error {
+		rec, err := store.DecodeRecord(line)
+		if err != nil {
+			return fmt.Errorf("history from server: %w", err)
+		}
+		return fn(rec)
+	})
+}
+
+// HistoryJSON copies the server's JSON lines to w as they are.
+func (c *Client) HistoryJSON(ctx context.Context, q url.Values, w io.Writer) error {
+	nl := []byte{'\n'}
+	return c.historyLines(ctx, q, func(line []byte) error {
+		if _, err := w.Write(line); err != nil {
+			return err
+		}
+		_, err := w.Write(nl)
+		return err
+	})
 }
 
 // Status fetches the status (at may be empty).
