@@ -21,16 +21,22 @@ type Options struct {
 	LDFlags string // e.g. "-s -w" for prod
 	Prod    bool   // also write bin/{name}.sha256
 	Go      string // go command; default "go"
+	// Stage leaves a successful build in Result.Staged instead of renaming
+	// it over the binary; Install (or Discard) finishes it. Dev mode stages
+	// the builds it starts before a change has settled.
+	Stage bool
 }
 
 // Result of one build.
 type Result struct {
 	Worker   string
 	Binary   string
+	Staged   string // with Options.Stage: the built file, not yet installed
 	Duration time.Duration
 	Output   string // compiler output (on failure: the errors)
 	Err      error
 	Canceled bool // the context ended the build (a newer change superseded it)
+	prod     bool // the build wrote bin/{name}.sha256
 }
 
 // HasSource reports whether workerDir has src/main.go.
@@ -108,15 +114,39 @@ func Build(ctx context.Context, workerDir string, o Options) (res Result) {
 			res.Err = fmt.Errorf("build %s: %w", name, err)
 			return res
 		}
-	} else {
-		// A dev build must not leave a prod checksum that no longer matches.
-		os.Remove(res.Binary + ".sha256")
 	}
-	if err := os.Rename(tmp, res.Binary); err != nil {
-		os.Remove(tmp)
-		res.Err = fmt.Errorf("build %s: %w", name, err)
+	res.Staged, res.prod = tmp, o.Prod
+	if !o.Stage {
+		res.Err = Install(&res)
 	}
 	return res
+}
+
+// Install renames a staged build over the worker's binary. A dev binary
+// must not keep a prod checksum that no longer matches, so a .sha256 next to
+// it goes unless the build wrote one.
+func Install(res *Result) error {
+	if res.Staged == "" {
+		return fmt.Errorf("build %s: nothing staged to install", res.Worker)
+	}
+	if !res.prod {
+		os.Remove(res.Binary + ".sha256")
+	}
+	tmp := res.Staged
+	res.Staged = ""
+	if err := os.Rename(tmp, res.Binary); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("build %s: %w", res.Worker, err)
+	}
+	return nil
+}
+
+// Discard removes a staged build that will not be installed.
+func Discard(res *Result) {
+	if res.Staged != "" {
+		os.Remove(res.Staged)
+		res.Staged = ""
+	}
 }
 
 // BuildAll builds the given worker directories, at most parallel at once,

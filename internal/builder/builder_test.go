@@ -84,3 +84,63 @@ func TestCancelKillsBuild(t *testing.T) {
 		t.Errorf("cancelled build left %s", e.Name())
 	}
 }
+
+func TestStageInstallDiscard(t *testing.T) {
+	root := t.TempDir()
+	dir := writeWorker(t, root, "w", "package main\n\nimport \"fmt\"\n\nfunc main() { fmt.Println(\"v1\") }\n")
+	if r := Build(context.Background(), dir, Options{}); r.Err != nil {
+		t.Fatal(r.Err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "src", "main.go"), []byte("package main\n\nimport \"fmt\"\n\nfunc main() { fmt.Println(\"v2\") }\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	run := func(p string) string {
+		t.Helper()
+		out, err := exec.Command(p).Output()
+		if err != nil {
+			t.Fatalf("run %s: %v", p, err)
+		}
+		return strings.TrimSpace(string(out))
+	}
+	r := Build(context.Background(), dir, Options{Stage: true})
+	if r.Err != nil || r.Staged == "" {
+		t.Fatalf("staged build: %v staged=%q", r.Err, r.Staged)
+	}
+	if got := run(r.Binary); got != "v1" {
+		t.Fatalf("a staged build replaced the binary: it prints %q", got)
+	}
+	if got := run(r.Staged); got != "v2" {
+		t.Fatalf("staged file prints %q", got)
+	}
+	staged := r.Staged
+	if err := Install(&r); err != nil {
+		t.Fatal(err)
+	}
+	if got := run(r.Binary); got != "v2" {
+		t.Fatalf("after Install the binary prints %q", got)
+	}
+	if _, err := os.Stat(staged); !os.IsNotExist(err) {
+		t.Fatalf("staged file still there after Install: %v", err)
+	}
+	if err := Install(&r); err == nil {
+		t.Fatal("second Install of the same result succeeded")
+	}
+
+	r = Build(context.Background(), dir, Options{Stage: true})
+	if r.Err != nil {
+		t.Fatal(r.Err)
+	}
+	staged = r.Staged
+	Discard(&r)
+	if _, err := os.Stat(staged); !os.IsNotExist(err) {
+		t.Fatalf("Discard left %s: %v", staged, err)
+	}
+	entries, _ := os.ReadDir(filepath.Join(dir, "bin"))
+	if len(entries) != 1 || entries[0].Name() != "w" {
+		var names []string
+		for _, e := range entries {
+			names = append(names, e.Name())
+		}
+		t.Fatalf("bin/ holds %v, want only the binary", names)
+	}
+}

@@ -66,6 +66,7 @@ type BuildFinished struct {
 	Err      error
 	Output   string // compiler output on failure
 	Canceled bool   // superseded by a newer change
+	Staged   string // dev: the built file, installed over the binary only when the build is current
 }
 
 // Shutdown asks the supervisor to stop every instance and return.
@@ -90,6 +91,14 @@ type FilesChanged struct {
 	Worker string
 	Paths  []string  // absolute paths, deduplicated, at most a few hundred
 	First  time.Time // when the first change of the batch was seen
+	Last   time.Time // when the last change of the batch was seen
+	// Tentative marks an early notice for worker sources: the area has been
+	// quiet for a few milliseconds, not yet for the whole debounce, so the
+	// supervisor may start building. The final event (Tentative false)
+	// follows once the area stayed quiet for the debounce; a batch gets at
+	// most one tentative notice, so a build started for it is current only
+	// if it started after the final event's Last.
+	Tentative bool
 }
 
 // ChangeKind says which area of the app root changed.

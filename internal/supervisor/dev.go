@@ -24,7 +24,13 @@ type DevNotifier interface {
 type buildState struct {
 	id      uint64
 	cancel  context.CancelFunc
-	started time.Time
+	started time.Time // when the first change it builds was seen (swap timing)
+	began   time.Time // when this build was started
+	// tentative: started on the watcher's early notice, before the change
+	// settled; it is recorded, reported and installed only once the final
+	// event confirms that no change came after it began.
+	tentative bool
+	done      *events.BuildFinished // finished while still tentative
 }
 
 // onFilesChanged is dev mode's reaction to the watcher.
@@ -32,11 +38,29 @@ func (s *Supervisor) onFilesChanged(ev events.FilesChanged) {
 	if s.shutting {
 		return
 	}
+	if ev.Tentative {
+		if ev.Kind == events.SourceChanged {
+			s.build(ev.Worker, ev.First, true)
+		}
+		return
+	}
 	s.log.Debug().Str("kind", ev.Kind.String()).Str("worker", ev.Worker).Strs("paths", ev.Paths).Msg("files changed")
 	switch ev.Kind {
-	case events.SourceChanged, events.WorkerAdded:
-		s.build(ev.Worker, ev.First)
+	case events.SourceChanged:
+		// The build begun on the early notice is current when nothing
+		// changed after it began: the debounce then cost no time at all.
+		if b := s.builds[ev.Worker]; b != nil && b.tentative && b.began.After(ev.Last) {
+			s.commitBuild(ev.Worker, b)
+			return
+		}
+		s.build(ev.Worker, ev.First, false)
+	case events.WorkerAdded:
+		s.build(ev.Worker, ev.First, false)
 	case events.WorkerRemoved:
+		if b := s.builds[ev.Worker]; b != nil {
+			s.dropBuild(b)
+			delete(s.builds, ev.Worker)
+		}
 		if w := s.workers[ev.Worker]; w != nil && !w.removed {
 			var res events.ReloadResult
 			s.removeWorker(w, &res)
@@ -64,9 +88,19 @@ func (s *Supervisor) notifyReloaded(worker string) {
 	}
 }
 
+// dropBuild cancels b and removes what it built but did not install.
+func (s *Supervisor) dropBuild(b *buildState) {
+	b.cancel()
+	if b.done != nil {
+		builder.Discard(&builder.Result{Staged: b.done.Staged})
+		b.done = nil
+	}
+}
+
 // build (re)builds a worker's sources; a newer change cancels the build in
-// progress. At most parallel_builds run at once.
-func (s *Supervisor) build(name string, seen time.Time) {
+// progress. At most parallel_builds run at once. A tentative build starts
+// on the watcher's early notice and stays unrecorded until commitBuild.
+func (s *Supervisor) build(name string, seen time.Time, tentative bool) {
 	if !ValidWorkerName(name) {
 		return
 	}
@@ -78,7 +112,7 @@ func (s *Supervisor) build(name string, seen time.Time) {
 		seen = time.Now()
 	}
 	if b := s.builds[name]; b != nil {
-		b.cancel()
+		s.dropBuild(b)
 		if b.started.Before(seen) {
 			seen = b.started // the swap time counts from the first unbuilt change
 		}
@@ -86,10 +120,12 @@ func (s *Supervisor) build(name string, seen time.Time) {
 	s.buildSeq++
 	id := s.buildSeq
 	ctx, cancel := context.WithCancel(s.ctx)
-	s.builds[name] = &buildState{id: id, cancel: cancel, started: seen}
+	s.builds[name] = &buildState{id: id, cancel: cancel, started: seen, began: time.Now(), tentative: tentative}
 	bo := s.cfg.Deployment.Dev.Build
 	sem := s.buildSem
-	_ = s.record(&store.Record{Worker: name, Event: EventBuildStarted})
+	if !tentative {
+		_ = s.record(&store.Record{Worker: name, Event: EventBuildStarted})
+	}
 	go func() {
 		select {
 		case sem <- struct{}{}:
@@ -98,9 +134,27 @@ func (s *Supervisor) build(name string, seen time.Time) {
 			return
 		}
 		defer func() { <-sem }()
-		r := builder.Build(ctx, dir, builder.Options{LDFlags: bo.LDFlags})
-		s.Send(events.BuildFinished{Worker: name, ID: id, Duration: r.Duration, Err: r.Err, Output: r.Output, Canceled: r.Canceled})
+		r := builder.Build(ctx, dir, builder.Options{LDFlags: bo.LDFlags, Stage: true})
+		ev := events.BuildFinished{Worker: name, ID: id, Duration: r.Duration, Err: r.Err, Output: r.Output, Canceled: r.Canceled, Staged: r.Staged}
+		select {
+		case s.events <- ev:
+		case <-s.quit:
+			builder.Discard(&r)
+		}
 	}()
+}
+
+// commitBuild makes a tentative build the build of a settled change: it is
+// recorded now, and if it already finished, its result is handled now.
+func (s *Supervisor) commitBuild(name string, b *buildState) {
+	b.tentative = false
+	_ = s.record(&store.Record{Worker: name, Event: EventBuildStarted,
+		Detail: "begun " + time.Since(b.began).Round(time.Millisecond).String() + " ago, when the change settled"})
+	if b.done != nil {
+		ev := *b.done
+		b.done = nil
+		s.onBuildFinished(ev)
+	}
 }
 
 // onBuildFinished records a build and, in dev mode, swaps the new binary in.
@@ -112,7 +166,14 @@ func (s *Supervisor) onBuildFinished(ev events.BuildFinished) {
 			b = s.serverBuild
 		}
 		if b == nil || b.id != ev.ID {
+			builder.Discard(&builder.Result{Staged: ev.Staged})
 			return // superseded
+		}
+		if b.tentative && !ev.Canceled {
+			b.done = &ev // kept until the change settles (or changes again)
+			s.log.Debug().Str("worker", ev.Worker).Bool("ok", ev.Err == nil).Dur("took", ev.Duration).
+				Msg("early build finished; waiting for the change to settle")
+			return
 		}
 		started = b.started
 		b.cancel()
@@ -124,6 +185,12 @@ func (s *Supervisor) onBuildFinished(ev events.BuildFinished) {
 	}
 	if ev.Canceled {
 		return
+	}
+	if ev.Err == nil && ev.Staged != "" {
+		res := builder.Result{Worker: ev.Worker, Binary: filepath.Join(s.workersDir(), ev.Worker, "bin", ev.Worker), Staged: ev.Staged}
+		if err := builder.Install(&res); err != nil {
+			ev.Err = err
+		}
 	}
 	r := &store.Record{Worker: ev.Worker, Event: EventBuildOK, Detail: "built in " + ev.Duration.Round(time.Millisecond).String()}
 	if ev.Err != nil {

@@ -805,7 +805,7 @@ func (s *Supervisor) onShutdown() {
 		}
 	}
 	for _, b := range s.builds {
-		b.cancel()
+		s.dropBuild(b)
 	}
 	for _, name := range sortedKeys(s.insts) {
 		inst := s.insts[name]

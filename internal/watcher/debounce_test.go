@@ -164,13 +164,28 @@ func (b *bubble) event(op fsnotify.Op, rel string) {
 	b.evs <- fsnotify.Event{Name: b.path(rel), Op: op}
 }
 
-// emitted waits until every goroutine of the bubble is idle and returns what
-// was sent so far.
+// emitted waits until every goroutine of the bubble is idle and returns the
+// final (debounced) events sent so far.
 func (b *bubble) emitted() []events.FilesChanged {
+	return b.sent(false)
+}
+
+// notices is like emitted for the tentative notices.
+func (b *bubble) notices() []events.FilesChanged {
+	return b.sent(true)
+}
+
+func (b *bubble) sent(tentative bool) []events.FilesChanged {
 	synctest.Wait()
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return slices.Clone(b.got)
+	var out []events.FilesChanged
+	for _, ev := range b.got {
+		if ev.Tentative == tentative {
+			out = append(out, ev)
+		}
+	}
+	return out
 }
 
 func TestLoopBurstEmitsOnceAfterQuiet(t *testing.T) {
@@ -199,6 +214,69 @@ func TestLoopBurstEmitsOnceAfterQuiet(t *testing.T) {
 		time.Sleep(time.Hour)
 		if got := b.emitted(); len(got) != 1 {
 			t.Fatalf("a second event arrived: %+v", got)
+		}
+		// One early notice, 10ms after the first write; the busy area got
+		// no more, and the final event's Last is after the notice's.
+		n := b.notices()
+		if len(n) != 1 || n[0].Worker != "a" || !n[0].Last.Equal(start) {
+			t.Fatalf("tentative notices: %+v, want one for the first write", n)
+		}
+		if fin := b.emitted()[0]; !fin.Last.After(n[0].Last) || !fin.First.Equal(start) {
+			t.Fatalf("final event First/Last %v/%v, notice Last %v", fin.First, fin.Last, n[0].Last)
+		}
+	})
+}
+
+// An editor's save (temp file written, renamed over the file) settles in
+// microseconds: a tentative notice 10ms later, then the final event at the
+// debounce, both naming the same last change, so a build started on the
+// notice is current.
+func TestLoopSaveGetsEarlyNotice(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := newBubble(t, nil)
+		start := time.Now()
+		b.event(fsnotify.Create, "workers/a/src/.main.go.tmp")
+		b.event(fsnotify.Write, "workers/a/src/.main.go.tmp")
+		b.event(fsnotify.Rename, "workers/a/src/.main.go.tmp")
+		b.event(fsnotify.Create, "workers/a/src/main.go")
+		time.Sleep(9 * time.Millisecond)
+		if n := b.notices(); len(n) != 0 {
+			t.Fatalf("notice before the settle time: %+v", n)
+		}
+		time.Sleep(time.Millisecond)
+		n := b.notices()
+		if len(n) != 1 || n[0].Kind != events.SourceChanged || n[0].Worker != "a" || len(n[0].Paths) != 0 {
+			t.Fatalf("at 10ms: notices %+v, want one for worker a", n)
+		}
+		if got := b.emitted(); len(got) != 0 {
+			t.Fatalf("final event at 10ms: %+v", got)
+		}
+		time.Sleep(90 * time.Millisecond)
+		got := b.emitted()
+		if len(got) != 1 || !got[0].Last.Equal(n[0].Last) || !got[0].First.Equal(start) {
+			t.Fatalf("at 100ms: %+v, want the final event with the notice's Last %v", got, n[0].Last)
+		}
+		if !slices.Equal(got[0].Paths, []string{b.path("workers/a/src/main.go")}) {
+			t.Fatalf("paths %v", got[0].Paths)
+		}
+	})
+}
+
+// Only worker sources get notices: public/, private/ and config changes have
+// nothing to build.
+func TestLoopNoNoticeForAssets(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := newBubble(t, nil)
+		writeFile(t, b.path("workers/a/public/x.css"), "a{}")
+		writeFile(t, b.path("config/server.yaml"), "")
+		b.event(fsnotify.Write, "workers/a/public/x.css")
+		b.event(fsnotify.Write, "config/server.yaml")
+		time.Sleep(time.Second)
+		if n := b.notices(); len(n) != 0 {
+			t.Fatalf("notices for assets/config: %+v", n)
+		}
+		if got := b.emitted(); len(got) != 2 {
+			t.Fatalf("final events: %+v, want 2", got)
 		}
 	})
 }

@@ -180,9 +180,14 @@ func (w *Watcher) Close() error {
 	return w.closeErr
 }
 
-// flush sends what has been quiet for the debounce time.
+// flush sends what has been quiet for the debounce time, after the
+// tentative notices of what has been quiet for the settle time.
 func (w *Watcher) flush() {
-	evs, dropped := w.deb.due(w.clock.Now())
+	now := w.clock.Now()
+	for _, ev := range w.deb.early(now) {
+		w.send(ev)
+	}
+	evs, dropped := w.deb.due(now)
 	for i, ev := range evs {
 		e := w.log.Debug().Str("kind", ev.Kind.String()).Str("worker", ev.Worker).Int("paths", len(ev.Paths))
 		if dropped[i] > 0 {
