@@ -499,7 +499,6 @@ func (s *Supervisor) start(sl *slot, reason, detail string, batch *pendingReload
 		return
 	}
 	inst.proc = proc
-	_ = s.transition(inst, sm.Spawned, reason, nil) // an observation: the process exists either way
 	ctx, cancel := context.WithCancel(s.ctx)
 	inst.cancel = cancel
 	go s.waitExit(inst.name, proc)
@@ -507,7 +506,10 @@ func (s *Supervisor) start(sl *slot, reason, detail string, batch *pendingReload
 	if s.mode == "dev" {
 		delay = 0 // hot swaps: probe at once (fast, growing intervals)
 	}
+	// Probing starts while the pid is being recorded: what the probe and
+	// the exit watcher report is handled after this event, in order.
 	go s.healthGate(ctx, inst.name, port, w.settings, delay)
+	_ = s.transition(inst, sm.Spawned, reason, nil) // an observation: the process exists either way
 }
 
 // failStart ends a starting instance that will never serve: its predecessor
