@@ -477,7 +477,7 @@ func (s *Supervisor) start(sl *slot, reason, detail string, batch *pendingReload
 	if err := s.record(r); err != nil {
 		// Write-ahead: no process without its record. Try again later
 		// (with backoff) in case the disk frees up.
-		s.failBatch(batch, fmt.Sprintf("%s: %v", w.f.name, err))
+		s.failBatch(batch, fmt.Sprintf("%s: %v (retrying with backoff)", w.f.name, err))
 		s.scheduleRestart(sl, reason)
 		return
 	}
@@ -785,8 +785,11 @@ func (s *Supervisor) onRestartDue(ev events.RestartDue) {
 	}
 	sl := w.slots[ev.Slot]
 	sl.timer = nil
-	if sl.current == nil && sl.next == nil {
+	switch {
+	case sl.current == nil && sl.next == nil:
 		s.start(sl, sl.retry, fmt.Sprintf("restart attempt %d", sl.failures), nil)
+	case w.roll != nil && w.roll.pos == sl.idx && sl.next == nil:
+		s.rollSlot(w) // a replacement that could not start before
 	}
 }
 
@@ -991,6 +994,12 @@ func (s *Supervisor) rollSlot(w *worker) {
 			if !r.changedAt.IsZero() {
 				sl.next.changedAt = r.changedAt
 			}
+			return
+		}
+		if sl.timer != nil && sl.current != nil {
+			// Not started and nothing recorded (the log could not be
+			// written, no free port): the old instance keeps serving and
+			// the roll resumes here when the retry is due.
 			return
 		}
 		r.pos++ // could not start (recorded); move on
