@@ -129,6 +129,10 @@ func (c *serveCmd) Run() error {
 		MaxHeaderBytes:    1 << 20,
 		ErrorLog:          nil,
 	}
+	// Prod: the proxy's front serves client connections itself and hands
+	// anything unusual to srv (TQPROXY_FRONT=0 leaves all to srv). Dev stays
+	// on srv alone: its middleware rewrites responses the front never sees.
+	front := px.NewFront(srv, proxy.FrontOptions{Disable: mode == "dev"})
 
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
@@ -139,7 +143,7 @@ func (c *serveCmd) Run() error {
 	stopWatch := startWatcher(root, mode, cfg, sup, log)
 	defer stopWatch()
 	serveErr := make(chan error, 1)
-	go func() { serveErr <- srv.Serve(ln) }()
+	go func() { serveErr <- front.Serve(ln) }()
 	log.Info().Str("root", root).Str("mode", mode).Str("listen", ln.Addr().String()).Int("pid", os.Getpid()).Msg("tqserver serving")
 
 	shutdown := func() error {
@@ -149,9 +153,9 @@ func (c *serveCmd) Run() error {
 		if hub != nil {
 			hub.Close() // open event streams would hold Shutdown open
 		}
-		if err := srv.Shutdown(ctx); err != nil {
+		if err := front.Shutdown(ctx); err != nil {
 			log.Warn().Err(err).Msg("in-flight requests did not finish in time")
-			srv.Close()
+			front.Close()
 		}
 		sup.Send(events.Shutdown{})
 		select {
@@ -180,7 +184,7 @@ func (c *serveCmd) Run() error {
 			log.Info().Str("signal", sig.String()).Msg("stopping: finishing in-flight requests, then stopping workers")
 			return shutdown()
 		case err := <-runErr:
-			srv.Close()
+			front.Close()
 			if err == nil {
 				err = errors.New("supervisor stopped unexpectedly")
 			}

@@ -96,3 +96,39 @@ func BenchmarkCleanStaticPath(b *testing.B) {
 		CleanStaticPath(paths[i%len(paths)])
 	}
 }
+
+// benchServe measures sequential keep-alive GETs of a hello-world worker
+// through the proxy served in mode, allocations included (the client's
+// and the worker's count too: compare the two, not the absolute figure).
+func benchServe(b *testing.B, mode string) {
+	prevMode, prevStock := curMode, stockByDefault
+	curMode, stockByDefault = mode, false
+	defer func() { curMode, stockByDefault = prevMode, prevStock }()
+	_, addr := startBackend(b, func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "hello")
+	})
+	p := New(Options{})
+	p.Swap(table(Route{Prefix: "/", Worker: "index", Backend: NewBackend("index", "index-1", addr, 0)}))
+	srv := startProxy(b, p)
+	tr := &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 16}
+	b.Cleanup(tr.CloseIdleConnections)
+	c := &http.Client{Transport: tr}
+	b.ReportAllocs()
+	for b.Loop() {
+		resp, err := c.Get(srv.URL + "/hello")
+		if err != nil {
+			b.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			b.Fatal(resp.Status)
+		}
+	}
+}
+
+// BenchmarkFront: client connections served by the front loop.
+func BenchmarkFront(b *testing.B) { benchServe(b, modeFront) }
+
+// BenchmarkNetHTTP: the same through net/http and the fast path.
+func BenchmarkNetHTTP(b *testing.B) { benchServe(b, modeNetHTTP) }

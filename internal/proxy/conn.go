@@ -35,6 +35,7 @@ type workerConn struct {
 	reused bool            // served a request before this one
 	abort  func()          // closes conn; made once so cancelling costs no allocation
 	hdr    []byte          // scratch for the response header block
+	resp   respHead        // the response being read (its fields slice is reused)
 	idleAt time.Time       // when it went back to the pool
 	// headState tells the body sender whether the response head has
 	// arrived, so it starts the header timeout only while one is awaited.

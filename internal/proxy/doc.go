@@ -14,6 +14,10 @@
 // clients, other methods, queries ReverseProxy would rewrite) and all
 // requests under Options.DisableFastPath go through httputil.ReverseProxy
 // with a shared http.Transport.
+// Front (front.go) serves client connections itself for the requests the
+// fast path takes, writing to the socket directly, and hands every other
+// connection (with the bytes already read) to a fallback http.Server, where
+// it stays; its watcher stands in for net/http's background read.
 // It does not start, stop or health-check workers; the supervisor builds
 // tables and hands them over with Swap.
 //

@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unsafe"
 )
 
 // The fast path forwards the common request (HTTP/1.1, no Upgrade, no
@@ -88,28 +89,69 @@ func isHex(c byte) bool {
 	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
 }
 
+// fastReq is what the exchange needs to know about the request beyond
+// what its sink writes.
+type fastReq struct {
+	hasBody    bool  // a body follows the head
+	isHead     bool  // HEAD: the answer has no body whatever its framing says
+	replayable bool  // safe to send again on a fresh connection
+	length     int64 // body length; -1 chunked
+}
+
+// sink is the client side of an exchange: it writes the request head, hands
+// out the body, and passes the worker's answer on. rwSink does that through
+// net/http's ResponseWriter; the front (front.go) on the client connection
+// itself.
+type sink interface {
+	writeRequestHead(bw *bufio.Writer, hasBody bool)
+	body() io.Reader
+	// gone reports whether the client went away (the request is cancelled).
+	gone() bool
+	// watch closes c if the client goes away, until unwatch, which reports
+	// whether c was left alone.
+	watch(c *workerConn)
+	unwatch() bool
+	// viewHeaders reports whether the response head may stay a view of the
+	// connection's buffer (it is written out before the next read).
+	viewHeaders() bool
+	informational(resp *respHead)
+	head(resp *respHead, mode bodyMode)
+	write(p []byte) error
+	flush()
+	trailer(k, v string)
+	// end completes a body that copyBody read in full.
+	end()
+	// abort breaks a response whose head is out (the body failed).
+	abort()
+	// fail answers with code and msg before anything was sent; 499 means
+	// the client is gone and nothing is written.
+	fail(code int, msg string)
+	// join reports whether exchange must wait for the body sender before
+	// returning; interruptBody then unblocks a sender reading the client.
+	join() bool
+	interruptBody()
+}
+
 // forwardFast sends one routed request to st.backend over a pooled
 // connection. A request that is safe to replay is retried once on a fresh
 // connection when a reused one turns out to have been closed by the worker.
-func (p *Proxy) forwardFast(w http.ResponseWriter, r *http.Request, st *reqState) {
+func (p *Proxy) forwardFast(s sink, st *reqState, ctx context.Context, fr fastReq) {
 	b := st.backend
-	hasBody := r.ContentLength != 0 && r.Body != nil && r.Body != http.NoBody
-	replayable := !hasBody && (r.Method == http.MethodGet || r.Method == http.MethodHead || r.Method == http.MethodOptions)
 	for fresh := false; ; fresh = true {
 		var c *workerConn
 		if !fresh {
 			c = b.getConn()
 		}
 		if c == nil {
-			nc, err := p.dial(st, "tcp", b.Addr)
+			nc, err := p.dial(ctx, "tcp", b.Addr)
 			if err != nil {
 				st.dialErr = isDialError(err)
-				p.fail(w, st, err)
+				p.fail(s, st, err)
 				return
 			}
 			c = newWorkerConn(nc)
 		}
-		if !p.exchange(w, r, st, c, hasBody, replayable && c.reused) {
+		if !p.exchange(s, st, c, fr, fr.replayable && c.reused) {
 			return
 		}
 		p.log.Debug().Str("worker", st.worker).Str("instance", b.Instance).
@@ -126,21 +168,22 @@ const (
 // exchange runs one request/response on c and reports whether the request
 // should be retried on a fresh connection (only when retryStale is set and
 // the worker closed c before answering anything).
-func (p *Proxy) exchange(w http.ResponseWriter, r *http.Request, st *reqState, c *workerConn, hasBody, retryStale bool) (retry bool) {
+func (p *Proxy) exchange(s sink, st *reqState, c *workerConn, fr fastReq, retryStale bool) (retry bool) {
 	b := st.backend
 	reusable := false
 	var sent chan error // the body sender's result, when there is a body
-	stop := context.AfterFunc(r.Context(), c.abort)
+	s.watch(c)
 	defer func() {
-		if !stop() { // the client left and c was closed under us
+		if !s.unwatch() { // the client left and c was closed under us
 			reusable = false
 		}
-		if reusable && sent != nil {
+		if sent != nil {
 			// A sender that wrote the whole body has nothing left that
 			// can block; one that has not (the worker answered without
 			// reading it all) must not leave c half-written: drop c.
-			if c.bodySent.Load() {
+			if reusable && c.bodySent.Load() {
 				reusable = <-sent == nil
+				sent = nil
 			} else {
 				reusable = false
 			}
@@ -150,21 +193,27 @@ func (p *Proxy) exchange(w http.ResponseWriter, r *http.Request, st *reqState, c
 		} else {
 			c.close()
 		}
+		if sent != nil && s.join() {
+			// The sender may still be reading the client: stop it before
+			// the client connection is touched again.
+			s.interruptBody()
+			<-sent
+		}
 	}()
 
-	writeRequestHead(c.bw, r, hasBody)
+	s.writeRequestHead(c.bw, fr.hasBody)
 	timeout := p.headerTimeout
 	c.headState.Store(awaitingHead)
 	c.bodySent.Store(false)
-	if hasBody {
+	if fr.hasBody {
 		sent = make(chan error, 1)
-		go c.sendBody(r.Body, r.ContentLength, sent, timeout)
+		go c.sendBody(s.body(), fr.length, sent, timeout)
 	} else {
 		if err := c.bw.Flush(); err != nil {
-			if retryStale && r.Context().Err() == nil {
+			if retryStale && !s.gone() {
 				return true
 			}
-			p.fail(w, st, err)
+			p.fail(s, st, err)
 			return false
 		}
 		if timeout > 0 {
@@ -172,34 +221,30 @@ func (p *Proxy) exchange(w http.ResponseWriter, r *http.Request, st *reqState, c
 		}
 	}
 
-	h := w.Header()
-	var resp respHead
+	resp := &c.resp
+	view := s.viewHeaders()
 	for informational := 0; ; informational++ {
 		if informational > maxInformational {
-			clear(h)
-			p.fail(w, st, fmt.Errorf("%w: too many 1xx responses", errMalformed))
+			p.fail(s, st, fmt.Errorf("%w: too many 1xx responses", errMalformed))
 			return false
 		}
-		err := c.readHead(h, &resp)
+		err := c.readHead(resp, view)
 		if err != nil {
-			if retryStale && !resp.gotBytes && r.Context().Err() == nil && !isTimeout(err) {
+			if retryStale && !resp.gotBytes && !s.gone() && !isTimeout(err) {
 				return true
 			}
-			clear(h)
-			p.fail(w, st, err)
+			p.fail(s, st, err)
 			return false
 		}
 		if resp.code >= 200 {
 			break
 		}
 		if resp.code == http.StatusSwitchingProtocols {
-			clear(h)
-			p.fail(w, st, fmt.Errorf("%w: 101 Switching Protocols to a request without Upgrade", errMalformed))
+			p.fail(s, st, fmt.Errorf("%w: 101 Switching Protocols to a request without Upgrade", errMalformed))
 			return false
 		}
 		// Informational (103 Early Hints): pass on, then read the real answer.
-		w.WriteHeader(resp.code)
-		clear(h)
+		s.informational(resp)
 	}
 	if timeout > 0 {
 		c.headState.Store(gotHead)
@@ -208,14 +253,10 @@ func (p *Proxy) exchange(w http.ResponseWriter, r *http.Request, st *reqState, c
 
 	var mode bodyMode
 	switch {
-	case r.Method == http.MethodHead || resp.code == http.StatusNoContent || resp.code == http.StatusNotModified:
+	case fr.isHead || resp.code == http.StatusNoContent || resp.code == http.StatusNotModified:
 		mode = noBody
 	case resp.chunked:
 		mode = chunkedBody
-		delete(h, "Content-Length")
-		if len(resp.trailer) > 0 {
-			h["Trailer"] = resp.trailer
-		}
 	case resp.length >= 0:
 		mode = lengthBody
 	default:
@@ -224,28 +265,88 @@ func (p *Proxy) exchange(w http.ResponseWriter, r *http.Request, st *reqState, c
 	if mode == lengthBody && resp.length == 0 {
 		mode = noBody
 	}
-	w.WriteHeader(resp.code)
+	s.head(resp, mode)
 	if mode == noBody {
 		reusable = resp.keepAlive
 		return false
 	}
-	out := flusherOf(w)
-	err := c.copyBody(w, out, mode, resp.length)
+	err := c.copyBody(s, mode, resp.length)
 	if err != nil {
 		// Headers are out: the only honest thing left is a broken
 		// response, as ReverseProxy does.
 		c.close()
-		if r.Context().Err() != nil {
+		if s.gone() {
 			p.log.Debug().Str("worker", st.worker).Str("instance", b.Instance).
 				Str("path", st.path).Err(err).Msg("client went away")
 		} else {
 			p.log.Debug().Str("worker", st.worker).Str("instance", b.Instance).
 				Str("path", st.path).Err(err).Msg("response body copy failed")
 		}
-		panic(http.ErrAbortHandler)
+		s.abort()
+		return false
 	}
+	s.end()
 	reusable = resp.keepAlive && mode != closeBody
 	return false
+}
+
+// rwSink is the sink of a request served by net/http.
+type rwSink struct {
+	w    http.ResponseWriter
+	r    *http.Request
+	out  flusher
+	stop func() bool
+}
+
+func (s *rwSink) writeRequestHead(bw *bufio.Writer, hasBody bool) { writeRequestHead(bw, s.r, hasBody) }
+func (s *rwSink) body() io.Reader                                 { return s.r.Body }
+func (s *rwSink) gone() bool                                      { return s.r.Context().Err() != nil }
+func (s *rwSink) watch(c *workerConn)                             { s.stop = context.AfterFunc(s.r.Context(), c.abort) }
+func (s *rwSink) unwatch() bool                                   { return s.stop() }
+func (s *rwSink) viewHeaders() bool                               { return false }
+func (s *rwSink) join() bool                                      { return false }
+func (s *rwSink) interruptBody()                                  {}
+func (s *rwSink) end()                                            {}
+func (s *rwSink) abort()                                          { panic(http.ErrAbortHandler) }
+func (s *rwSink) flush()                                          { s.out.flush() }
+
+func (s *rwSink) informational(resp *respHead) {
+	h := s.w.Header()
+	resp.fill(h)
+	s.w.WriteHeader(resp.code)
+	clear(h)
+}
+
+func (s *rwSink) head(resp *respHead, mode bodyMode) {
+	h := s.w.Header()
+	resp.fill(h)
+	if mode == chunkedBody {
+		delete(h, "Content-Length")
+		if len(resp.trailer) > 0 {
+			h["Trailer"] = resp.trailer
+		}
+	}
+	s.w.WriteHeader(resp.code)
+	if mode != noBody {
+		s.out = flusherOf(s.w)
+	}
+}
+
+func (s *rwSink) write(p []byte) error {
+	_, err := s.w.Write(p)
+	return err
+}
+
+func (s *rwSink) trailer(k, v string) {
+	s.w.Header().Add(http.TrailerPrefix+textproto.CanonicalMIMEHeaderKey(k), v)
+}
+
+func (s *rwSink) fail(code int, msg string) {
+	if code == statusClientClosedRequest {
+		s.w.WriteHeader(code)
+		return
+	}
+	http.Error(s.w, msg, code)
 }
 
 func isTimeout(err error) bool {
@@ -394,20 +495,59 @@ func (c *workerConn) sendBody(body io.Reader, length int64, done chan<- error, t
 	done <- err
 }
 
-// respHead is what exchange needs from a response head beyond the headers.
+// respHead is what exchange needs from a response head. fields keeps the
+// end-to-end headers in order (hop-by-hop ones, Transfer-Encoding, Trailer
+// and a repeated Content-Length already left out).
 type respHead struct {
-	code      int
-	length    int64 // -1 unknown
-	chunked   bool
-	keepAlive bool
-	trailer   []string // declared trailer names (Trailer header values)
-	gotBytes  bool     // anything at all was read for this response
+	code       int
+	length     int64 // -1 unknown
+	chunked    bool
+	keepAlive  bool
+	hasDate    bool
+	gotBytes   bool     // anything at all was read for this response
+	trailer    []string // declared trailer names (Trailer header values)
+	connTokens []string // Connection header values: more headers to drop
+	fields     []hfield
 }
 
-// readHead reads one response head from the worker into h (cleared by the
-// caller between heads), dropping hop-by-hop headers.
-func (c *workerConn) readHead(h http.Header, resp *respHead) error {
-	*resp = respHead{length: -1}
+type hfield struct{ k, v string }
+
+// dropped reports whether Connection named header k.
+func (resp *respHead) dropped(k string) bool {
+	return len(resp.connTokens) > 0 && tokensContain(resp.connTokens, k)
+}
+
+// fill adds the response's headers to h, keys canonical.
+func (resp *respHead) fill(h http.Header) {
+	vals := make([]string, 0, len(resp.fields))
+	for _, f := range resp.fields {
+		k := f.k
+		if !isCanonical(k) {
+			k = textproto.CanonicalMIMEHeaderKey(k)
+		}
+		if old, ok := h[k]; ok {
+			h[k] = append(old, f.v)
+			continue
+		}
+		vals = append(vals, f.v)
+		h[k] = vals[len(vals)-1 : len(vals) : len(vals)]
+	}
+	for _, v := range resp.connTokens {
+		for v != "" {
+			var t string
+			t, v, _ = strings.Cut(v, ",")
+			if t = textproto.TrimString(t); t != "" {
+				delete(h, textproto.CanonicalMIMEHeaderKey(t))
+			}
+		}
+	}
+}
+
+// readHead reads one response head from the worker into resp, dropping
+// hop-by-hop headers. With view set, the strings in resp alias c's header
+// scratch and are valid until the next readHead; otherwise they are copies.
+func (c *workerConn) readHead(resp *respHead, view bool) error {
+	*resp = respHead{length: -1, fields: resp.fields[:0]}
 	line, err := c.readLine()
 	if len(line) > 0 || c.br.Buffered() > 0 {
 		resp.gotBytes = true
@@ -434,10 +574,9 @@ func (c *workerConn) readHead(h http.Header, resp *respHead) error {
 	http10 := line[7] == '0' // line aliases the read buffer: take what we need now
 	keepAlive := !http10
 
-	// Collect the header block, then convert it to one string that every
-	// key and value slices into: one allocation for all of them.
+	// Collect the header block, then take one string that every key and
+	// value slices into: one allocation for all of them (none with view).
 	block := c.hdr[:0]
-	lines := 0
 	for {
 		start := len(block)
 		block, err = c.appendLine(block)
@@ -451,14 +590,16 @@ func (c *workerConn) readHead(h http.Header, resp *respHead) error {
 			return errHeaderTooLarge
 		}
 		block = append(block, '\n')
-		lines++
 	}
 	if cap(block) <= 64<<10 {
 		c.hdr = block
 	}
-	s := string(block)
-	vals := make([]string, 0, lines)
-	var connTokens []string
+	var s string
+	if view && len(block) > 0 {
+		s = unsafe.String(&block[0], len(block))
+	} else {
+		s = string(block)
+	}
 	for s != "" {
 		var l string
 		l, s, _ = strings.Cut(s, "\n")
@@ -470,11 +611,8 @@ func (c *workerConn) readHead(h http.Header, resp *respHead) error {
 		if !validHeaderName(k) || !validHeaderValue(v) {
 			return fmt.Errorf("%w: header line %q", errMalformed, truncate([]byte(l)))
 		}
-		if !isCanonical(k) {
-			k = textproto.CanonicalMIMEHeaderKey(k)
-		}
-		switch k {
-		case "Content-Length":
+		switch hopKind(k) {
+		case hopContentLength:
 			n, err := strconv.ParseInt(v, 10, 64)
 			if err != nil || n < 0 || v[0] == '+' || (resp.length >= 0 && resp.length != n) {
 				return fmt.Errorf("%w: Content-Length %q", errMalformed, v)
@@ -483,47 +621,99 @@ func (c *workerConn) readHead(h http.Header, resp *respHead) error {
 				continue // repeated with the same value: pass on once
 			}
 			resp.length = n
-		case "Transfer-Encoding":
+		case hopTransferEncoding:
 			if resp.chunked || !strings.EqualFold(v, "chunked") {
 				return fmt.Errorf("%w: Transfer-Encoding %q", errMalformed, v)
 			}
 			resp.chunked = true
 			continue
-		case "Connection":
-			connTokens = append(connTokens, v)
+		case hopConnection:
+			resp.connTokens = append(resp.connTokens, v)
 			if tokensContain([]string{v}, "close") {
 				keepAlive = false
 			} else if http10 && tokensContain([]string{v}, "keep-alive") {
 				keepAlive = true
 			}
 			continue
-		case "Trailer":
+		case hopTrailer:
 			resp.trailer = append(resp.trailer, v)
 			continue
-		case "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization", "Te", "Upgrade":
+		case hopOther:
 			continue
+		case hopDate:
+			resp.hasDate = true
 		}
-		if old, ok := h[k]; ok {
-			h[k] = append(old, v)
-			continue
-		}
-		vals = append(vals, v)
-		h[k] = vals[len(vals)-1 : len(vals) : len(vals)]
+		resp.fields = append(resp.fields, hfield{k, v})
 	}
 	if resp.chunked {
 		resp.length = -1
 	}
-	for _, v := range connTokens {
-		for v != "" {
-			var t string
-			t, v, _ = strings.Cut(v, ",")
-			if t = textproto.TrimString(t); t != "" {
-				delete(h, textproto.CanonicalMIMEHeaderKey(t))
-			}
-		}
+	if len(resp.connTokens) > 0 && resp.hasDate && resp.dropped("Date") {
+		resp.hasDate = false
 	}
 	resp.keepAlive = keepAlive
 	return nil
+}
+
+// Header names the response reader treats specially.
+const (
+	hopNone = iota
+	hopContentLength
+	hopTransferEncoding
+	hopConnection
+	hopTrailer
+	hopDate
+	hopOther // other hop-by-hop headers, dropped
+)
+
+// hopKind classifies a response header name, case-insensitively and
+// without allocating.
+func hopKind(k string) int {
+	switch len(k) {
+	case 2:
+		if strings.EqualFold(k, "Te") {
+			return hopOther
+		}
+	case 4:
+		if strings.EqualFold(k, "Date") {
+			return hopDate
+		}
+	case 7:
+		if strings.EqualFold(k, "Trailer") {
+			return hopTrailer
+		}
+		if strings.EqualFold(k, "Upgrade") {
+			return hopOther
+		}
+	case 10:
+		if strings.EqualFold(k, "Connection") {
+			return hopConnection
+		}
+		if strings.EqualFold(k, "Keep-Alive") {
+			return hopOther
+		}
+	case 14:
+		if strings.EqualFold(k, "Content-Length") {
+			return hopContentLength
+		}
+	case 16:
+		if strings.EqualFold(k, "Proxy-Connection") {
+			return hopOther
+		}
+	case 17:
+		if strings.EqualFold(k, "Transfer-Encoding") {
+			return hopTransferEncoding
+		}
+	case 18:
+		if strings.EqualFold(k, "Proxy-Authenticate") {
+			return hopOther
+		}
+	case 19:
+		if strings.EqualFold(k, "Proxy-Authorization") {
+			return hopOther
+		}
+	}
+	return hopNone
 }
 
 // readLine returns the next line without its CRLF (or LF). The result may
@@ -645,20 +835,20 @@ func (f flusher) flush() {
 // that could block, whatever has been written is flushed to the client, so
 // streamed responses (server-sent events) pass without delay while a body
 // that arrived in one piece goes out in one write.
-func (c *workerConn) copyBody(w http.ResponseWriter, out flusher, mode bodyMode, length int64) error {
+func (c *workerConn) copyBody(s sink, mode bodyMode, length int64) error {
 	bufp := copyBuffers.Get().(*[]byte)
 	defer copyBuffers.Put(bufp)
 	buf := *bufp
 	pending := true // the head has not been flushed yet
 	read := func(p []byte) (int, error) {
 		if pending && c.br.Buffered() == 0 {
-			out.flush()
+			s.flush()
 			pending = false
 		}
 		return c.br.Read(p)
 	}
 	write := func(p []byte) error {
-		if _, err := w.Write(p); err != nil {
+		if err := s.write(p); err != nil {
 			return err
 		}
 		pending = true
@@ -701,7 +891,7 @@ func (c *workerConn) copyBody(w http.ResponseWriter, out flusher, mode bodyMode,
 	// Chunked.
 	for {
 		if pending && c.br.Buffered() == 0 {
-			out.flush()
+			s.flush()
 			pending = false
 		}
 		line, err := c.readLine()
@@ -728,7 +918,7 @@ func (c *workerConn) copyBody(w http.ResponseWriter, out flusher, mode bodyMode,
 			}
 		}
 		if pending && c.br.Buffered() < 2 {
-			out.flush()
+			s.flush()
 			pending = false
 		}
 		line, err = c.readLine()
@@ -739,7 +929,7 @@ func (c *workerConn) copyBody(w http.ResponseWriter, out flusher, mode bodyMode,
 			return fmt.Errorf("%w: chunk not followed by CRLF", errMalformed)
 		}
 	}
-	// Trailers, passed on as the ResponseWriter's trailers.
+	// Trailers, passed on to the sink.
 	for {
 		line, err := c.readLine()
 		if err != nil {
@@ -752,7 +942,7 @@ func (c *workerConn) copyBody(w http.ResponseWriter, out flusher, mode bodyMode,
 		if !ok || !validHeaderName(k) {
 			return fmt.Errorf("%w: trailer line %q", errMalformed, truncate(line))
 		}
-		w.Header().Add(http.TrailerPrefix+textproto.CanonicalMIMEHeaderKey(k), textproto.TrimString(v))
+		s.trailer(k, textproto.TrimString(v))
 	}
 }
 

@@ -112,7 +112,9 @@ func idleConns(b *Backend) int {
 	return 0
 }
 
-func TestFastPoolReusesConnections(t *testing.T) {
+func TestFastPoolReusesConnections(t *testing.T) { eachMode(t, testFastPoolReusesConnections) }
+
+func testFastPoolReusesConnections(t *testing.T) {
 	requireFast(t)
 	addr, conns := countingBackend(t, func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, r.Method+" "+r.URL.Path)
@@ -138,7 +140,9 @@ func TestFastPoolReusesConnections(t *testing.T) {
 	}
 }
 
-func TestFastWorkerClosesConnection(t *testing.T) {
+func TestFastWorkerClosesConnection(t *testing.T) { eachMode(t, testFastWorkerClosesConnection) }
+
+func testFastWorkerClosesConnection(t *testing.T) {
 	requireFast(t)
 	addr, conns := countingBackend(t, func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Connection", "close")
@@ -165,7 +169,9 @@ func TestFastWorkerClosesConnection(t *testing.T) {
 
 // A worker that closes an idle connection without saying so: the next
 // idempotent request retries on a fresh connection.
-func TestFastStaleConnectionRetried(t *testing.T) {
+func TestFastStaleConnectionRetried(t *testing.T) { eachMode(t, testFastStaleConnectionRetried) }
+
+func testFastStaleConnectionRetried(t *testing.T) {
 	requireFast(t)
 	var served atomic.Int64
 	addr := rawBackend(t, func(c net.Conn, br *bufio.Reader) {
@@ -190,6 +196,10 @@ func TestFastStaleConnectionRetried(t *testing.T) {
 // Bytes the worker sends beyond the response must never be taken as the
 // answer to the next request.
 func TestFastUnaskedBytesDropConnection(t *testing.T) {
+	eachMode(t, testFastUnaskedBytesDropConnection)
+}
+
+func testFastUnaskedBytesDropConnection(t *testing.T) {
 	requireFast(t)
 	addr := rawBackend(t, func(c net.Conn, br *bufio.Reader) {
 		for {
@@ -212,6 +222,10 @@ func TestFastUnaskedBytesDropConnection(t *testing.T) {
 }
 
 func TestFastChunkedBothWaysWithTrailers(t *testing.T) {
+	eachMode(t, testFastChunkedBothWaysWithTrailers)
+}
+
+func testFastChunkedBothWaysWithTrailers(t *testing.T) {
 	requireFast(t)
 	_, addr := startBackend(t, func(w http.ResponseWriter, r *http.Request) {
 		if r.ContentLength != -1 || len(r.TransferEncoding) != 1 || r.TransferEncoding[0] != "chunked" {
@@ -250,7 +264,9 @@ func TestFastChunkedBothWaysWithTrailers(t *testing.T) {
 	}
 }
 
-func TestFastLargeBodiesBothWays(t *testing.T) {
+func TestFastLargeBodiesBothWays(t *testing.T) { eachMode(t, testFastLargeBodiesBothWays) }
+
+func testFastLargeBodiesBothWays(t *testing.T) {
 	requireFast(t)
 	_, addr := startBackend(t, func(w http.ResponseWriter, r *http.Request) {
 		_ = http.NewResponseController(w).EnableFullDuplex()
@@ -276,7 +292,9 @@ func TestFastLargeBodiesBothWays(t *testing.T) {
 	waitFor(t, "counters", func() bool { return b.Inflight() == 0 && b.Served() == 2 })
 }
 
-func TestFastHeadAndBodilessStatuses(t *testing.T) {
+func TestFastHeadAndBodilessStatuses(t *testing.T) { eachMode(t, testFastHeadAndBodilessStatuses) }
+
+func testFastHeadAndBodilessStatuses(t *testing.T) {
 	requireFast(t)
 	addr, conns := countingBackend(t, func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
@@ -319,7 +337,9 @@ func TestFastHeadAndBodilessStatuses(t *testing.T) {
 	}
 }
 
-func TestFastHopByHopHeaders(t *testing.T) {
+func TestFastHopByHopHeaders(t *testing.T) { eachMode(t, testFastHopByHopHeaders) }
+
+func testFastHopByHopHeaders(t *testing.T) {
 	requireFast(t)
 	type seen struct{ Foo, KeepAlive, Te, Conn, UA string }
 	_, addr := startBackend(t, func(w http.ResponseWriter, r *http.Request) {
@@ -344,7 +364,9 @@ func TestFastHopByHopHeaders(t *testing.T) {
 
 // A worker that dies mid-response: the client must see a broken response,
 // not a complete one and not a hang.
-func TestFastWorkerDiesMidResponse(t *testing.T) {
+func TestFastWorkerDiesMidResponse(t *testing.T) { eachMode(t, testFastWorkerDiesMidResponse) }
+
+func testFastWorkerDiesMidResponse(t *testing.T) {
 	requireFast(t)
 	for _, tc := range []struct{ name, head string }{
 		{"content-length", "HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n"},
@@ -372,7 +394,9 @@ func TestFastWorkerDiesMidResponse(t *testing.T) {
 	}
 }
 
-func TestFastMalformedResponseIs502(t *testing.T) {
+func TestFastMalformedResponseIs502(t *testing.T) { eachMode(t, testFastMalformedResponseIs502) }
+
+func testFastMalformedResponseIs502(t *testing.T) {
 	requireFast(t)
 	for _, answer := range []string{
 		"garbage\r\n\r\n",
@@ -396,7 +420,9 @@ func TestFastMalformedResponseIs502(t *testing.T) {
 }
 
 // Early hints pass through before the final answer.
-func TestFastInformationalResponse(t *testing.T) {
+func TestFastInformationalResponse(t *testing.T) { eachMode(t, testFastInformationalResponse) }
+
+func testFastInformationalResponse(t *testing.T) {
 	requireFast(t)
 	_, addr := startBackend(t, func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Link", "</style.css>; rel=preload")
@@ -426,7 +452,9 @@ func TestFastInformationalResponse(t *testing.T) {
 
 // The response-header timeout starts once the request is sent in full: a
 // slow upload is not a slow worker.
-func TestFastHeaderTimeoutAfterBody(t *testing.T) {
+func TestFastHeaderTimeoutAfterBody(t *testing.T) { eachMode(t, testFastHeaderTimeoutAfterBody) }
+
+func testFastHeaderTimeoutAfterBody(t *testing.T) {
 	requireFast(t)
 	_, addr := startBackend(t, func(w http.ResponseWriter, r *http.Request) {
 		n, _ := io.Copy(io.Discard, r.Body)
@@ -470,7 +498,9 @@ func TestFastHeaderTimeoutAfterBody(t *testing.T) {
 
 // A client that goes away mid-response closes the worker connection, so
 // the worker sees its request end.
-func TestFastClientCancelMidBody(t *testing.T) {
+func TestFastClientCancelMidBody(t *testing.T) { eachMode(t, testFastClientCancelMidBody) }
+
+func testFastClientCancelMidBody(t *testing.T) {
 	requireFast(t)
 	ended := make(chan struct{})
 	addr, conns := countingBackend(t, func(w http.ResponseWriter, r *http.Request) {

@@ -3,6 +3,7 @@ package proxy
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"fmt"
 	"io"
 	"net"
@@ -54,15 +55,96 @@ func testLogger(t *testing.T) (zerolog.Logger, *logBuffer) {
 	return zerolog.New(lb).Level(zerolog.DebugLevel), lb
 }
 
-// startProxy serves p on 127.0.0.1 and returns its base URL.
-func startProxy(t testing.TB, p *Proxy) *httptest.Server {
+// Serving modes: every proxy test runs through the front (front.go), through
+// net/http with the fast path, and through net/http with the stock
+// ReverseProxy.
+const (
+	modeFront   = "front"
+	modeNetHTTP = "nethttp"
+	modeStock   = "stock"
+)
+
+// curMode is the mode startProxy serves in (the front outside eachMode,
+// e.g. in benchmarks).
+var curMode = modeFront
+
+func testModes() []string {
+	if os.Getenv("TQPROXY_STOCK") == "1" {
+		return []string{modeStock}
+	}
+	return []string{modeFront, modeNetHTTP, modeStock}
+}
+
+// eachMode runs body once per serving mode, as subtests named after it.
+func eachMode(t *testing.T, body func(t *testing.T)) {
 	t.Helper()
-	srv := httptest.NewServer(p)
+	for _, m := range testModes() {
+		t.Run(m, func(t *testing.T) {
+			prevMode, prevStock := curMode, stockByDefault
+			curMode, stockByDefault = m, m == modeStock
+			defer func() { curMode, stockByDefault = prevMode, prevStock }()
+			body(t)
+		})
+	}
+}
+
+// proxyServer is a proxy serving on 127.0.0.1.
+type proxyServer struct {
+	URL      string
+	Listener net.Listener
+	front    *Front       // set in modeFront
+	srv      *http.Server // the net/http server (the front's fallback in modeFront)
+}
+
+// Shutdown shuts the server down gracefully.
+func (s *proxyServer) Shutdown(ctx context.Context) error {
+	if s.front != nil {
+		return s.front.Shutdown(ctx)
+	}
+	return s.srv.Shutdown(ctx)
+}
+
+// startProxy serves p on 127.0.0.1 in the current mode.
+func startProxy(t testing.TB, p *Proxy) *proxyServer {
+	t.Helper()
+	return startProxyWith(t, p, nil)
+}
+
+// startProxyWith is startProxy with the server's timeouts and limits set
+// by configure.
+func startProxyWith(t testing.TB, p *Proxy, configure func(*http.Server)) *proxyServer {
+	t.Helper()
+	if curMode != modeFront {
+		srv := httptest.NewUnstartedServer(p)
+		if configure != nil {
+			configure(srv.Config)
+		}
+		srv.Start()
+		t.Cleanup(func() {
+			srv.Close()
+			p.CloseIdleConnections()
+		})
+		return &proxyServer{URL: srv.URL, Listener: srv.Listener, srv: srv.Config}
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fallback := &http.Server{Handler: p}
+	if configure != nil {
+		configure(fallback)
+	}
+	front := p.NewFront(fallback, FrontOptions{})
+	served := make(chan error, 1)
+	go func() { served <- front.Serve(ln) }()
 	t.Cleanup(func() {
-		srv.Close()
+		front.Close()
+		if err := <-served; err != http.ErrServerClosed {
+			t.Errorf("front.Serve: %v", err)
+		}
 		p.CloseIdleConnections()
 	})
-	return srv
+	return &proxyServer{URL: "http://" + ln.Addr().String(), Listener: ln, front: front, srv: fallback}
 }
 
 // startBackend runs h on 127.0.0.1 and returns the server and its host:port.

@@ -224,6 +224,10 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// once the worker's response headers are written, instead of letting
 		// the body keep streaming to the worker.
 		_ = http.NewResponseController(w).EnableFullDuplex()
+		// With full duplex, a body left unread (the worker failed before
+		// reading it) makes net/http panic at the next keep-alive read
+		// (golang/go#68560) unless the handler closes it itself.
+		defer r.Body.Close()
 	}
 	st := &reqState{
 		Context:  r.Context(),
@@ -264,21 +268,30 @@ func (p *Proxy) writeUnrouted(w http.ResponseWriter, rt Route, res acquireResult
 // The deferred accounting also runs when ReverseProxy aborts the response
 // with panic(http.ErrAbortHandler).
 func (p *Proxy) forward(w http.ResponseWriter, req *http.Request, st *reqState) {
-	b := st.backend
-	defer b.inflight.Add(-1)
-	defer func() {
-		if st.dialErr {
-			return
-		}
-		if n := b.served.Add(1); n == b.MaxRequests && p.onMax != nil {
-			p.onMax(b.Instance)
-		}
-	}()
+	defer p.release(st)
 	if st.fast {
-		p.forwardFast(w, req, st)
+		hasBody := req.ContentLength != 0 && req.Body != nil && req.Body != http.NoBody
+		p.forwardFast(&rwSink{w: w, r: req}, st, st, fastReq{
+			hasBody:    hasBody,
+			isHead:     req.Method == http.MethodHead,
+			replayable: !hasBody && (req.Method == http.MethodGet || req.Method == http.MethodHead || req.Method == http.MethodOptions),
+			length:     req.ContentLength,
+		})
 		return
 	}
 	p.rp.ServeHTTP(w, req)
+}
+
+// release ends an attempt on st.backend: it counts the request served
+// (unless it never reached the worker), then no longer in flight.
+func (p *Proxy) release(st *reqState) {
+	b := st.backend
+	if !st.dialErr {
+		if n := b.served.Add(1); n == b.MaxRequests && p.onMax != nil {
+			p.onMax(b.Instance)
+		}
+	}
+	b.inflight.Add(-1)
 }
 
 func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
@@ -291,20 +304,20 @@ func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
 }
 
 func (p *Proxy) errorHandler(w http.ResponseWriter, out *http.Request, err error) {
-	p.fail(w, stateOf(out), err)
+	p.fail(&rwSink{w: w, r: out}, stateOf(out), err)
 }
 
 // fail answers a request whose attempt on st.backend failed before any
 // response went out: 499 (client left), a retry, 504 or 502.
-func (p *Proxy) fail(w http.ResponseWriter, st *reqState, err error) {
+func (p *Proxy) fail(s sink, st *reqState, err error) {
 	dialFailed := isDialError(err)
 	if dialFailed {
 		st.dialErr = true
 	}
-	if st.Context.Err() != nil {
+	if s.gone() {
 		p.log.Debug().Str("worker", st.worker).Str("instance", st.backend.Instance).
 			Str("path", st.path).Err(err).Msg("client went away")
-		w.WriteHeader(statusClientClosedRequest)
+		s.fail(statusClientClosedRequest, "")
 		return
 	}
 	if dialFailed && st.canRetry {
@@ -319,12 +332,12 @@ func (p *Proxy) fail(w http.ResponseWriter, st *reqState, err error) {
 	if errors.As(err, &ne) && ne.Timeout() && !dialFailed {
 		p.log.Warn().Str("worker", st.worker).Str("instance", st.backend.Instance).
 			Str("addr", st.backend.Addr).Str("path", st.path).Err(err).Msg("worker did not answer in time")
-		http.Error(w, "504 gateway timeout: worker "+st.worker+" did not answer in time", http.StatusGatewayTimeout)
+		s.fail(http.StatusGatewayTimeout, "504 gateway timeout: worker "+st.worker+" did not answer in time")
 		return
 	}
 	p.log.Warn().Str("worker", st.worker).Str("instance", st.backend.Instance).
 		Str("addr", st.backend.Addr).Str("path", st.path).Err(err).Msg("worker unavailable")
-	http.Error(w, "502 bad gateway: worker "+st.worker+" unavailable", http.StatusBadGateway)
+	s.fail(http.StatusBadGateway, "502 bad gateway: worker "+st.worker+" unavailable")
 }
 
 // isDialError reports whether err means no connection to the worker was made,

@@ -20,7 +20,9 @@ import (
 	"time"
 )
 
-func TestForwarding(t *testing.T) {
+func TestForwarding(t *testing.T) { eachMode(t, testForwarding) }
+
+func testForwarding(t *testing.T) {
 	type seen struct {
 		Worker, Method, Host, URI, XFF, XFH, XFP, Forwarded string
 	}
@@ -83,7 +85,9 @@ func TestForwarding(t *testing.T) {
 	}
 }
 
-func TestNoRouteIs404(t *testing.T) {
+func TestNoRouteIs404(t *testing.T) { eachMode(t, testNoRouteIs404) }
+
+func testNoRouteIs404(t *testing.T) {
 	var hits atomic.Int64
 	_, addr := startBackend(t, func(w http.ResponseWriter, r *http.Request) { hits.Add(1) })
 	log, _ := testLogger(t)
@@ -107,7 +111,9 @@ func TestNoRouteIs404(t *testing.T) {
 	}
 }
 
-func TestUnreachableWorkerIs502(t *testing.T) {
+func TestUnreachableWorkerIs502(t *testing.T) { eachMode(t, testUnreachableWorkerIs502) }
+
+func testUnreachableWorkerIs502(t *testing.T) {
 	log, logs := testLogger(t)
 	p := New(Options{Logger: log})
 	b := NewBackend("index", "index-1", deadAddr(t), 0)
@@ -132,7 +138,9 @@ func TestUnreachableWorkerIs502(t *testing.T) {
 	}
 }
 
-func TestNoBackendIs503(t *testing.T) {
+func TestNoBackendIs503(t *testing.T) { eachMode(t, testNoBackendIs503) }
+
+func testNoBackendIs503(t *testing.T) {
 	_, addr := startBackend(t, func(w http.ResponseWriter, r *http.Request) {})
 	log, _ := testLogger(t)
 	p := New(Options{Logger: log})
@@ -159,6 +167,10 @@ func TestNoBackendIs503(t *testing.T) {
 }
 
 func TestServerSentEventsAreNotBuffered(t *testing.T) {
+	eachMode(t, testServerSentEventsAreNotBuffered)
+}
+
+func testServerSentEventsAreNotBuffered(t *testing.T) {
 	release := make(chan struct{})
 	var releaseOnce sync.Once
 	t.Cleanup(func() { releaseOnce.Do(func() { close(release) }) })
@@ -204,7 +216,9 @@ func TestServerSentEventsAreNotBuffered(t *testing.T) {
 	}
 }
 
-func TestWebSocketUpgradePassesThrough(t *testing.T) {
+func TestWebSocketUpgradePassesThrough(t *testing.T) { eachMode(t, testWebSocketUpgradePassesThrough) }
+
+func testWebSocketUpgradePassesThrough(t *testing.T) {
 	_, addr := startBackend(t, func(w http.ResponseWriter, r *http.Request) {
 		if !strings.EqualFold(r.Header.Get("Upgrade"), "websocket") ||
 			!strings.Contains(strings.ToLower(r.Header.Get("Connection")), "upgrade") {
@@ -273,7 +287,9 @@ func pattern(off int64, buf []byte) {
 	}
 }
 
-func TestRequestBodyStreams(t *testing.T) {
+func TestRequestBodyStreams(t *testing.T) { eachMode(t, testRequestBodyStreams) }
+
+func testRequestBodyStreams(t *testing.T) {
 	const total = 10 << 20
 	const head = 256 << 10 // sent before the client waits for the response
 	_, addr := startBackend(t, func(w http.ResponseWriter, r *http.Request) {
@@ -360,7 +376,9 @@ func TestRequestBodyStreams(t *testing.T) {
 	}
 }
 
-func TestLargeResponseStreams(t *testing.T) {
+func TestLargeResponseStreams(t *testing.T) { eachMode(t, testLargeResponseStreams) }
+
+func testLargeResponseStreams(t *testing.T) {
 	const total = 10 << 20
 	_, addr := startBackend(t, func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Length", strconv.Itoa(total))
@@ -404,7 +422,9 @@ func TestLargeResponseStreams(t *testing.T) {
 	}
 }
 
-func TestClientCancelReachesWorker(t *testing.T) {
+func TestClientCancelReachesWorker(t *testing.T) { eachMode(t, testClientCancelReachesWorker) }
+
+func testClientCancelReachesWorker(t *testing.T) {
 	started := make(chan struct{})
 	canceled := make(chan struct{})
 	_, addr := startBackend(t, func(w http.ResponseWriter, r *http.Request) {
@@ -447,7 +467,9 @@ func TestClientCancelReachesWorker(t *testing.T) {
 // TestDrainProtocol hammers the proxy while a supervisor-like loop replaces
 // the backend generation after generation, and checks that no request ever
 // reaches a backend once the loop has seen it closed with nothing in flight.
-func TestDrainProtocol(t *testing.T) {
+func TestDrainProtocol(t *testing.T) { eachMode(t, testDrainProtocol) }
+
+func testDrainProtocol(t *testing.T) {
 	const (
 		generations  = 40
 		clients      = 8
@@ -553,7 +575,9 @@ func TestDrainProtocol(t *testing.T) {
 	t.Logf("%d requests over %d generations", ok.Load(), len(gens))
 }
 
-func TestMaxRequestsCallbackFiresOnce(t *testing.T) {
+func TestMaxRequestsCallbackFiresOnce(t *testing.T) { eachMode(t, testMaxRequestsCallbackFiresOnce) }
+
+func testMaxRequestsCallbackFiresOnce(t *testing.T) {
 	_, addr := startBackend(t, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })
 	var mu sync.Mutex
 	calls := map[string]int{}
@@ -628,6 +652,10 @@ func TestMaxRequestsCallbackFiresOnce(t *testing.T) {
 }
 
 func TestRetryOnRefusedWhenTableChanged(t *testing.T) {
+	eachMode(t, testRetryOnRefusedWhenTableChanged)
+}
+
+func testRetryOnRefusedWhenTableChanged(t *testing.T) {
 	var hits atomic.Int64
 	_, liveAddr := startBackend(t, func(w http.ResponseWriter, r *http.Request) {
 		hits.Add(1)

@@ -65,7 +65,9 @@ func staticProxy(t *testing.T, opts Options) (srv string, workerHits *atomic.Int
 	return startProxy(t, p).URL, workerHits
 }
 
-func TestStaticServesFiles(t *testing.T) {
+func TestStaticServesFiles(t *testing.T) { eachMode(t, testStaticServesFiles) }
+
+func testStaticServesFiles(t *testing.T) {
 	workers := staticRoot(t)
 	url, hits := staticProxy(t, Options{WorkersDir: workers, StaticEnabled: true, StaticPrefix: "/static", CacheMaxAge: 3600})
 	c := newClient(t)
@@ -161,7 +163,9 @@ func TestStaticServesFiles(t *testing.T) {
 	}
 }
 
-func TestStaticRejects(t *testing.T) {
+func TestStaticRejects(t *testing.T) { eachMode(t, testStaticRejects) }
+
+func testStaticRejects(t *testing.T) {
 	workers := staticRoot(t)
 	url, hits := staticProxy(t, Options{WorkersDir: workers, StaticEnabled: true, StaticPrefix: "/static", CacheMaxAge: 60})
 	addr := strings.TrimPrefix(url, "http://")
@@ -220,7 +224,9 @@ func TestStaticRejects(t *testing.T) {
 	}
 }
 
-func TestStaticPrefixAndDisabled(t *testing.T) {
+func TestStaticPrefixAndDisabled(t *testing.T) { eachMode(t, testStaticPrefixAndDisabled) }
+
+func testStaticPrefixAndDisabled(t *testing.T) {
 	workers := staticRoot(t)
 	c := newClient(t)
 
@@ -243,7 +249,9 @@ func TestStaticPrefixAndDisabled(t *testing.T) {
 	}
 }
 
-func TestStaticSeesRedeploy(t *testing.T) {
+func TestStaticSeesRedeploy(t *testing.T) { eachMode(t, testStaticSeesRedeploy) }
+
+func testStaticSeesRedeploy(t *testing.T) {
 	workers := staticRoot(t)
 	url, _ := staticProxy(t, Options{WorkersDir: workers, StaticEnabled: true})
 	c := newClient(t)

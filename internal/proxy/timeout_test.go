@@ -9,7 +9,9 @@ import (
 )
 
 // A worker that never answers must not hold the proxy's request forever.
-func TestHungWorkerTimesOut(t *testing.T) {
+func TestHungWorkerTimesOut(t *testing.T) { eachMode(t, testHungWorkerTimesOut) }
+
+func testHungWorkerTimesOut(t *testing.T) {
 	release := make(chan struct{})
 	defer close(release)
 	_, addr := startBackend(t, func(w http.ResponseWriter, r *http.Request) {
