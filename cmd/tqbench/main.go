@@ -2,8 +2,9 @@
 // minimal hello worker, runs them on temporary app roots on loopback, and
 // measures, in one run: throughput and latency of the proxy against a direct
 // connection to the worker and against nginx (interleaved rounds), a restart
-// under load, the server's memory with many workers, the cost of a no-op
-// SIGHUP check and of reading a large history log. See docs/performance.md.
+// under load, a CPU-bound worker with one, several and autoscaled instances,
+// the server's memory with many workers, the cost of a no-op SIGHUP check
+// and of reading a large history log. See docs/performance.md.
 //
 //	go run ./cmd/tqbench -json
 package main
@@ -36,6 +37,9 @@ type options struct {
 	rssLarge       int
 	sighupWorkers  int
 	historyRecords int
+	instances      int
+	workN          int
+	scaleTarget    int
 	json           bool
 	src            string
 	keep           bool
@@ -78,6 +82,19 @@ type report struct {
 	HistoryMs             *float64 `json:"history_ms_1m"`
 	HistoryDBMiB          *float64 `json:"history_db_mib"`
 	HistoryRecords        int      `json:"history_records"`
+	Instances             int      `json:"instances"`
+	WorkN                 int      `json:"work_n"`
+	WorkRPS1              float64  `json:"work_rps_1"`
+	WorkRPSN              float64  `json:"work_rps_n"`
+	WorkRPSAuto           float64  `json:"work_rps_auto"`
+	WorkNOver1            *float64 `json:"work_n_over_1"`
+	WorkAutoOver1         *float64 `json:"work_auto_over_1"`
+	WorkP99Ms1            float64  `json:"work_p99_ms_1"`
+	WorkP99MsN            float64  `json:"work_p99_ms_n"`
+	WorkP99MsAuto         float64  `json:"work_p99_ms_auto"`
+	WorkFailed            uint64   `json:"work_failed_requests"`
+	AutoScaleUpMs         *float64 `json:"auto_scale_up_ms"`
+	AutoInstances         *int     `json:"auto_instances"`
 	Rounds                int      `json:"rounds"`
 	Conns                 int      `json:"conns"`
 	PhaseSeconds          float64  `json:"phase_seconds"`
@@ -112,6 +129,9 @@ func main() {
 	flag.IntVar(&o.rssLarge, "rss-large", 200, "workers of the second memory measurement; its server also times reload (0 skips)")
 	flag.IntVar(&o.sighupWorkers, "sighup-workers", 1000, "running workers of the SIGHUP-cost server (0 skips)")
 	flag.IntVar(&o.historyRecords, "history-records", 1000000, "records in the generated history log (0 skips)")
+	flag.IntVar(&o.instances, "instances", 2, "instances of the CPU-bound worker compared with 1 and with autoscaling 1..N (0 skips)")
+	flag.IntVar(&o.workN, "work-n", 1000, "CPU work per request of the instances part: GET /work?n=N spins N thousand xorshift rounds")
+	flag.IntVar(&o.scaleTarget, "scale-target", 8, "scale_target_inflight of the autoscaled worker")
 	flag.BoolVar(&o.json, "json", false, "print one JSON object instead of a table")
 	flag.StringVar(&o.src, "src", "", "tqserver module root (default: found with go env GOMOD)")
 	flag.BoolVar(&o.keep, "keep", false, "keep the temporary directory (logs, app roots)")
@@ -119,6 +139,10 @@ func main() {
 	flag.Parse()
 	if o.rounds < 1 || o.conns < 1 || o.duration <= 0 {
 		fmt.Fprintln(os.Stderr, "tqbench: -rounds, -conns and -duration must be positive")
+		os.Exit(2)
+	}
+	if o.instances < 0 || o.instances == 1 || o.instances > 64 || o.workN < 0 || o.scaleTarget < 1 {
+		fmt.Fprintln(os.Stderr, "tqbench: -instances must be 0 (skip) or 2..64, -work-n >= 0, -scale-target >= 1")
 		os.Exit(2)
 	}
 	rep, err := run(o, os.Stderr)
@@ -211,6 +235,11 @@ func run(o options, logw io.Writer) (*report, error) {
 
 	if err := b.throughput(rep); err != nil {
 		return nil, err
+	}
+	if o.instances > 0 {
+		if err := b.instances(rep); err != nil {
+			return nil, err
+		}
 	}
 	if o.rssSmall > 0 {
 		if err := b.memory(rep, o.rssSmall, false); err != nil {
@@ -588,6 +617,11 @@ func printTable(w io.Writer, r *report) {
 		fmt.Fprintf(tw, "restarts under load\t%d restarts, %d requests, %d failed\n", r.Restarts, *r.RestartRequests, *r.RestartFailed)
 		fmt.Fprintf(tw, "p99 steady / restarting\t%.3f ms / %.3f ms (%.2fx)\n", *r.SteadyP99, *r.RestartP99, derefOr(r.RestartP99OverSteady))
 	}
+	if r.Instances > 0 {
+		fmt.Fprintf(tw, "CPU-bound worker (go_max_procs 1, /work?n=%d)\t1 instance %.0f req/s (p99 %.1f ms), %d instances %.0f req/s (p99 %.1f ms, %.2fx), autoscaled 1..%d %.0f req/s (p99 %.1f ms, %.2fx; %s instances at the end, scaled up in %s ms); %d failed\n",
+			r.WorkN, r.WorkRPS1, r.WorkP99Ms1, r.Instances, r.WorkRPSN, r.WorkP99MsN, derefOr(r.WorkNOver1), r.Instances, r.WorkRPSAuto, r.WorkP99MsAuto, derefOr(r.WorkAutoOver1),
+			intOrDash(r.AutoInstances), f(r.AutoScaleUpMs, "%.0f"), r.WorkFailed)
+	}
 	fmt.Fprintf(tw, "server RSS, %d workers\t%s MiB\n", r.RSSWorkersSmall, f(r.RSS20, "%.1f"))
 	fmt.Fprintf(tw, "server RSS, %d workers\t%s MiB\n", r.RSSWorkersLarge, f(r.RSS200, "%.1f"))
 	fmt.Fprintf(tw, "no-op reload, %d workers\t%s ms (admin socket), %s ms (check in server log), %s ms (tqserver reload)\n", r.RSSWorkersLarge, f(r.SighupMs200, "%.2f"), f(r.SighupCheckMs200, "%.2f"), f(r.ReloadCmdMs200, "%.1f"))
@@ -612,6 +646,13 @@ func orDash(s string) string {
 		return "-"
 	}
 	return s
+}
+
+func intOrDash(p *int) string {
+	if p == nil {
+		return "-"
+	}
+	return fmt.Sprint(*p)
 }
 
 func derefOr(p *float64) float64 {

@@ -48,6 +48,9 @@ func TestSmoke(t *testing.T) {
 		rssLarge:       3,
 		sighupWorkers:  5,
 		historyRecords: 10000,
+		instances:      2,
+		workN:          100,
+		scaleTarget:    2,
 		json:           true,
 	}
 	var logs bytes.Buffer
@@ -71,7 +74,8 @@ func TestSmoke(t *testing.T) {
 	nginx := m["nginx_version"] != ""
 	positive := []string{"proxy_rps", "direct_rps", "proxy_p50_ms", "proxy_p99_ms", "direct_p50_ms", "direct_p99_ms",
 		"proxy_over_direct", "restart_requests", "steady_p99_ms", "restart_p99_ms", "restart_p99_over_steady_p99",
-		"rss_mib_20", "rss_mib_200", "sighup_ms_1000", "history_ms_1m", "history_db_mib", "rounds", "conns"}
+		"rss_mib_20", "rss_mib_200", "sighup_ms_1000", "history_ms_1m", "history_db_mib", "rounds", "conns",
+		"work_rps_1", "work_rps_n", "work_rps_auto", "work_n_over_1", "work_auto_over_1", "work_p99_ms_1", "auto_scale_up_ms"}
 	nginxKeys := []string{"nginx_rps", "nginx_p50_ms", "nginx_p99_ms", "proxy_over_nginx"}
 	for _, k := range append(append(positive, nginxKeys...), "restart_failed_requests", "go_version", "nginx_version") {
 		if _, ok := m[k]; !ok {
@@ -108,6 +112,9 @@ func TestSmoke(t *testing.T) {
 	}
 	if v := m["history_ms_1m"].(float64); v > 60000 {
 		t.Errorf("history_ms_1m = %v over 10k records", v)
+	}
+	if m["instances"] != 2.0 || m["auto_instances"] != 2.0 || m["work_failed_requests"] != 0.0 {
+		t.Errorf("instances %v, autoscaled to %v, %v failed; want 2, 2, 0", m["instances"], m["auto_instances"], m["work_failed_requests"])
 	}
 	if !strings.HasPrefix(m["go_version"].(string), "go1.") {
 		t.Errorf("go_version = %v", m["go_version"])

@@ -56,11 +56,16 @@ const benchConfig = `workers:
 // newAppRoot makes an app root under dir with the given worker names, each a
 // hard link (or else a copy) of bin.
 func newAppRoot(dir string, names []string, bin string) (string, error) {
+	return newAppRootConfig(dir, names, bin, benchConfig)
+}
+
+// newAppRootConfig is newAppRoot with cfg as config/server.yaml.
+func newAppRootConfig(dir string, names []string, bin, cfg string) (string, error) {
 	root := filepath.Join(dir, "app")
 	if err := os.MkdirAll(filepath.Join(root, "config"), 0o755); err != nil {
 		return "", err
 	}
-	if err := os.WriteFile(filepath.Join(root, "config", "server.yaml"), []byte(benchConfig), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(root, "config", "server.yaml"), []byte(cfg), 0o644); err != nil {
 		return "", err
 	}
 	for _, n := range names {
@@ -197,6 +202,7 @@ type statusJSON struct {
 			State    string `json:"state"`
 			PID      int    `json:"pid"`
 			Port     int    `json:"port"`
+			Served   int64  `json:"served"`
 		} `json:"instances"`
 	} `json:"workers"`
 }

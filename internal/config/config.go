@@ -89,8 +89,20 @@ type Discovery struct {
 // WorkerSettings are the effective settings of one worker.
 type WorkerSettings struct {
 	// Instances is how many copies of the worker serve at once, balanced by
-	// fewest requests in flight; each is replaced one at a time.
-	Instances            int
+	// fewest requests in flight; each is replaced one at a time. With
+	// autoscaling (MaxInstances > MinInstances) it is the count a worker
+	// starts with, which is always MinInstances.
+	Instances int
+	// MinInstances..MaxInstances is the autoscaling range; both equal
+	// Instances for a fixed count ("instances: N").
+	MinInstances int
+	MaxInstances int
+	// ScaleTargetInflight: a mean of this many requests in flight per
+	// serving instance (or more) makes an autoscaled worker grow.
+	ScaleTargetInflight int
+	// ScaleDownAfterMs: how long the mean must stay below half the target
+	// before one instance is removed.
+	ScaleDownAfterMs     int
 	GoMaxProcs           int
 	MaxRequests          int64
 	ReadTimeoutSeconds   int
@@ -110,6 +122,10 @@ type WorkerSettings struct {
 // keys present in the file) override; Env entries override key by key.
 type WorkerOverride struct {
 	Instances              *int
+	MinInstances           *int
+	MaxInstances           *int
+	ScaleTargetInflight    *int
+	ScaleDownAfterMs       *int
 	GoMaxProcs             *int
 	MaxRequests            *int64
 	ReadTimeoutSeconds     *int
@@ -176,6 +192,10 @@ type Binaries struct {
 func DefaultWorkerSettings() WorkerSettings {
 	return WorkerSettings{
 		Instances:              1,
+		MinInstances:           1,
+		MaxInstances:           1,
+		ScaleTargetInflight:    8,
+		ScaleDownAfterMs:       30000,
 		GoMaxProcs:             1,
 		MaxRequests:            0,
 		ReadTimeoutSeconds:     30,
@@ -290,7 +310,16 @@ func RouteHasPrefix(route, prefix string) bool {
 }
 
 func (o WorkerOverride) apply(s *WorkerSettings) {
-	setIf(&s.Instances, o.Instances)
+	// "instances: N" is the fixed range N..N; min_instances and
+	// max_instances each move one end of the inherited range.
+	if o.Instances != nil {
+		s.Instances, s.MinInstances, s.MaxInstances = *o.Instances, *o.Instances, *o.Instances
+	}
+	setIf(&s.MinInstances, o.MinInstances)
+	setIf(&s.MaxInstances, o.MaxInstances)
+	s.Instances = s.MinInstances
+	setIf(&s.ScaleTargetInflight, o.ScaleTargetInflight)
+	setIf(&s.ScaleDownAfterMs, o.ScaleDownAfterMs)
 	setIf(&s.GoMaxProcs, o.GoMaxProcs)
 	setIf(&s.MaxRequests, o.MaxRequests)
 	setIf(&s.ReadTimeoutSeconds, o.ReadTimeoutSeconds)
@@ -325,6 +354,10 @@ func (s WorkerSettings) clone() WorkerSettings {
 // empty one.
 func (a WorkerSettings) Equal(b WorkerSettings) bool {
 	return a.Instances == b.Instances &&
+		a.MinInstances == b.MinInstances &&
+		a.MaxInstances == b.MaxInstances &&
+		a.ScaleTargetInflight == b.ScaleTargetInflight &&
+		a.ScaleDownAfterMs == b.ScaleDownAfterMs &&
 		a.GoMaxProcs == b.GoMaxProcs &&
 		a.MaxRequests == b.MaxRequests &&
 		a.ReadTimeoutSeconds == b.ReadTimeoutSeconds &&
@@ -337,6 +370,38 @@ func (a WorkerSettings) Equal(b WorkerSettings) bool {
 		a.HealthFailureThreshold == b.HealthFailureThreshold &&
 		maps.Equal(a.Env, b.Env)
 }
+
+// EqualExceptScaling reports whether a and b differ at most in how many
+// instances run (instances, min_instances, max_instances and the autoscaling
+// keys): such a change resizes a worker without restarting it.
+func (a WorkerSettings) EqualExceptScaling(b WorkerSettings) bool {
+	a.Instances, a.MinInstances, a.MaxInstances = b.Instances, b.MinInstances, b.MaxInstances
+	a.ScaleTargetInflight, a.ScaleDownAfterMs = b.ScaleTargetInflight, b.ScaleDownAfterMs
+	return a.Equal(b)
+}
+
+// Autoscaled reports whether the instance count follows the load
+// (max_instances above min_instances).
+func (s WorkerSettings) Autoscaled() bool { return s.MaxInstances > s.MinInstances }
+
+// InstanceRange is the range the instance count stays in: min_instances..
+// max_instances when autoscaled, else instances..instances (never below 1).
+func (s WorkerSettings) InstanceRange() (lo, hi int) {
+	if !s.Autoscaled() {
+		n := max(s.Instances, 1)
+		return n, n
+	}
+	return max(s.MinInstances, 1), s.MaxInstances
+}
+
+// ClampInstances returns n moved into InstanceRange.
+func (s WorkerSettings) ClampInstances(n int) int {
+	lo, hi := s.InstanceRange()
+	return max(min(n, hi), lo)
+}
+
+// ScaleDownAfter is scale_down_after_ms as a duration.
+func (s WorkerSettings) ScaleDownAfter() time.Duration { return ms(s.ScaleDownAfterMs) }
 
 // ExpandedEnv returns s.Env with the per-worker variables (${WORKER_BASE},
 // ${WORKER_NAME}, ${WORKER_ROUTE}, ${WORKER_PORT}) expanded from vars.

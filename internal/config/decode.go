@@ -20,6 +20,9 @@ type fileDecoder struct {
 	anchors map[string]ast.Node
 	lines   map[string]int // dotted key path -> line of the key
 	merges  int
+	// defaults is what workers.default gave, for errors that name where a
+	// worker setting came from.
+	defaults WorkerOverride
 }
 
 // entry is one key of a mapping, after merge keys were applied.

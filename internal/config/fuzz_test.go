@@ -52,7 +52,9 @@ func FuzzLoad(f *testing.F) {
 				t.Fatalf("invalid paths key accepted: %q", k)
 			}
 			s := c.ForWorker(k)
-			if s.HealthFailureThreshold < 1 || s.HealthTimeoutMs < 1 || checkGoMemLimit(s.GoMemLimit) != "" {
+			if s.HealthFailureThreshold < 1 || s.HealthTimeoutMs < 1 || checkGoMemLimit(s.GoMemLimit) != "" ||
+				s.MinInstances < 1 || s.MaxInstances < s.MinInstances || s.MaxInstances > 64 || s.Instances != s.MinInstances ||
+				s.ScaleTargetInflight < 1 || s.ScaleDownAfterMs < 0 {
 				t.Fatalf("invalid settings for %q: %+v", k, s)
 			}
 			for name := range s.Env {

@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"regexp"
 	"slices"
 	"sort"
 	"strings"
@@ -142,8 +143,14 @@ workers:
     health_interval_ms: 12
     health_probe_timeout_ms: 13
     health_failure_threshold: 14
+    scale_target_inflight: 15
+    scale_down_after_ms: 16
   paths:
     "/api":
+      min_instances: 2
+      max_instances: 6
+      scale_target_inflight: 28
+      scale_down_after_ms: 29
       go_max_procs: 2
       max_requests: 5000
       read_timeout_seconds: 21
@@ -201,10 +208,11 @@ func fullWant() *Config {
 			RestartBackoffMaxMs: 4, RestartBackoffResetMs: 5, DrainTimeoutMs: 6,
 			TimestampCheck: TimestampCheck{Enabled: false, Trigger: "sighup"},
 			Discovery:      Discovery{Mode: "filesystem", WorkersDir: "apps2", IncludePatterns: []string{"*/src/main.go", "*/cmd/main.go"}},
-			Default: WorkerSettings{Instances: 3, GoMaxProcs: 4, MaxRequests: 100, ReadTimeoutSeconds: 7, WriteTimeoutSeconds: 8,
+			Default: WorkerSettings{Instances: 3, MinInstances: 3, MaxInstances: 3, ScaleTargetInflight: 15, ScaleDownAfterMs: 16, GoMaxProcs: 4, MaxRequests: 100, ReadTimeoutSeconds: 7, WriteTimeoutSeconds: 8,
 				IdleTimeoutSeconds: 9, GoMemLimit: "512MiB", Env: map[string]string{"A": "1", "B": "${WORKER_BASE}/x"},
 				HealthTimeoutMs: 11, HealthIntervalMs: 12, HealthProbeTimeoutMs: 13, HealthFailureThreshold: 14},
 			Paths: map[string]WorkerOverride{"/api": {
+				MinInstances: ptr(2), MaxInstances: ptr(6), ScaleTargetInflight: ptr(28), ScaleDownAfterMs: ptr(29),
 				GoMaxProcs: ptr(2), MaxRequests: ptr[int64](5000), ReadTimeoutSeconds: ptr(21), WriteTimeoutSeconds: ptr(22),
 				IdleTimeoutSeconds: ptr(23), GoMemLimit: ptr("1GiB"), Env: map[string]string{"C": "3"},
 				HealthTimeoutMs: ptr(24), HealthIntervalMs: ptr(25), HealthProbeTimeoutMs: ptr(26), HealthFailureThreshold: ptr(27)}},
@@ -313,7 +321,9 @@ func TestExamplesAndDocsCoverEveryKey(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		exKeys := keyPaths(t, string(ex))
+		// Keys that cannot be set next to a key the example sets
+		// (min_instances next to instances) are shown commented out, in place.
+		exKeys := keyPaths(t, uncommentKeys(string(ex)))
 		fullKeys := keyPaths(t, tc.full)
 		// The example shows env as {} and the /api override with two keys only;
 		// every key of default may be used there.
@@ -334,6 +344,13 @@ func TestExamplesAndDocsCoverEveryKey(t *testing.T) {
 		}
 	}
 }
+
+// uncommentKeys turns lines like "    # min_instances: 1" into keys.
+func uncommentKeys(src string) string {
+	return commentedKey.ReplaceAllString(src, "$1$2")
+}
+
+var commentedKey = regexp.MustCompile(`(?m)^( *)# ([a-z][a-z0-9_]*: [^ #]+)$`)
 
 func TestNullValueMeansDefault(t *testing.T) {
 	c := mustLoad(t, map[string]string{ServerFile: `server:

@@ -3,6 +3,8 @@ package config
 import (
 	"fmt"
 	"math"
+	"slices"
+	"strings"
 
 	"github.com/goccy/go-yaml/ast"
 )
@@ -32,7 +34,84 @@ func decodeServerFile(d *fileDecoder, c *Config, body ast.Node) error {
 		return d.errf(d.lineOf("server.port", "workers.port_range_start", "workers.port_range_end"),
 			"server.port %d lies inside the worker port range %d..%d", p, w.PortRangeStart, w.PortRangeEnd)
 	}
-	return nil
+	return d.checkInstanceRanges(c)
+}
+
+const maxInstances = 64
+
+// checkInstanceKeys rejects a mapping that gives a fixed count and a range.
+func (d *fileDecoder) checkInstanceKeys(p string, o WorkerOverride) error {
+	if o.Instances == nil || (o.MinInstances == nil && o.MaxInstances == nil) {
+		return nil
+	}
+	key := "min_instances"
+	if o.MinInstances == nil {
+		key = "max_instances"
+	}
+	return d.errf(d.lineOf(p+"."+key), "%s: instances (a fixed count) and %s (autoscaling) cannot both be set; use one or the other",
+		p, key)
+}
+
+// checkInstanceRanges checks min_instances <= max_instances in the settings
+// of every route a worker can have. Routes matched by the same set of
+// workers.paths keys share their settings, so it is enough to check
+// workers.default and each key taken as a route. A wrong range is reported
+// at the mapping that made it wrong (one that sets min_instances or
+// max_instances), naming where each end came from; of several, the one
+// first in the file.
+func (d *fileDecoder) checkInstanceRanges(c *Config) error {
+	type source struct{ min, max string } // key path each end came from; "" = built-in
+	from := func(p string, o WorkerOverride, src *source) {
+		if o.Instances != nil {
+			src.min, src.max = p+".instances", p+".instances"
+		}
+		if o.MinInstances != nil {
+			src.min = p + ".min_instances"
+		}
+		if o.MaxInstances != nil {
+			src.max = p + ".max_instances"
+		}
+	}
+	var bad error
+	badLine := 0
+	check := func(p string, o WorkerOverride, s WorkerSettings, src source) {
+		if (o.MinInstances == nil && o.MaxInstances == nil) || s.MinInstances <= s.MaxInstances {
+			return // a mapping without either key inherits a range checked where it was set
+		}
+		l := d.lineOf(p+".min_instances", p+".max_instances")
+		if bad != nil && l >= badLine {
+			return
+		}
+		note := func(at string) string {
+			switch {
+			case at == "":
+				return ", the default"
+			case strings.HasPrefix(at, p+"."):
+				return ""
+			}
+			return ", from " + at
+		}
+		bad, badLine = d.errf(l, "%s: min_instances (%d%s) must be <= max_instances (%d%s)",
+			p, s.MinInstances, note(src.min), s.MaxInstances, note(src.max)), l
+	}
+	var def source
+	from("workers.default", d.defaults, &def)
+	check("workers.default", d.defaults, c.Workers.Default, def)
+	for k, o := range c.Workers.Paths {
+		var keys []string
+		for pk := range c.Workers.Paths {
+			if RouteHasPrefix(k, pk) {
+				keys = append(keys, pk)
+			}
+		}
+		slices.SortFunc(keys, func(a, b string) int { return len(a) - len(b) })
+		src := def
+		for _, pk := range keys {
+			from(fmt.Sprintf("workers.paths[%q]", pk), c.Workers.Paths[pk], &src)
+		}
+		check(fmt.Sprintf("workers.paths[%q]", k), o, c.ForWorker(k), src)
+	}
+	return bad
 }
 
 func decodeDeploymentFile(d *fileDecoder, c *Config, body ast.Node) error {
@@ -127,6 +206,10 @@ func workersFields(w *Workers) map[string]fieldFunc {
 			if err := d.section(p, e, overrideFields(&o)); err != nil {
 				return err
 			}
+			if err := d.checkInstanceKeys(p, o); err != nil {
+				return err
+			}
+			d.defaults = o
 			o.apply(&w.Default)
 			return nil
 		},
@@ -151,6 +234,9 @@ func workersFields(w *Workers) map[string]fieldFunc {
 				if err := d.section(sp, sub, overrideFields(&o)); err != nil {
 					return err
 				}
+				if err := d.checkInstanceKeys(sp, o); err != nil {
+					return err
+				}
 				if w.Paths == nil {
 					w.Paths = map[string]WorkerOverride{}
 				}
@@ -163,7 +249,11 @@ func workersFields(w *Workers) map[string]fieldFunc {
 
 func overrideFields(o *WorkerOverride) map[string]fieldFunc {
 	return map[string]fieldFunc{
-		"instances":                optIntField(&o.Instances, 1, 64),
+		"instances":                optIntField(&o.Instances, 1, maxInstances),
+		"min_instances":            optIntField(&o.MinInstances, 1, maxInstances),
+		"max_instances":            optIntField(&o.MaxInstances, 1, maxInstances),
+		"scale_target_inflight":    optIntField(&o.ScaleTargetInflight, 1, maxInt32),
+		"scale_down_after_ms":      optIntField(&o.ScaleDownAfterMs, 0, maxInt32),
 		"go_max_procs":             optIntField(&o.GoMaxProcs, 0, maxInt32),
 		"max_requests":             optInt64Field(&o.MaxRequests, 0, math.MaxInt64),
 		"read_timeout_seconds":     optIntField(&o.ReadTimeoutSeconds, 0, maxInt32),

@@ -69,13 +69,13 @@ func (s *Supervisor) onReload(ev events.Reload) {
 				}
 				old := w.settings
 				w.settings = nws
-				others := old
-				others.Instances = nws.Instances
-				if !others.Equal(nws) {
+				w.scale = scaleState{}
+				n := nws.ClampInstances(len(w.slots)) // an autoscaled count stays if in range
+				if !old.EqualExceptScaling(nws) {
 					restart[name] = ReasonConfigChanged // the roll starts any new slot too
-					s.resizeWorker(w, nws.Instances, false, res, p)
+					s.resizeWorker(w, n, false, res, p)
 				} else {
-					s.resizeWorker(w, nws.Instances, true, res, p)
+					s.resizeWorker(w, n, true, res, p)
 				}
 			}
 			detail := "configuration reloaded"

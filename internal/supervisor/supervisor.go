@@ -111,6 +111,8 @@ type Supervisor struct {
 	killAt   time.Time // shutdown hard deadline
 	lastPort int
 
+	scaleTicker *time.Ticker // autoscaling samples (scale.go); nil when none autoscales
+
 	status atomic.Pointer[snapshot]
 }
 
@@ -126,9 +128,10 @@ type worker struct {
 	route    string
 	settings config.WorkerSettings
 	stamp    workerStamp
-	slots    []*slot // settings.Instances of them; each serves one instance
+	slots    []*slot // settings.Instances of them (autoscaled: min..max); each serves one instance
 	roll     *roll   // a replacement of every slot, one at a time
 	removed  bool
+	scale    scaleState // autoscaling (scale.go)
 }
 
 // slot is one of a worker's serving positions: its instance, the successor
@@ -283,6 +286,7 @@ func (s *Supervisor) Reload(ctx context.Context, source string) events.ReloadRes
 func (s *Supervisor) Run() error {
 	defer close(s.quit)
 	defer s.cancel()
+	defer s.stopScaler()
 	if err := s.recover(); err != nil {
 		return err
 	}
@@ -312,6 +316,9 @@ func (s *Supervisor) Run() error {
 			s.handle(ev)
 		case <-killTimer:
 			s.forceKill()
+		case now := <-s.scaleC():
+			s.onScaleTick(now)
+			s.publish()
 		}
 		if s.shutting {
 			if len(s.insts) == 0 {
@@ -340,7 +347,7 @@ func (s *Supervisor) workersDir() string {
 func (s *Supervisor) addWorker(f found) *worker {
 	route := proxy.WorkerRoute(f.name)
 	w := &worker{f: f, route: route, settings: s.cfg.ForWorker(route), stamp: f.stamp}
-	w.resize(w.settings.Instances)
+	w.resize(w.settings.ClampInstances(w.settings.Instances))
 	s.workers[f.name] = w
 	return w
 }
