@@ -5,7 +5,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -104,6 +106,43 @@ func BenchmarkDevReload(b *testing.B) {
 	b.ReportMetric(float64(mb.Milliseconds()), "gobuild-ms-median")
 	b.ReportMetric(float64((mr - mb).Milliseconds()), "overhead-ms")
 	b.ReportMetric(float64(failed), "failed-requests")
+	// The server's own view: how long its builds took, and save → serving.
+	if builtMs, swapMs := devTimings(s.logs.String()); len(builtMs) > 0 && len(swapMs) > 0 {
+		mBuilt, mSwap := medianF(builtMs), medianF(swapMs)
+		b.ReportMetric(mBuilt, "server-build-ms-median")
+		b.ReportMetric(mSwap-mBuilt, "server-beyond-build-ms")
+		b.Logf("server log: build median %.0f ms, save → serving median %.0f ms (%d builds, %d swaps)", mBuilt, mSwap, len(builtMs), len(swapMs))
+	}
 	b.Logf("%d edits: reload median %v, bare go build median %v (overhead %v, paired median %v); load: %d ok, %d failed %v",
 		len(reloads), mr, mb, mr-mb, md, ok, failed, errs)
+}
+
+var (
+	ansiCodes   = regexp.MustCompile("\x1b\\[[0-9;]*m")
+	builtTook   = regexp.MustCompile(`\bbuilt took=([0-9.]+)`)
+	swapSinceMs = regexp.MustCompile(`swapped: new code serving.*since_change=([0-9.]+)`)
+)
+
+// devTimings reads the dev server's console log: the duration of every
+// build it swapped in ("built took=MS") and every save → serving time
+// ("swapped … since_change=MS"), in milliseconds.
+func devTimings(log string) (built, swapped []float64) {
+	log = ansiCodes.ReplaceAllString(log, "")
+	for _, m := range builtTook.FindAllStringSubmatch(log, -1) {
+		if v, err := strconv.ParseFloat(m[1], 64); err == nil {
+			built = append(built, v)
+		}
+	}
+	for _, m := range swapSinceMs.FindAllStringSubmatch(log, -1) {
+		if v, err := strconv.ParseFloat(m[1], 64); err == nil {
+			swapped = append(swapped, v)
+		}
+	}
+	return built, swapped
+}
+
+func medianF(v []float64) float64 {
+	c := append([]float64(nil), v...)
+	sort.Float64s(c)
+	return c[len(c)/2]
 }
