@@ -57,17 +57,13 @@ func BenchmarkDevReload(b *testing.B) {
 		builds = append(builds, time.Since(t0))
 
 		v := fmt.Sprintf("r%d-%d", i+1, time.Now().UnixNano())
+		seen := l.await(v + " ")
 		t1 := time.Now()
 		writeFile(b, src, edit(v))
-		deadline := t1.Add(60 * time.Second)
-		for {
-			if body, _ := l.last.Load().(string); strings.HasPrefix(body, v+" ") {
-				break
-			}
-			if time.Now().After(deadline) {
-				b.Fatalf("edit %d not served within 60s", i)
-			}
-			time.Sleep(time.Millisecond) // polling the load's last response
+		select {
+		case <-seen:
+		case <-time.After(60 * time.Second):
+			b.Fatalf("edit %d not served within 60s", i)
 		}
 		reloads = append(reloads, time.Since(t1))
 		windows = append(windows, window{t1, time.Now()})

@@ -337,6 +337,23 @@ type load struct {
 	stop       chan struct{}
 	wg         sync.WaitGroup
 	last       atomic.Value // last body seen
+	watch      atomic.Pointer[bodyWatch]
+}
+
+// bodyWatch is closed by the first response whose body starts with prefix.
+type bodyWatch struct {
+	prefix string
+	seen   chan struct{}
+	once   sync.Once
+}
+
+// await returns a channel closed as soon as a load client gets a 200 whose
+// body starts with prefix (without polling, so waiting costs no CPU).
+// It replaces any earlier watch.
+func (l *load) await(prefix string) <-chan struct{} {
+	w := &bodyWatch{prefix: prefix, seen: make(chan struct{})}
+	l.watch.Store(w)
+	return w.seen
 }
 
 func startLoad(url string, n int, maxRequests int64, maxDur time.Duration) *load {
@@ -374,6 +391,9 @@ func startLoad(url string, n int, maxRequests int64, maxDur time.Duration) *load
 				}
 				l.ok.Add(1)
 				l.last.Store(string(b))
+				if w := l.watch.Load(); w != nil && strings.HasPrefix(string(b), w.prefix) {
+					w.once.Do(func() { close(w.seen) })
+				}
 			}
 		}()
 	}
