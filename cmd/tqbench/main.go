@@ -410,26 +410,25 @@ func (b *bench) restart(rep *report, srv *server) error {
 // replace installs bin as the index worker (temp file + rename), sends
 // SIGHUP, waits until the proxy answers with want, then until the old
 // instance has drained and stopped.
+//
+// It observes as lightly as it can, since it runs inside the measured
+// window: the load's own responses tell when the new binary serves, and the
+// admin socket (no process start) when the old instance is gone.
 func (b *bench) replace(srv *server, bin, want string) error {
+	seen := awaitBody(want)
+	defer bodyWatch.Store(nil)
 	if err := installWorker(srv.root, "index", bin); err != nil {
 		return err
 	}
 	if err := syscall.Kill(srv.pid(), syscall.SIGHUP); err != nil {
 		return err
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		body, err := get(srv.listen, "/")
-		if err == nil && strings.HasPrefix(body, want) {
-			break
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("responses did not come from the new binary within 30s (last: %q %v)", body, err)
-		}
-		time.Sleep(5 * time.Millisecond)
+	select {
+	case <-seen:
+	case <-time.After(30 * time.Second):
+		return fmt.Errorf("responses did not come from the new binary (%q) within 30s", want)
 	}
-	_, err := srv.waitSteady(1, 30*time.Second)
-	return err
+	return srv.waitSteadySocket(1, 30*time.Second)
 }
 
 func workerNames(n int) []string {

@@ -224,6 +224,59 @@ func (s *server) status() (*statusJSON, error) {
 	return &st, nil
 }
 
+// socketStatus reads the status over the server's admin socket
+// (var/tqserver.sock, GET /v1/status): what `tqserver status --json` prints,
+// without starting a process. The restart test polls it while measuring, so
+// the observer costs a local round trip, not a process start.
+func (s *server) socketStatus() (*statusJSON, error) {
+	sock := filepath.Join(s.root, "var", "tqserver.sock")
+	c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", sock)
+		},
+		DisableKeepAlives: true,
+	}}
+	resp, err := c.Get("http://tqserver/v1/status")
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("GET /v1/status: status %d", resp.StatusCode)
+	}
+	var st statusJSON
+	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+		return nil, fmt.Errorf("GET /v1/status: %w", err)
+	}
+	st.Running = true // the server answered
+	return &st, nil
+}
+
+// waitSteadySocket is waitSteady over the admin socket, polling every 20 ms.
+func (s *server) waitSteadySocket(want int, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	last := "no answer"
+	for time.Now().Before(deadline) {
+		select {
+		case <-s.exited:
+			return fmt.Errorf("tqserver exited: %s", s.logTail())
+		default:
+		}
+		st, err := s.socketStatus()
+		if err == nil && st.healthy() == want {
+			return nil
+		}
+		if err != nil {
+			last = err.Error()
+		} else {
+			last = fmt.Sprintf("%d of %d workers healthy", st.healthy(), want)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return fmt.Errorf("not steady after %s: %s", timeout, last)
+}
+
 // healthy counts workers with exactly one instance, healthy: the steady state.
 func (st *statusJSON) healthy() int {
 	n := 0
