@@ -126,6 +126,14 @@ func (b *Backend) closeIdle() {
 	}
 }
 
+// IdleConns is how many keep-alive connections to b are parked in its pool.
+func (b *Backend) IdleConns() int {
+	if p := b.conns.Load(); p != nil {
+		return len(p.idle)
+	}
+	return 0
+}
+
 // Warm opens up to n keep-alive connections to b and parks them in its
 // pool, so the first requests after a swap do not each pay for a dial (a
 // burst of dials is what makes p99 jump when traffic moves to a fresh

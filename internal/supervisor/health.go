@@ -44,13 +44,15 @@ func checkHealth(ctx context.Context, port int, timeout time.Duration) error {
 // and slows down after half a second, so a quick worker is serving within
 // milliseconds.
 func (s *Supervisor) healthGate(ctx context.Context, name string, port int, ws config.WorkerSettings, delay time.Duration) {
+	s.gates.Add(1)
+	defer s.gates.Add(-1)
 	timeout := time.Duration(ws.HealthTimeoutMs) * time.Millisecond
 	deadline := time.Now().Add(timeout)
 	probeTimeout := time.Duration(ws.HealthProbeTimeoutMs) * time.Millisecond
 	if probeTimeout <= 0 {
 		probeTimeout = time.Second
 	}
-	wait := 5 * time.Millisecond
+	wait := s.fastPoll()
 	if delay > 0 && delay < timeout {
 		wait = delay
 	}
@@ -78,10 +80,11 @@ func (s *Supervisor) healthGate(ctx context.Context, name string, port int, ws c
 		// Every 5 ms for the first half second (a Go worker is usually up
 		// within tens of ms, and each ms here is a ms of hot-swap latency),
 		// then slowing down to 100 ms for slow starters.
+		fast := s.fastPoll()
 		if time.Until(deadline) < timeout-500*time.Millisecond {
-			wait = min(max(wait*3/2, 5*time.Millisecond), 100*time.Millisecond)
+			wait = max(min(max(wait*3/2, fast), 100*time.Millisecond), fast)
 		} else {
-			wait = 5 * time.Millisecond
+			wait = fast
 		}
 	}
 	detail := fmt.Sprintf("not healthy within %s", timeout)
@@ -89,6 +92,15 @@ func (s *Supervisor) healthGate(ctx context.Context, name string, port int, ws c
 		detail += ": " + lastErr.Error()
 	}
 	s.Send(events.HealthTimeout{Instance: name, Detail: detail})
+}
+
+// fastPoll is the health gate's polling interval while an instance is new:
+// 5 ms, stretched by 0.5 ms per gate running at once (up to 500 ms), so a
+// thousand instances starting together make about 2,000 probes a second,
+// not 200,000 — which would slow the very starts they wait for.
+func (s *Supervisor) fastPoll() time.Duration {
+	n := time.Duration(s.gates.Load())
+	return min(max(5*time.Millisecond, n*500*time.Microsecond), 500*time.Millisecond)
 }
 
 // probe checks a healthy instance every health_interval_ms and reports

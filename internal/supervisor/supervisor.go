@@ -114,6 +114,7 @@ type Supervisor struct {
 	scaleTicker *time.Ticker // autoscaling samples (scale.go); nil when none autoscales
 
 	status atomic.Pointer[snapshot]
+	gates  atomic.Int32 // health gates running (health.go)
 }
 
 // snapshot is what readers see: the status as of the last event, plus the
@@ -564,10 +565,16 @@ func (s *Supervisor) onHealthOK(ev events.HealthOK) {
 	}
 	inst.healthyAt = time.Now()
 	inst.backend = proxy.NewBackend(w.f.name, inst.name, fmt.Sprintf("127.0.0.1:%d", inst.port), w.settings.MaxRequests)
-	// Open keep-alive connections before traffic moves, so the swap does not
-	// turn into a burst of dials (bounded: a few ms on loopback).
-	inst.backend.Warm(warmConns, 50*time.Millisecond)
 	old := sl.current
+	// Open keep-alive connections before traffic moves, so the swap does not
+	// turn into a burst of dials (bounded: a few ms on loopback) — as many as
+	// the predecessor uses, at most warmConns: an idle worker gets none, so
+	// a thousand of them do not hold 32,000 idle sockets.
+	if old != nil && old.backend != nil {
+		if n := min(warmConns, old.backend.IdleConns()+int(old.backend.Inflight())); n > 0 {
+			inst.backend.Warm(n, 50*time.Millisecond)
+		}
+	}
 	sl.current = inst
 	if sl.next == inst {
 		sl.next = nil
