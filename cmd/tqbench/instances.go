@@ -155,25 +155,8 @@ func (st *statusJSON) served(name string) map[string]int64 {
 // waitInstances polls status until the worker serves with exactly want
 // healthy instances and nothing starting or draining.
 func (s *server) waitInstances(name string, want int, timeout time.Duration) (*statusJSON, error) {
-	deadline := time.Now().Add(timeout)
-	last := "no answer"
-	for time.Now().Before(deadline) {
-		select {
-		case <-s.exited:
-			return nil, fmt.Errorf("tqserver exited: %s", s.logTail())
-		default:
-		}
-		st, err := s.status()
-		if err == nil {
-			h, other := st.instancesOf(name)
-			if st.Running && h == want && other == 0 {
-				return st, nil
-			}
-			last = fmt.Sprintf("%d healthy, %d other instances of %s", h, other, name)
-		} else {
-			last = err.Error()
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	return nil, fmt.Errorf("not %d instances after %s: %s", want, timeout, last)
+	return s.pollStatus(s.status, 50*time.Millisecond, timeout, func(st *statusJSON) (bool, string) {
+		h, other := st.instancesOf(name)
+		return st.Running && h == want && other == 0, fmt.Sprintf("%d healthy, %d other instances of %s", h, other, name)
+	})
 }

@@ -229,15 +229,7 @@ func (s *server) status() (*statusJSON, error) {
 // without starting a process. The restart test polls it while measuring, so
 // the observer costs a local round trip, not a process start.
 func (s *server) socketStatus() (*statusJSON, error) {
-	sock := filepath.Join(s.root, "var", "tqserver.sock")
-	c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", sock)
-		},
-		DisableKeepAlives: true,
-	}}
-	resp, err := c.Get("http://tqserver/v1/status")
+	resp, err := adminClient(s.root, 10*time.Second).Get("http://tqserver/v1/status")
 	if err != nil {
 		return nil, err
 	}
@@ -253,28 +245,44 @@ func (s *server) socketStatus() (*statusJSON, error) {
 	return &st, nil
 }
 
-// waitSteadySocket is waitSteady over the admin socket, polling every 20 ms.
-func (s *server) waitSteadySocket(want int, timeout time.Duration) error {
+// pollStatus reads the status with read every interval until done accepts
+// it (done also says, when not, what it saw), the server exits, or timeout.
+func (s *server) pollStatus(read func() (*statusJSON, error), interval, timeout time.Duration,
+	done func(*statusJSON) (bool, string)) (*statusJSON, error) {
 	deadline := time.Now().Add(timeout)
 	last := "no answer"
 	for time.Now().Before(deadline) {
 		select {
 		case <-s.exited:
-			return fmt.Errorf("tqserver exited: %s", s.logTail())
+			return nil, fmt.Errorf("tqserver exited: %s", s.logTail())
 		default:
 		}
-		st, err := s.socketStatus()
-		if err == nil && st.healthy() == want {
-			return nil
-		}
+		st, err := read()
 		if err != nil {
 			last = err.Error()
+		} else if ok, seen := done(st); ok {
+			return st, nil
 		} else {
-			last = fmt.Sprintf("%d of %d workers healthy", st.healthy(), want)
+			last = seen
 		}
-		time.Sleep(20 * time.Millisecond)
+		time.Sleep(interval)
 	}
-	return fmt.Errorf("not steady after %s: %s", timeout, last)
+	return nil, fmt.Errorf("not ready after %s: %s", timeout, last)
+}
+
+// steady accepts a running server whose want workers each have one healthy
+// instance.
+func steady(want int) func(*statusJSON) (bool, string) {
+	return func(st *statusJSON) (bool, string) {
+		h := st.healthy()
+		return st.Running && h == want, fmt.Sprintf("%d of %d workers healthy", h, want)
+	}
+}
+
+// waitSteadySocket is waitSteady over the admin socket, polling every 20 ms.
+func (s *server) waitSteadySocket(want int, timeout time.Duration) error {
+	_, err := s.pollStatus(s.socketStatus, 20*time.Millisecond, timeout, steady(want))
+	return err
 }
 
 // healthy counts workers with exactly one instance, healthy: the steady state.
@@ -291,26 +299,7 @@ func (st *statusJSON) healthy() int {
 // waitSteady polls status until the server runs and want workers each have
 // one healthy instance.
 func (s *server) waitSteady(want int, timeout time.Duration) (*statusJSON, error) {
-	deadline := time.Now().Add(timeout)
-	last := "no answer"
-	for time.Now().Before(deadline) {
-		select {
-		case <-s.exited:
-			return nil, fmt.Errorf("tqserver exited: %s", s.logTail())
-		default:
-		}
-		st, err := s.status()
-		if err == nil && st.Running && st.healthy() == want {
-			return st, nil
-		}
-		if err != nil {
-			last = err.Error()
-		} else {
-			last = fmt.Sprintf("%d of %d workers healthy", st.healthy(), want)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-	return nil, fmt.Errorf("not ready after %s: %s", timeout, last)
+	return s.pollStatus(s.status, 200*time.Millisecond, timeout, steady(want))
 }
 
 // workerPort is the port of the named worker's healthy instance.
@@ -348,18 +337,24 @@ func rssMiB(pid int) (float64, error) {
 	return 0, errors.New("no VmRSS")
 }
 
-// adminReload posts a reload to the server's admin socket (what `tqserver
-// reload` does, without starting a process) and returns how long the
-// server took to answer.
-func adminReload(root string) (time.Duration, error) {
+// adminClient talks HTTP to the server's admin socket (var/tqserver.sock).
+func adminClient(root string, timeout time.Duration) *http.Client {
 	sock := filepath.Join(root, "var", "tqserver.sock")
-	c := &http.Client{Timeout: 60 * time.Second, Transport: &http.Transport{
+	return &http.Client{Timeout: timeout, Transport: &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			var d net.Dialer
 			return d.DialContext(ctx, "unix", sock)
 		},
 		DisableKeepAlives: true,
 	}}
+}
+
+// adminReload posts a reload to the server's admin socket (what `tqserver
+// reload` does, without starting a process) and returns how long the
+// server took to answer.
+func adminReload(root string) (time.Duration, error) {
+	sock := filepath.Join(root, "var", "tqserver.sock")
+	c := adminClient(root, 60*time.Second)
 	// Connect before timing, so the figure is the check, not the dial.
 	conn, err := net.DialTimeout("unix", sock, time.Second)
 	if err != nil {
