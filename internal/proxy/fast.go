@@ -404,16 +404,7 @@ func writeRequestHead(bw *bufio.Writer, r *http.Request, hasBody bool) {
 	} else {
 		bw.WriteString("\r\nX-Forwarded-Proto: http\r\n")
 	}
-	switch {
-	case hasBody && r.ContentLength > 0:
-		bw.WriteString("Content-Length: ")
-		bw.Write(strconv.AppendInt(bw.AvailableBuffer(), r.ContentLength, 10))
-		bw.WriteString("\r\n")
-	case hasBody:
-		bw.WriteString("Transfer-Encoding: chunked\r\n")
-	case r.Method == http.MethodPost || r.Method == http.MethodPut || r.Method == http.MethodPatch:
-		bw.WriteString("Content-Length: 0\r\n")
-	}
+	writeFraming(bw, hasBody, r.ContentLength, r.Method)
 	bw.WriteString("\r\n")
 }
 
@@ -980,4 +971,20 @@ func parseChunkSize(line []byte) (int64, error) {
 		n = n<<4 | int64(d)
 	}
 	return n, nil
+}
+
+// writeFraming writes the request body's framing header: its length when
+// known, chunked when not, and an explicit zero length for a bodyless POST,
+// PUT or PATCH (as net/http's client does). Both request writers use it.
+func writeFraming(bw *bufio.Writer, hasBody bool, length int64, method string) {
+	switch {
+	case hasBody && length > 0:
+		bw.WriteString("Content-Length: ")
+		bw.Write(strconv.AppendInt(bw.AvailableBuffer(), length, 10))
+		bw.WriteString("\r\n")
+	case hasBody:
+		bw.WriteString("Transfer-Encoding: chunked\r\n")
+	case method == http.MethodPost || method == http.MethodPut || method == http.MethodPatch:
+		bw.WriteString("Content-Length: 0\r\n")
+	}
 }

@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"bufio"
-	"strconv"
 )
 
 // The front's request-head parser. It accepts only what it can forward
@@ -411,15 +410,6 @@ func writeFrontRequestHead(bw *bufio.Writer, r *frontReq, xff []byte, hasBody bo
 	bw.WriteString("X-Forwarded-Host: ")
 	bw.Write(r.host)
 	bw.WriteString("\r\nX-Forwarded-Proto: http\r\n")
-	switch {
-	case hasBody && r.length > 0:
-		bw.WriteString("Content-Length: ")
-		bw.Write(strconv.AppendInt(bw.AvailableBuffer(), r.length, 10))
-		bw.WriteString("\r\n")
-	case hasBody:
-		bw.WriteString("Transfer-Encoding: chunked\r\n")
-	case r.method == "POST" || r.method == "PUT" || r.method == "PATCH":
-		bw.WriteString("Content-Length: 0\r\n")
-	}
+	writeFraming(bw, hasBody, r.length, r.method)
 	bw.WriteString("\r\n")
 }
