@@ -112,10 +112,15 @@ func load(addr, path string, conns int, maxDur time.Duration, stop <-chan struct
 	return loadPhased(addr, path, conns, maxDur, stop, nil)[0]
 }
 
+// phases is how many phases loadPhased tells apart: steady, and the two
+// halves of a restart (before and after the new instance takes traffic).
+const phases = 3
+
 // loadPhased is load with every request counted in the result of the phase
-// (0 or 1) that *phase held when the request was sent; nil means phase 0.
-// Elapsed is only set on the phase-0 result, as the whole run's length.
-func loadPhased(addr, path string, conns int, maxDur time.Duration, stop <-chan struct{}, phase *atomic.Int32) [2]*result {
+// (0 to phases-1) that *phase held when the request was sent; nil means
+// phase 0. Elapsed is only set on the phase-0 result, as the whole run's
+// length.
+func loadPhased(addr, path string, conns int, maxDur time.Duration, stop <-chan struct{}, phase *atomic.Int32) [phases]*result {
 	req := []byte("GET " + path + " HTTP/1.1\r\nHost: " + addr + "\r\nUser-Agent: tqbench\r\n\r\n")
 	deadline := time.Now().Add(maxDur)
 	var done atomic.Bool
@@ -133,22 +138,22 @@ func loadPhased(addr, path string, conns int, maxDur time.Duration, stop <-chan 
 	if phase == nil {
 		phase = new(atomic.Int32)
 	}
-	parts := make([][2]*result, conns)
+	parts := make([][phases]*result, conns)
 	var wg sync.WaitGroup
 	start := time.Now()
 	for c := range conns {
-		rs := [2]*result{{}, {}}
+		rs := [phases]*result{{}, {}, {}}
 		parts[c] = rs
 		wg.Go(func() { runConn(addr, req, deadline, &done, phase, rs) })
 	}
 	wg.Wait()
-	total := [2]*result{{}, {}}
+	total := [phases]*result{{}, {}, {}}
 	for _, p := range parts {
-		total[0].add(p[0])
-		total[1].add(p[1])
+		for i := range phases {
+			total[i].add(p[i])
+		}
 	}
 	total[0].elapsed = time.Since(start)
-	total[1].elapsed = 0
 	return total
 }
 
@@ -158,19 +163,22 @@ func loadPhased(addr, path string, conns int, maxDur time.Duration, stop <-chan 
 var bodyWatch atomic.Pointer[watch]
 
 type watch struct {
-	want []byte
-	seen chan struct{}
-	once sync.Once
+	want   []byte
+	seen   chan struct{}
+	once   sync.Once
+	onSeen func() // run once, by the load client that saw want first
 }
 
-// awaitBody installs a watch for want and returns its channel.
-func awaitBody(want string) <-chan struct{} {
-	w := &watch{want: []byte(want), seen: make(chan struct{})}
+// awaitBody installs a watch for want and returns its channel. onSeen, when
+// not nil, runs in the load client that first sees want, before the channel
+// closes: it can switch the load's phase without a scheduling delay.
+func awaitBody(want string, onSeen func()) <-chan struct{} {
+	w := &watch{want: []byte(want), seen: make(chan struct{}), onSeen: onSeen}
 	bodyWatch.Store(w)
 	return w.seen
 }
 
-func runConn(addr string, req []byte, deadline time.Time, done *atomic.Bool, phase *atomic.Int32, rs [2]*result) {
+func runConn(addr string, req []byte, deadline time.Time, done *atomic.Bool, phase *atomic.Int32, rs [phases]*result) {
 	r := rs[0]
 	var conn net.Conn
 	var br *bufio.Reader
@@ -190,7 +198,7 @@ func runConn(addr string, req []byte, deadline time.Time, done *atomic.Bool, pha
 		}
 	}()
 	for !done.Load() {
-		r = rs[phase.Load()&1]
+		r = rs[min(uint32(phase.Load()), phases-1)]
 		if conn == nil {
 			c, err := net.DialTimeout("tcp", addr, 2*time.Second)
 			if err != nil {
@@ -228,7 +236,12 @@ func runConn(addr string, req []byte, deadline time.Time, done *atomic.Bool, pha
 			continue
 		}
 		if w := bodyWatch.Load(); w != nil && bytes.HasPrefix(head[:n], w.want) {
-			w.once.Do(func() { close(w.seen) })
+			w.once.Do(func() {
+				if w.onSeen != nil {
+					w.onSeen()
+				}
+				close(w.seen)
+			})
 		}
 		r.ok++
 		r.h.record(lat)

@@ -49,24 +49,31 @@ type options struct {
 // report is the -json output. Figures that could not be measured (nginx
 // missing, a part disabled by its flag) are null.
 type report struct {
-	ProxyRPS              float64  `json:"proxy_rps"`
-	DirectRPS             float64  `json:"direct_rps"`
-	NginxRPS              *float64 `json:"nginx_rps"`
-	ProxyP50              float64  `json:"proxy_p50_ms"`
-	ProxyP99              float64  `json:"proxy_p99_ms"`
-	DirectP50             float64  `json:"direct_p50_ms"`
-	DirectP99             float64  `json:"direct_p99_ms"`
-	NginxP50              *float64 `json:"nginx_p50_ms"`
-	NginxP99              *float64 `json:"nginx_p99_ms"`
-	ProxyOverDirect       float64  `json:"proxy_over_direct"`
-	ProxyOverNginx        *float64 `json:"proxy_over_nginx"`
-	LoadFailedRequests    uint64   `json:"load_failed_requests"`
-	RestartFailed         *uint64  `json:"restart_failed_requests"`
-	RestartRequests       *uint64  `json:"restart_requests"`
-	Restarts              int      `json:"restarts"`
-	SteadyP99             *float64 `json:"steady_p99_ms"`
-	RestartP99            *float64 `json:"restart_p99_ms"`
-	RestartP99OverSteady  *float64 `json:"restart_p99_over_steady_p99"`
+	ProxyRPS             float64  `json:"proxy_rps"`
+	DirectRPS            float64  `json:"direct_rps"`
+	NginxRPS             *float64 `json:"nginx_rps"`
+	ProxyP50             float64  `json:"proxy_p50_ms"`
+	ProxyP99             float64  `json:"proxy_p99_ms"`
+	DirectP50            float64  `json:"direct_p50_ms"`
+	DirectP99            float64  `json:"direct_p99_ms"`
+	NginxP50             *float64 `json:"nginx_p50_ms"`
+	NginxP99             *float64 `json:"nginx_p99_ms"`
+	ProxyOverDirect      float64  `json:"proxy_over_direct"`
+	ProxyOverNginx       *float64 `json:"proxy_over_nginx"`
+	LoadFailedRequests   uint64   `json:"load_failed_requests"`
+	RestartFailed        *uint64  `json:"restart_failed_requests"`
+	RestartRequests      *uint64  `json:"restart_requests"`
+	Restarts             int      `json:"restarts"`
+	SteadyP99            *float64 `json:"steady_p99_ms"`
+	RestartP99           *float64 `json:"restart_p99_ms"`
+	RestartP99OverSteady *float64 `json:"restart_p99_over_steady_p99"`
+	// The restart window split where the new instance first answers: before
+	// (install, SIGHUP, start, health gate) and after (traffic on the new
+	// instance while the old one drains and stops).
+	BeforeSwapP99         *float64 `json:"restart_before_swap_p99_ms"`
+	AfterSwapP99          *float64 `json:"restart_after_swap_p99_ms"`
+	BeforeSwapRequests    *uint64  `json:"restart_before_swap_requests"`
+	AfterSwapRequests     *uint64  `json:"restart_after_swap_requests"`
 	RSS20                 *float64 `json:"rss_mib_20"`
 	RSS200                *float64 `json:"rss_mib_200"`
 	RSSWorkersSmall       int      `json:"rss_workers_small"`
@@ -366,7 +373,7 @@ func (b *bench) restart(rep *report, srv *server) error {
 	steadyDur := min(o.duration, time.Second)
 	var phase atomic.Int32
 	stop := make(chan struct{})
-	resc := make(chan [2]*result, 1)
+	resc := make(chan [phases]*result, 1)
 	// Bounded: each replacement gives up after 60 s.
 	maxDur := time.Duration(o.restarts)*(steadyDur+60*time.Second) + 10*time.Second
 	go func() { resc <- loadPhased(srv.listen, "/", o.conns, maxDur, stop, &phase) }()
@@ -377,7 +384,7 @@ func (b *bench) restart(rep *report, srv *server) error {
 		time.Sleep(steadyDur)
 		phase.Store(1)
 		t0 := time.Now()
-		if err := b.replace(srv, bins[(i+1)%2], fmt.Sprintf("hello v%d", (i+1)%2+1)); err != nil {
+		if err := b.replace(srv, bins[(i+1)%2], fmt.Sprintf("hello v%d", (i+1)%2+1), func() { phase.Store(2) }); err != nil {
 			rerr = fmt.Errorf("restart %d: %w", i+1, err)
 			break
 		}
@@ -389,8 +396,15 @@ func (b *bench) restart(rep *report, srv *server) error {
 	if rerr != nil {
 		return rerr
 	}
-	steady, res := rs[0], rs[1]
+	steady, before, after := rs[0], rs[1], rs[2]
+	res := &result{}
+	res.add(before)
+	res.add(after)
 	sp99, rp99 := steady.h.quantileMs(0.99), res.h.quantileMs(0.99)
+	bp99, ap99 := before.h.quantileMs(0.99), after.h.quantileMs(0.99)
+	bn, an := before.ok+before.failed, after.ok+after.failed
+	rep.BeforeSwapP99, rep.AfterSwapP99 = &bp99, &ap99
+	rep.BeforeSwapRequests, rep.AfterSwapRequests = &bn, &an
 	total := res.ok + res.failed
 	rep.SteadyP99, rep.RestartP99 = &sp99, &rp99
 	rep.RestartRequests, rep.RestartFailed = &total, &res.failed
@@ -408,14 +422,15 @@ func (b *bench) restart(rep *report, srv *server) error {
 }
 
 // replace installs bin as the index worker (temp file + rename), sends
-// SIGHUP, waits until the proxy answers with want, then until the old
-// instance has drained and stopped.
+// SIGHUP, waits until the proxy answers with want (running onSeen in the
+// load client that sees it first), then until the old instance has drained
+// and stopped.
 //
 // It observes as lightly as it can, since it runs inside the measured
 // window: the load's own responses tell when the new binary serves, and the
 // admin socket (no process start) when the old instance is gone.
-func (b *bench) replace(srv *server, bin, want string) error {
-	seen := awaitBody(want)
+func (b *bench) replace(srv *server, bin, want string, onSeen func()) error {
+	seen := awaitBody(want, onSeen)
 	defer bodyWatch.Store(nil)
 	if err := installWorker(srv.root, "index", bin); err != nil {
 		return err
@@ -615,6 +630,9 @@ func printTable(w io.Writer, r *report) {
 	if r.RestartRequests != nil {
 		fmt.Fprintf(tw, "restarts under load\t%d restarts, %d requests, %d failed\n", r.Restarts, *r.RestartRequests, *r.RestartFailed)
 		fmt.Fprintf(tw, "p99 steady / restarting\t%.3f ms / %.3f ms (%.2fx)\n", *r.SteadyP99, *r.RestartP99, derefOr(r.RestartP99OverSteady))
+		if r.BeforeSwapP99 != nil {
+			fmt.Fprintf(tw, "p99 before / after swap\t%.3f ms (%d requests) / %.3f ms (%d requests)\n", *r.BeforeSwapP99, *r.BeforeSwapRequests, *r.AfterSwapP99, *r.AfterSwapRequests)
+		}
 	}
 	if r.Instances > 0 {
 		fmt.Fprintf(tw, "CPU-bound worker (go_max_procs 1, /work?n=%d)\t1 instance %.0f req/s (p99 %.1f ms), %d instances %.0f req/s (p99 %.1f ms, %.2fx), autoscaled 1..%d %.0f req/s (p99 %.1f ms, %.2fx; %s instances at the end, scaled up in %s ms); %d failed\n",

@@ -2,7 +2,10 @@ package proxy
 
 import (
 	"bufio"
+	"io"
 	"net"
+	"net/http"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -134,21 +137,60 @@ func (b *Backend) IdleConns() int {
 	return 0
 }
 
-// Warm opens up to n keep-alive connections to b and parks them in its
-// pool, so the first requests after a swap do not each pay for a dial (a
-// burst of dials is what makes p99 jump when traffic moves to a fresh
-// instance). It stops at the first failure or when timeout passes, and
-// returns how many it opened.
-func (b *Backend) Warm(n int, timeout time.Duration) int {
+// Warm opens up to n keep-alive connections to b, sends GET path over each
+// (all at once), and parks those that answered in its pool, so the first
+// requests after a swap neither pay for a dial nor find a fresh process
+// whose connections have never served (a burst of dials and first requests
+// is what makes p99 jump when traffic moves to a new instance). It gives up
+// at timeout and returns how many connections it parked.
+func (b *Backend) Warm(n int, path string, timeout time.Duration) int {
 	deadline := time.Now().Add(timeout)
 	d := net.Dialer{Deadline: deadline, KeepAlive: 30 * time.Second}
-	opened := 0
-	for ; opened < n && time.Now().Before(deadline); opened++ {
+	req := []byte(strings.Repeat("GET "+path+" HTTP/1.1\r\nHost: "+b.Addr+"\r\nUser-Agent: tqserver-warm\r\n\r\n", WarmRounds))
+	conns := make([]*workerConn, 0, n)
+	for len(conns) < n && time.Now().Before(deadline) {
 		c, err := d.Dial("tcp", b.Addr)
 		if err != nil {
 			break
 		}
-		b.putConn(newWorkerConn(c))
+		c.SetDeadline(deadline)
+		if _, err := c.Write(req); err != nil {
+			c.Close()
+			break
+		}
+		conns = append(conns, newWorkerConn(c))
 	}
-	return opened
+	parked := 0
+	for _, wc := range conns {
+		if warmAnswer(wc) {
+			wc.conn.SetDeadline(time.Time{})
+			b.putConn(wc)
+			parked++
+		} else {
+			wc.close()
+		}
+	}
+	return parked
 }
+
+// warmAnswer reads the answer to Warm's request on wc and reports whether
+// the connection can be kept.
+func warmAnswer(wc *workerConn) bool {
+	for range WarmRounds {
+		resp, err := http.ReadResponse(wc.br, nil)
+		if err != nil {
+			return false
+		}
+		_, err = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+		resp.Body.Close()
+		if err != nil || resp.Close {
+			return false
+		}
+	}
+	return wc.br.Buffered() == 0
+}
+
+// WarmRounds is how many requests Warm sends over each connection, in one
+// write (HTTP/1.1 pipelining): enough that the worker has served on the
+// connection before real traffic does.
+const WarmRounds = 4

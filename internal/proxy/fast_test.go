@@ -585,8 +585,14 @@ func TestFastEligibility(t *testing.T) {
 }
 
 func TestWarmFillsThePool(t *testing.T) {
-	var conns atomic.Int64
-	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	var conns, health, other atomic.Int64
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/health" && r.Method == http.MethodGet {
+			health.Add(1)
+		} else {
+			other.Add(1)
+		}
+	}))
 	srv.Config.ConnState = func(c net.Conn, s http.ConnState) {
 		if s == http.StateNew {
 			conns.Add(1)
@@ -595,7 +601,7 @@ func TestWarmFillsThePool(t *testing.T) {
 	srv.Start()
 	defer srv.Close()
 	b := NewBackend("w", "w-1", srv.Listener.Addr().String(), 0)
-	if got := b.Warm(8, time.Second); got != 8 {
+	if got := b.Warm(8, "/health", time.Second); got != 8 {
 		t.Fatalf("warmed %d", got)
 	}
 	for i := 0; i < 8; i++ {
@@ -610,9 +616,21 @@ func TestWarmFillsThePool(t *testing.T) {
 	if conns.Load() != 8 {
 		t.Fatalf("server saw %d connections", conns.Load())
 	}
+	if health.Load() != 8*WarmRounds || other.Load() != 0 {
+		t.Fatalf("worker served %d GET /health and %d other requests, want %d and 0", health.Load(), other.Load(), 8*WarmRounds)
+	}
 	b.Close()
+	// A worker that closes the connection after answering gets nothing parked.
+	closing := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Connection", "close")
+	}))
+	defer closing.Close()
+	cb := NewBackend("w", "w-3", closing.Listener.Addr().String(), 0)
+	if got := cb.Warm(4, "/health", time.Second); got != 0 || cb.IdleConns() != 0 {
+		t.Fatalf("parked %d (%d idle) connections the worker closes", got, cb.IdleConns())
+	}
 	dead := NewBackend("w", "w-2", "127.0.0.1:1", 0)
-	if got := dead.Warm(4, 200*time.Millisecond); got != 0 {
+	if got := dead.Warm(4, "/health", 200*time.Millisecond); got != 0 {
 		t.Fatalf("warmed %d connections to a closed port", got)
 	}
 }

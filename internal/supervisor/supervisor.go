@@ -51,8 +51,9 @@ const (
 	EventBuildFailed          = "build_failed"
 )
 
-// warmConns is how many connections a new instance gets before traffic.
-const warmConns = 32
+// warmConns is the most connections a new instance gets before traffic
+// (proxy.Backend.Warm), as many as the load test's clients.
+const warmConns = 64
 
 // AssetSignal is sent to a worker's process group when only its private/ (or
 // public/) files changed, so it can reload templates without a restart.
@@ -566,13 +567,14 @@ func (s *Supervisor) onHealthOK(ev events.HealthOK) {
 	inst.healthyAt = time.Now()
 	inst.backend = proxy.NewBackend(w.f.name, inst.name, fmt.Sprintf("127.0.0.1:%d", inst.port), w.settings.MaxRequests)
 	old := sl.current
-	// Open keep-alive connections before traffic moves, so the swap does not
-	// turn into a burst of dials (bounded: a few ms on loopback) — as many as
-	// the predecessor uses, at most warmConns: an idle worker gets none, so
-	// a thousand of them do not hold 32,000 idle sockets.
+	// Open keep-alive connections before traffic moves and have the worker
+	// serve a few health requests on each, so the swap is not a burst of
+	// dials and of first requests on a fresh process (bounded: a few ms on
+	// loopback). As many as the predecessor uses, at most warmConns: an idle
+	// worker gets none, so a thousand of them do not hold 64,000 sockets.
 	if old != nil && old.backend != nil {
 		if n := min(warmConns, old.backend.IdleConns()+int(old.backend.Inflight())); n > 0 {
-			inst.backend.Warm(n, 50*time.Millisecond)
+			inst.backend.Warm(n, "/health", 50*time.Millisecond)
 		}
 	}
 	sl.current = inst
