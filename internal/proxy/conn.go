@@ -47,10 +47,11 @@ type workerConn struct {
 }
 
 func newWorkerConn(c net.Conn) *workerConn {
+	rw := socketIO(c)
 	wc := &workerConn{
 		conn: c,
-		br:   bufio.NewReaderSize(c, 8<<10),
-		bw:   bufio.NewWriterSize(c, 8<<10),
+		br:   bufio.NewReaderSize(rw, 8<<10),
+		bw:   bufio.NewWriterSize(rw, 8<<10),
 	}
 	if sc, ok := c.(syscall.Conn); ok {
 		wc.raw, _ = sc.SyscallConn()

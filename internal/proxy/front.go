@@ -346,10 +346,11 @@ func (fc *frontConn) setRead(t time.Time) {
 
 func (fc *frontConn) serve() {
 	f := fc.f
+	rw := socketIO(fc.nc)
 	fc.br = frontReaders.Get().(*bufio.Reader)
-	fc.br.Reset(fc.nc)
+	fc.br.Reset(rw)
 	fc.bw = frontWriters.Get().(*bufio.Writer)
-	fc.bw.Reset(fc.nc)
+	fc.bw.Reset(rw)
 	fc.timer = time.AfterFunc(time.Hour, fc.watchFire)
 	fc.timer.Stop()
 	defer fc.finish()
