@@ -40,6 +40,9 @@ type workerConn struct {
 	hdr    []byte          // scratch for the response header block
 	resp   respHead        // the response being read (its fields slice is reused)
 	idleAt time.Time       // when it went back to the pool
+	// rdl is the read deadline exchange set (zero: none). The body sender
+	// sets deadlines of its own, so a request with a body clears it.
+	rdl time.Time
 	// headState tells the body sender whether the response head has
 	// arrived, so it starts the header timeout only while one is awaited.
 	headState atomic.Int32

@@ -206,6 +206,12 @@ func (p *Proxy) exchange(s sink, st *reqState, c *workerConn, fr fastReq, retryS
 	c.headState.Store(awaitingHead)
 	c.bodySent.Store(false)
 	if fr.hasBody {
+		if !c.rdl.IsZero() {
+			// No deadline while the body goes out: the sender starts the
+			// header timeout when it has sent it all.
+			c.conn.SetReadDeadline(time.Time{})
+			c.rdl = time.Time{}
+		}
 		sent = make(chan error, 1)
 		go c.sendBody(s.body(), fr.length, sent, timeout)
 	} else {
@@ -217,7 +223,7 @@ func (p *Proxy) exchange(s sink, st *reqState, c *workerConn, fr fastReq, retryS
 			return false
 		}
 		if timeout > 0 {
-			c.conn.SetReadDeadline(time.Now().Add(timeout))
+			c.headerDeadline(timeout)
 		}
 	}
 
@@ -248,7 +254,14 @@ func (p *Proxy) exchange(s sink, st *reqState, c *workerConn, fr fastReq, retryS
 	}
 	if timeout > 0 {
 		c.headState.Store(gotHead)
-		c.conn.SetReadDeadline(time.Time{})
+		// The body has no deadline (it may stream for as long as it
+		// likes) — unless it is already in the buffer, as a small
+		// answer's is: then no read reaches the socket and the header
+		// deadline may stay for the next request (headerDeadline).
+		if fr.hasBody || !c.bodyBuffered(fr, resp) {
+			c.conn.SetReadDeadline(time.Time{})
+			c.rdl = time.Time{}
+		}
 	}
 
 	var mode bodyMode
@@ -484,6 +497,32 @@ func (c *workerConn) sendBody(body io.Reader, length int64, done chan<- error, t
 		}
 	}
 	done <- err
+}
+
+// headerDeadline gives the worker until timeout from now to answer a
+// request without a body. A deadline left from an earlier request that is
+// at most timeout/16 later stays: a busy keep-alive connection updates its
+// timer once per sixteenth of the timeout, not per request.
+func (c *workerConn) headerDeadline(timeout time.Duration) {
+	t, slack := time.Now().Add(timeout), timeout/16
+	if laterBy(c.rdl, t, slack) {
+		return
+	}
+	c.rdl = t.Add(slack)
+	c.conn.SetReadDeadline(c.rdl)
+}
+
+// bodyBuffered reports whether the whole body of resp (the answer to fr)
+// is already in c's buffer, so reading it makes no system call.
+func (c *workerConn) bodyBuffered(fr fastReq, resp *respHead) bool {
+	switch {
+	case fr.isHead || resp.code == http.StatusNoContent || resp.code == http.StatusNotModified:
+		return true
+	case resp.chunked || resp.length < 0:
+		return false
+	default:
+		return int64(c.br.Buffered()) >= resp.length
+	}
 }
 
 // respHead is what exchange needs from a response head. fields keeps the

@@ -496,6 +496,95 @@ func testFastHeaderTimeoutAfterBody(t *testing.T) {
 	}
 }
 
+// The header deadline a small answer leaves on a pooled worker connection
+// (headerDeadline) neither cuts a later slow upload short nor fires early
+// or never for a later request the worker does not answer.
+func TestFastHeaderDeadlineCarriesOver(t *testing.T) {
+	eachMode(t, testFastHeaderDeadlineCarriesOver)
+}
+
+func testFastHeaderDeadlineCarriesOver(t *testing.T) {
+	requireFast(t)
+	addr, conns := countingBackend(t, func(w http.ResponseWriter, r *http.Request) {
+		n, _ := io.Copy(io.Discard, r.Body)
+		if r.URL.Path == "/hang" {
+			<-r.Context().Done()
+			return
+		}
+		fmt.Fprint(w, n)
+	})
+	const timeout = 150 * time.Millisecond
+	_, url := fastProxy(t, addr, Options{ResponseHeaderTimeout: timeout})
+	c := newClient(t)
+	get := func(path string) (int, string, time.Duration) {
+		t0 := time.Now()
+		resp, err := c.Get(url + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode, string(body), time.Since(t0)
+	}
+	for range 20 {
+		if code, body, _ := get("/fast"); code != 200 || body != "0" {
+			t.Fatalf("fast: %d %q", code, body)
+		}
+	}
+	// An upload slower than the header timeout, on the same worker
+	// connection: the timeout starts only when the body is sent.
+	pr, pw := io.Pipe()
+	go func() {
+		for range 6 {
+			time.Sleep(50 * time.Millisecond) // a slow client, not synchronisation
+			pw.Write([]byte("0123456789"))
+		}
+		pw.Close()
+	}()
+	resp, err := c.Post(url+"/slow", "text/plain", pr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || string(body) != "60" {
+		t.Fatalf("slow upload after fast requests: %d %q", resp.StatusCode, body)
+	}
+	for range 20 {
+		get("/fast")
+	}
+	code, _, took := get("/hang")
+	if code != http.StatusGatewayTimeout {
+		t.Fatalf("worker that never answers, after fast requests: %d", code)
+	}
+	if took < timeout || took > timeout*17/16+2*time.Second {
+		t.Fatalf("header timeout %v fired after %v", timeout, took)
+	}
+	if n := conns.Load(); n > 2 {
+		t.Errorf("%d worker connections for sequential requests; the test wants one reused", n)
+	}
+}
+
+func TestLaterBy(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	for _, c := range []struct {
+		set   time.Time
+		slack time.Duration
+		want  bool
+	}{
+		{time.Time{}, time.Second, false},               // no deadline
+		{t0.Add(-time.Millisecond), time.Second, false}, // earlier: would fire early
+		{t0, time.Second, true},                         // exactly
+		{t0.Add(time.Second), time.Second, true},        // late by the slack
+		{t0.Add(time.Second + 1), time.Second, false},   // later than the slack
+		{aLongTimeAgo, time.Second, false},              // not known
+	} {
+		if got := laterBy(c.set, t0, c.slack); got != c.want {
+			t.Errorf("laterBy(%v, %v, %v) = %v", c.set, t0, c.slack, got)
+		}
+	}
+}
+
 // A client that goes away mid-response closes the worker connection, so
 // the worker sees its request end.
 func TestFastClientCancelMidBody(t *testing.T) { eachMode(t, testFastClientCancelMidBody) }

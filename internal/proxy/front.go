@@ -290,7 +290,8 @@ type frontConn struct {
 	state      atomic.Int32
 	acceptedAt int64
 	xff        []byte // "X-Forwarded-For: ip\r\n"
-	rdl        time.Time
+	rdl        time.Time // the read deadline set (aLongTimeAgo: not known)
+	wdl        time.Time // the write deadline set
 
 	// The request being served.
 	headBuf  []byte // a copy of its head; req's slices alias it
@@ -344,6 +345,24 @@ func (fc *frontConn) setRead(t time.Time) {
 	}
 }
 
+// setReadBy sets the read deadline to t, or leaves one that is already set
+// at most slack later: a keep-alive connection then updates its deadline
+// (a runtime timer, under a lock) once per slack rather than per request.
+// Callers pass slack as a sixteenth of the timeout, so a timeout can fire
+// up to 6 % late, never early.
+func (fc *frontConn) setReadBy(t time.Time, slack time.Duration) {
+	if laterBy(fc.rdl, t, slack) {
+		return
+	}
+	fc.setRead(t.Add(slack))
+}
+
+// laterBy reports whether the deadline set is t or later, by at most slack.
+// A zero (no) deadline is not.
+func laterBy(set, t time.Time, slack time.Duration) bool {
+	return !set.IsZero() && !set.Before(t) && set.Sub(t) <= slack
+}
+
 func (fc *frontConn) serve() {
 	f := fc.f
 	rw := socketIO(fc.nc)
@@ -368,7 +387,7 @@ func (fc *frontConn) serve() {
 				return
 			}
 			if f.idleTimeout > 0 {
-				fc.setRead(time.Now().Add(f.idleTimeout))
+				fc.setReadBy(time.Now().Add(f.idleTimeout), f.idleTimeout/16)
 			} else {
 				fc.setRead(time.Time{})
 			}
@@ -464,7 +483,12 @@ func (fc *frontConn) serveRequest(t0 time.Time) bool {
 	f, p, r := fc.f, fc.p, &fc.req
 	fc.now = time.Now()
 	if f.writeTimeout > 0 {
-		fc.nc.SetWriteDeadline(fc.now.Add(f.writeTimeout))
+		// Like setReadBy: up to a sixteenth late, one timer update per
+		// sixteenth of the timeout on a busy keep-alive connection.
+		if t, slack := fc.now.Add(f.writeTimeout), f.writeTimeout/16; !laterBy(fc.wdl, t, slack) {
+			fc.wdl = t.Add(slack)
+			fc.nc.SetWriteDeadline(fc.wdl)
+		}
 	}
 	fc.closing = r.close || f.inShutdown.Load()
 	fc.broken = false
