@@ -289,7 +289,7 @@ type frontConn struct {
 	bw         *bufio.Writer
 	state      atomic.Int32
 	acceptedAt int64
-	xff        []byte // "X-Forwarded-For: ip\r\n"
+	xff        []byte    // "X-Forwarded-For: ip\r\n"
 	rdl        time.Time // the read deadline set (aLongTimeAgo: not known)
 	wdl        time.Time // the write deadline set
 
