@@ -102,6 +102,18 @@ func TestSmoke(t *testing.T) {
 	if v, ok := m["restart_failed_requests"].(float64); !ok || v < 0 {
 		t.Errorf("restart_failed_requests = %v", m["restart_failed_requests"])
 	}
+	// The restart window splits where the new binary first answers: both
+	// halves have requests, and together they are the restart window.
+	before, _ := m["restart_before_swap_requests"].(float64)
+	after, _ := m["restart_after_swap_requests"].(float64)
+	if before <= 0 || after <= 0 || before+after != m["restart_requests"].(float64) {
+		t.Errorf("restart requests before/after the swap %v + %v, want both > 0 and summing to %v", before, after, m["restart_requests"])
+	}
+	for _, k := range []string{"restart_before_swap_p99_ms", "restart_after_swap_p99_ms"} {
+		if v, ok := m[k].(float64); !ok || v <= 0 {
+			t.Errorf("%s = %v, want a positive number", k, m[k])
+		}
+	}
 	for _, p := range [][2]string{{"proxy_p50_ms", "proxy_p99_ms"}, {"direct_p50_ms", "direct_p99_ms"}} {
 		if m[p[0]].(float64) > m[p[1]].(float64) {
 			t.Errorf("%s %v > %s %v", p[0], m[p[0]], p[1], m[p[1]])
