@@ -22,6 +22,14 @@ type ReloadResult struct {
 // HealthOK: a starting instance answered GET /health with 200.
 type HealthOK struct{ Instance string }
 
+// Warmed: the connections opened to a healthy instance before it takes its
+// predecessor's traffic have answered (or the warm-up gave up). Err is set
+// when the instance refused or dropped a connection without answering.
+type Warmed struct {
+	Instance string
+	Err      string
+}
+
 // HealthTimeout: a starting instance was not healthy within health_timeout_ms.
 type HealthTimeout struct {
 	Instance string
@@ -74,6 +82,7 @@ type Shutdown struct{}
 
 func (Reload) event()        {}
 func (HealthOK) event()      {}
+func (Warmed) event()        {}
 func (HealthTimeout) event() {}
 func (ProbeFailed) event()   {}
 func (Exited) event()        {}

@@ -2,10 +2,10 @@ package proxy
 
 import (
 	"bufio"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
-	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -141,32 +141,45 @@ func (b *Backend) IdleConns() int {
 	return 0
 }
 
-// Warm opens up to n keep-alive connections to b, sends GET path over each
-// (all at once), and parks those that answered in its pool, so the first
-// requests after a swap neither pay for a dial nor find a fresh process
-// whose connections have never served (a burst of dials and first requests
-// is what makes p99 jump when traffic moves to a new instance). It gives up
-// at timeout and returns how many connections it parked.
-func (b *Backend) Warm(n int, path string, timeout time.Duration) int {
+// Warm opens up to n keep-alive connections to b, sends one GET path over
+// each (all sent before any answer is read), and parks those that answered
+// in its pool, so the first requests after a swap neither pay for a dial nor
+// find a fresh process whose connections have never served (a burst of
+// dials and first requests is what makes p99 jump when traffic moves to a
+// new instance). It gives up at timeout and returns how many connections it
+// parked. The error says the worker refused a connection or dropped one
+// without answering — not a slow answer, which only parks fewer.
+func (b *Backend) Warm(n int, path string, timeout time.Duration) (int, error) {
 	deadline := time.Now().Add(timeout)
 	d := net.Dialer{Deadline: deadline, KeepAlive: 30 * time.Second}
-	req := []byte(strings.Repeat("GET "+path+" HTTP/1.1\r\nHost: "+b.Addr+"\r\nUser-Agent: tqserver-warm\r\n\r\n", WarmRounds))
+	req := []byte("GET " + path + " HTTP/1.1\r\nHost: " + b.Addr + "\r\nUser-Agent: tqserver-warm\r\n\r\n")
 	conns := make([]*workerConn, 0, n)
+	var failed error
 	for len(conns) < n && time.Now().Before(deadline) {
 		c, err := d.Dial("tcp", b.Addr)
 		if err != nil {
+			if !isTimeout(err) {
+				failed = err
+			}
 			break
 		}
 		c.SetDeadline(deadline)
 		if _, err := c.Write(req); err != nil {
 			c.Close()
+			if !isTimeout(err) {
+				failed = err
+			}
 			break
 		}
 		conns = append(conns, newWorkerConn(c))
 	}
 	parked := 0
 	for _, wc := range conns {
-		if warmAnswer(wc) {
+		keep, err := warmAnswer(wc)
+		if err != nil && failed == nil && !isTimeout(err) {
+			failed = err
+		}
+		if keep {
 			wc.conn.SetDeadline(time.Time{})
 			b.putConn(wc)
 			parked++
@@ -174,27 +187,20 @@ func (b *Backend) Warm(n int, path string, timeout time.Duration) int {
 			wc.close()
 		}
 	}
-	return parked
+	if failed != nil {
+		failed = fmt.Errorf("warming %s: %w", b.Instance, failed)
+	}
+	return parked, failed
 }
 
 // warmAnswer reads the answer to Warm's request on wc and reports whether
-// the connection can be kept.
-func warmAnswer(wc *workerConn) bool {
-	for range WarmRounds {
-		resp, err := http.ReadResponse(wc.br, nil)
-		if err != nil {
-			return false
-		}
-		_, err = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
-		resp.Body.Close()
-		if err != nil || resp.Close {
-			return false
-		}
+// the connection can be kept; the error is why no answer came.
+func warmAnswer(wc *workerConn) (bool, error) {
+	resp, err := http.ReadResponse(wc.br, nil)
+	if err != nil {
+		return false, err
 	}
-	return wc.br.Buffered() == 0
+	_, err = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	resp.Body.Close()
+	return err == nil && !resp.Close && wc.br.Buffered() == 0, nil
 }
-
-// WarmRounds is how many requests Warm sends over each connection, in one
-// write (HTTP/1.1 pipelining): enough that the worker has served on the
-// connection before real traffic does.
-const WarmRounds = 4

@@ -690,8 +690,8 @@ func TestWarmFillsThePool(t *testing.T) {
 	srv.Start()
 	defer srv.Close()
 	b := NewBackend("w", "w-1", srv.Listener.Addr().String(), 0)
-	if got := b.Warm(8, "/health", time.Second); got != 8 {
-		t.Fatalf("warmed %d", got)
+	if got, err := b.Warm(8, "/health", time.Second); got != 8 || err != nil {
+		t.Fatalf("warmed %d: %v", got, err)
 	}
 	for i := 0; i < 8; i++ {
 		if b.getConn() == nil {
@@ -705,8 +705,8 @@ func TestWarmFillsThePool(t *testing.T) {
 	if conns.Load() != 8 {
 		t.Fatalf("server saw %d connections", conns.Load())
 	}
-	if health.Load() != 8*WarmRounds || other.Load() != 0 {
-		t.Fatalf("worker served %d GET /health and %d other requests, want %d and 0", health.Load(), other.Load(), 8*WarmRounds)
+	if health.Load() != 8 || other.Load() != 0 {
+		t.Fatalf("worker served %d GET /health and %d other requests, want 8 and 0", health.Load(), other.Load())
 	}
 	b.Close()
 	// A worker that closes the connection after answering gets nothing parked.
@@ -715,11 +715,39 @@ func TestWarmFillsThePool(t *testing.T) {
 	}))
 	defer closing.Close()
 	cb := NewBackend("w", "w-3", closing.Listener.Addr().String(), 0)
-	if got := cb.Warm(4, "/health", time.Second); got != 0 || cb.IdleConns() != 0 {
-		t.Fatalf("parked %d (%d idle) connections the worker closes", got, cb.IdleConns())
+	if got, err := cb.Warm(4, "/health", time.Second); got != 0 || cb.IdleConns() != 0 || err != nil {
+		t.Fatalf("parked %d (%d idle) connections the worker closes after answering (error %v)", got, cb.IdleConns(), err)
+	}
+	// A worker that answers slower than the warm-up waits is not an error;
+	// one that drops connections unanswered is.
+	release := make(chan struct{})
+	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { <-release }))
+	defer slow.Close()
+	defer close(release)
+	sb := NewBackend("w", "w-4", slow.Listener.Addr().String(), 0)
+	if got, err := sb.Warm(2, "/health", 50*time.Millisecond); got != 0 || err != nil {
+		t.Fatalf("slow worker: parked %d, error %v; want 0 and none", got, err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	db := NewBackend("w", "w-5", ln.Addr().String(), 0)
+	if got, err := db.Warm(2, "/health", time.Second); got != 0 || err == nil {
+		t.Fatalf("worker dropping connections: parked %d, error %v; want 0 and an error", got, err)
 	}
 	dead := NewBackend("w", "w-2", "127.0.0.1:1", 0)
-	if got := dead.Warm(4, "/health", 200*time.Millisecond); got != 0 {
-		t.Fatalf("warmed %d connections to a closed port", got)
+	if got, err := dead.Warm(4, "/health", 200*time.Millisecond); got != 0 || err == nil {
+		t.Fatalf("warmed %d connections to a closed port (error %v)", got, err)
 	}
 }

@@ -229,8 +229,15 @@ func (s *Supervisor) assetsChanged(w *worker, public, private bool, res *events.
 	}
 }
 
-// abandon stops a starting instance that is no longer wanted.
+// abandon stops a starting (or warming) instance that is no longer wanted.
 func (s *Supervisor) abandon(inst *instance, reason, detail string) {
+	if inst.warming {
+		// Healthy but never swapped in: drain it (nothing is in flight)
+		// and settle its reload as not done.
+		s.drain(inst, reason, detail)
+		s.resolve(inst, false, inst.name+": "+detail)
+		return
+	}
 	if inst.m.State() != sm.Starting {
 		return
 	}

@@ -52,8 +52,12 @@ const (
 )
 
 // warmConns is the most connections a new instance gets before traffic
-// (proxy.Backend.Warm), as many as the load test's clients.
-const warmConns = 64
+// (proxy.Backend.Warm), as many as the load test's clients; warmTimeout
+// bounds the warm-up.
+const (
+	warmConns   = 64
+	warmTimeout = 50 * time.Millisecond
+)
 
 // AssetSignal is sent to a worker's process group when only its private/ (or
 // public/) files changed, so it can reload templates without a restart.
@@ -80,17 +84,18 @@ type Options struct {
 
 // Supervisor is the event loop that owns all worker state.
 type Supervisor struct {
-	root    string
-	mode    string
-	listen  string
-	version string
-	cfg     *config.Config
-	st      *store.Store
-	px      *proxy.Proxy
-	log     zerolog.Logger
-	reap    func(int, uint64, time.Duration) (bool, error)
-	initial []events.BuildFinished
-	dev     DevNotifier
+	warmTimeout time.Duration // warmTimeout; tests stretch it
+	root        string
+	mode        string
+	listen      string
+	version     string
+	cfg         *config.Config
+	st          *store.Store
+	px          *proxy.Proxy
+	log         zerolog.Logger
+	reap        func(int, uint64, time.Duration) (bool, error)
+	initial     []events.BuildFinished
+	dev         DevNotifier
 
 	builds       map[string]*buildState // dev builds in progress
 	serverBuild  *buildState
@@ -206,6 +211,9 @@ type instance struct {
 	roll        *roll              // the replacement it is part of
 	stopping    bool
 	batch       *pendingReload
+	// warming: healthy, its connections being warmed (Warmed ends it);
+	// still its slot's next, and its predecessor still serves.
+	warming bool
 }
 
 type pendingReload struct {
@@ -218,7 +226,8 @@ type pendingReload struct {
 func New(o Options) *Supervisor {
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Supervisor{
-		root: o.Root, mode: o.Mode, listen: o.Listen, version: o.Version,
+		warmTimeout: warmTimeout,
+		root:        o.Root, mode: o.Mode, listen: o.Listen, version: o.Version,
 		cfg: o.Config, st: o.Store, px: o.Proxy, log: o.Logger, reap: o.Reap, initial: o.Builds, dev: o.Dev,
 		events:  make(chan events.Event, 1024),
 		quit:    make(chan struct{}),
@@ -358,6 +367,8 @@ func (s *Supervisor) handle(ev events.Event) {
 	switch ev := ev.(type) {
 	case events.HealthOK:
 		s.onHealthOK(ev)
+	case events.Warmed:
+		s.onWarmed(ev)
 	case events.HealthTimeout:
 		s.onHealthTimeout(ev)
 	case events.ProbeFailed:
@@ -566,17 +577,59 @@ func (s *Supervisor) onHealthOK(ev events.HealthOK) {
 	}
 	inst.healthyAt = time.Now()
 	inst.backend = proxy.NewBackend(w.f.name, inst.name, fmt.Sprintf("127.0.0.1:%d", inst.port), w.settings.MaxRequests)
-	old := sl.current
 	// Open keep-alive connections before traffic moves and have the worker
-	// serve a few health requests on each, so the swap is not a burst of
-	// dials and of first requests on a fresh process (bounded: a few ms on
-	// loopback). As many as the predecessor uses, at most warmConns: an idle
-	// worker gets none, so a thousand of them do not hold 64,000 sockets.
-	if old != nil && old.backend != nil {
+	// serve a health request on each, so the swap is not a burst of dials
+	// and of first requests on a fresh process. As many as the predecessor
+	// uses, at most warmConns: an idle worker gets none, so a thousand of
+	// them do not hold 64,000 sockets. It runs beside the loop (under load
+	// it takes tens of ms, bounded by warmTimeout); the predecessor serves
+	// until Warmed arrives.
+	if old := sl.current; old != nil && old.backend != nil {
 		if n := min(warmConns, old.backend.IdleConns()+int(old.backend.Inflight())); n > 0 {
-			inst.backend.Warm(n, "/health", 50*time.Millisecond)
+			inst.warming = true
+			b, name := inst.backend, inst.name
+			go func() {
+				ev := events.Warmed{Instance: name}
+				if _, err := b.Warm(n, "/health", s.warmTimeout); err != nil {
+					ev.Err = err.Error()
+				}
+				s.Send(ev)
+			}()
+			return
 		}
 	}
+	s.swapIn(inst)
+}
+
+// onWarmed swaps in an instance whose warm-up ended, unless it was
+// abandoned, stopped or exited meanwhile. One that refused or dropped a
+// warm-up connection (typically: it is dying) never takes the traffic; its
+// predecessor keeps serving.
+func (s *Supervisor) onWarmed(ev events.Warmed) {
+	inst := s.insts[ev.Instance]
+	if inst == nil || !inst.warming || inst.m.State() != sm.Healthy || s.shutting {
+		return
+	}
+	if ev.Err != "" {
+		keeps := ""
+		if cur := inst.sl.current; cur != nil {
+			keeps = "; " + cur.name + " keeps serving"
+		}
+		s.log.Warn().Str("instance", inst.name).Str("error", ev.Err).Msg("warm-up failed; not swapping in")
+		s.drain(inst, ReasonRollback, "warm-up failed: "+ev.Err)
+		s.resolve(inst, false, inst.name+": "+ReasonRollback+": warm-up failed: "+ev.Err+keeps)
+		s.abortRoll(inst)
+		return
+	}
+	inst.warming = false
+	s.swapIn(inst)
+}
+
+// swapIn makes a healthy instance its slot's current one: the route moves
+// to it and its predecessor drains.
+func (s *Supervisor) swapIn(inst *instance) {
+	w, sl := inst.w, inst.sl
+	old := sl.current
 	sl.current = inst
 	if sl.next == inst {
 		sl.next = nil
@@ -650,6 +703,12 @@ func (s *Supervisor) drain(inst *instance, reason, detail string) {
 		inst.sl.current = nil
 		s.publishRoutes()
 	}
+	if inst.warming { // never swapped in: its slot may start another
+		inst.warming = false
+		if inst.sl.next == inst {
+			inst.sl.next = nil
+		}
+	}
 	b := inst.backend
 	b.Close()
 	timeout := time.Duration(s.cfg.Workers.DrainTimeoutMs) * time.Millisecond
@@ -696,17 +755,20 @@ func (s *Supervisor) onExited(ev events.Exited) {
 	}
 	w, sl := inst.w, inst.sl
 	state := inst.m.State()
+	// A warming instance never served: its exit is a failed start.
+	beforeServing := state == sm.Starting || inst.warming
+	inst.warming = false
 	if state != sm.Stopped {
 		reason := ReasonCrashed
 		switch {
 		case state == sm.Draining:
 			reason = inst.drainReason
-		case state == sm.Starting && sl.current != nil:
+		case beforeServing && sl.current != nil:
 			reason = ReasonRollback
 		}
 		detail := strings.TrimSpace(ev.Tail)
-		if state == sm.Starting && sl.current != nil {
-			detail = strings.TrimSpace(fmt.Sprintf("exited before healthy; %s keeps serving\n%s", sl.current.name, detail))
+		if beforeServing && sl.current != nil {
+			detail = strings.TrimSpace(fmt.Sprintf("exited before serving; %s keeps serving\n%s", sl.current.name, detail))
 		}
 		_ = s.transition(inst, sm.Exited, reason, func(r *store.Record) {
 			if ev.Signal != "" {
@@ -722,8 +784,8 @@ func (s *Supervisor) onExited(ev events.Exited) {
 		if inst.cancel != nil {
 			inst.cancel()
 		}
-		if state == sm.Starting {
-			msg := fmt.Sprintf("%s: %s: exited before healthy (%s)", inst.name, reason, exitString(ev))
+		if beforeServing {
+			msg := fmt.Sprintf("%s: %s: exited before serving (%s)", inst.name, reason, exitString(ev))
 			if sl.current != nil {
 				msg += "; " + sl.current.name + " keeps serving"
 			}

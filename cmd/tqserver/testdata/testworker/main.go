@@ -61,6 +61,10 @@ func main() {
 			http.Error(w, "never healthy", http.StatusServiceUnavailable)
 			return
 		}
+		if _, err := os.Stat("hangwarm"); err == nil && r.Header.Get("User-Agent") == "tqserver-warm" {
+			<-r.Context().Done() // hold the proxy's warm-up (supervisor tests)
+			return
+		}
 		if _, err := os.Stat("unhealthy"); err == nil {
 			http.Error(w, "unhealthy file present", http.StatusServiceUnavailable)
 			return
