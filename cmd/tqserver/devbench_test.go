@@ -17,9 +17,10 @@ import (
 // worker source to the first HTTP response showing the change (dev mode:
 // watcher → debounce → go build → start → health → swap), next to a bare
 // `go build` of an equally fresh edit of the same worker. Every iteration is
-// one edit; run with -benchtime=10x (or more) for a median over 10 edits:
+// one edit; run with -benchtime=20x for a median over 20 edits (fewer are
+// swamped by the builds' own spread under load):
 //
-//	go test ./cmd/tqserver -run '^$' -bench DevReload -benchtime 10x
+//	go test ./cmd/tqserver -run '^$' -bench DevReload -benchtime 20x
 //
 // It also keeps 2 keep-alive clients busy and reports failed requests.
 func BenchmarkDevReload(b *testing.B) {
