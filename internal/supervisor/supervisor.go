@@ -84,18 +84,19 @@ type Options struct {
 
 // Supervisor is the event loop that owns all worker state.
 type Supervisor struct {
-	warmTimeout time.Duration // warmTimeout; tests stretch it
-	root        string
-	mode        string
-	listen      string
-	version     string
-	cfg         *config.Config
-	st          *store.Store
-	px          *proxy.Proxy
-	log         zerolog.Logger
-	reap        func(int, uint64, time.Duration) (bool, error)
-	initial     []events.BuildFinished
-	dev         DevNotifier
+	root    string
+	mode    string
+	listen  string
+	version string
+	cfg     *config.Config
+	st      *store.Store
+	px      *proxy.Proxy
+	log     zerolog.Logger
+	reap    func(int, uint64, time.Duration) (bool, error)
+	initial []events.BuildFinished
+	dev     DevNotifier
+
+	warmTimeout time.Duration // bounds a successor's warm-up (tests stretch it)
 
 	builds       map[string]*buildState // dev builds in progress
 	serverBuild  *buildState
@@ -226,17 +227,17 @@ type pendingReload struct {
 func New(o Options) *Supervisor {
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Supervisor{
-		warmTimeout: warmTimeout,
-		root:        o.Root, mode: o.Mode, listen: o.Listen, version: o.Version,
+		root: o.Root, mode: o.Mode, listen: o.Listen, version: o.Version,
 		cfg: o.Config, st: o.Store, px: o.Proxy, log: o.Logger, reap: o.Reap, initial: o.Builds, dev: o.Dev,
-		events:  make(chan events.Event, 1024),
-		quit:    make(chan struct{}),
-		ctx:     ctx,
-		cancel:  cancel,
-		workers: map[string]*worker{},
-		insts:   map[string]*instance{},
-		nextNum: map[string]uint64{},
-		stamps:  map[string]fileStamp{},
+		warmTimeout: warmTimeout,
+		events:      make(chan events.Event, 1024),
+		quit:        make(chan struct{}),
+		ctx:         ctx,
+		cancel:      cancel,
+		workers:     map[string]*worker{},
+		insts:       map[string]*instance{},
+		nextNum:     map[string]uint64{},
+		stamps:      map[string]fileStamp{},
 
 		builds:       map[string]*buildState{},
 		buildFailing: map[string]bool{},
@@ -795,6 +796,12 @@ func (s *Supervisor) onExited(ev events.Exited) {
 		if sl.current == inst {
 			sl.current = nil
 			s.publishRoutes()
+			// A successor being warmed takes over at once rather than
+			// leaving the slot without an instance until its warm-up ends.
+			if next := sl.next; next != nil && next.warming {
+				next.warming = false
+				s.swapIn(next)
+			}
 		}
 		if sl.next == inst {
 			sl.next = nil

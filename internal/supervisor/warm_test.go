@@ -237,3 +237,33 @@ func isZombie(pid int) bool {
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
 	return err != nil || strings.Contains(string(b), ") Z")
 }
+
+// When the predecessor crashes while its successor is being warmed, the
+// successor takes over at once instead of leaving the route empty until its
+// warm-up ends (here it would last a minute).
+func TestPredecessorCrashWhileWarming(t *testing.T) {
+	f := newWarmFixture(t)
+	old := f.pids("healthy")[0]
+	f.setHangWarm(true)
+	res := f.deploy()
+	f.waitUntil("the successor healthy and warming", func() bool { return len(f.pids("healthy")) == 2 })
+	succ := f.pids("healthy")[1]
+	if err := syscall.Kill(old, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	f.waitUntil("the successor alone", func() bool {
+		p := f.pids("healthy")
+		return len(p) == 1 && p[0] == succ
+	})
+	if got := f.get(); got != itoa(succ) {
+		t.Errorf("pid %s answered, want the successor %d", got, succ)
+	}
+	select {
+	case r := <-res:
+		if len(r.Failures) != 0 {
+			t.Errorf("reload failures %v: the successor serves", r.Failures)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatalf("the reload did not reply\n%s", f.logs.String())
+	}
+}
