@@ -11,8 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rs/zerolog"
-
 	"github.com/mevdschee/tqserver/internal/builder"
 	"github.com/mevdschee/tqserver/internal/config"
 	"github.com/mevdschee/tqserver/internal/events"
@@ -44,14 +42,7 @@ func main() {
 	return s
 }
 
-type devRig struct {
-	t    *testing.T
-	root string
-	sup  *Supervisor
-	st   *store.Store
-	logs *lockedBuffer
-	done chan error
-}
+type devRig struct{ *rig }
 
 func newDevRig(t *testing.T) *devRig {
 	t.Helper()
@@ -59,33 +50,14 @@ func newDevRig(t *testing.T) *devRig {
 	if err := os.WriteFile(filepath.Join(root, "go.mod"), []byte("module example.com/app\n\ngo 1.22\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	r := &devRig{t: t, root: root, logs: &lockedBuffer{}, done: make(chan error, 1)}
+	r := &devRig{&rig{t: t, root: root}}
 	r.write("v1", false)
 	if res := builder.Build(context.Background(), filepath.Join(root, "workers", "app"), builder.Options{}); res.Err != nil {
 		t.Fatalf("first build: %v\n%s", res.Err, res.Output)
 	}
-	st, err := store.Open(filepath.Join(root, "var", "tqserver.db"), store.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	r.st = st
 	cfg := config.Default()
 	cfg.Workers.PortRangeStart, cfg.Workers.PortRangeEnd = 24000, 24999
-	r.sup = New(Options{Root: root, Mode: "dev", Config: cfg, Store: st, Proxy: proxy.New(proxy.Options{}),
-		Logger: zerolog.New(r.logs)})
-	go func() { r.done <- r.sup.Run() }()
-	t.Cleanup(func() {
-		r.sup.Send(events.Shutdown{})
-		select {
-		case err := <-r.done:
-			if err != nil {
-				t.Error(err)
-			}
-		case <-time.After(20 * time.Second):
-			t.Error("supervisor did not stop")
-		}
-		st.Close()
-	})
+	r.rig = startRig(t, root, "dev", cfg, proxy.New(proxy.Options{}), nil)
 	r.waitBody("v1")
 	return r
 }
@@ -118,17 +90,6 @@ func (r *devRig) body() string {
 		}
 	}
 	return ""
-}
-
-func (r *devRig) waitFor(what string, cond func() bool) {
-	r.t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			r.t.Fatalf("timed out waiting for %s\n%s", what, r.logs.String())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 func (r *devRig) waitBody(want string) {

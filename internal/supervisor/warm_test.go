@@ -13,8 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rs/zerolog"
-
 	"github.com/mevdschee/tqserver/internal/config"
 	"github.com/mevdschee/tqserver/internal/events"
 	"github.com/mevdschee/tqserver/internal/proxy"
@@ -26,58 +24,24 @@ import (
 // hang while workers/index/hangwarm exists: a successor stays "warming"
 // (healthy, not yet serving) for as long as a test needs.
 type warmFixture struct {
-	t    *testing.T
-	root string
-	st   *store.Store
-	sup  *Supervisor
-	srv  *httptest.Server
-	logs *lockedBuffer
-	done chan error
+	*rig
+	srv *httptest.Server
 }
 
 func newWarmFixture(t *testing.T) *warmFixture {
 	t.Helper()
 	root := t.TempDir()
 	buildTestWorker(t, root, "index")
-	st, err := store.Open(filepath.Join(root, "var", "tqserver.db"), store.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
 	cfg := config.Default()
 	cfg.Workers.PortRangeStart, cfg.Workers.PortRangeEnd = 24000, 24999
 	cfg.Workers.RestartDelayMs = 10
 	px := proxy.New(proxy.Options{})
-	f := &warmFixture{t: t, root: root, st: st, logs: &lockedBuffer{}, done: make(chan error, 1)}
-	f.sup = New(Options{Root: root, Mode: "prod", Config: cfg, Store: st, Proxy: px, Logger: zerolog.New(f.logs)})
-	f.sup.warmTimeout = time.Minute
-	f.srv = httptest.NewServer(px)
-	go func() { f.done <- f.sup.Run() }()
-	t.Cleanup(f.stop)
-	f.waitUntil("first instance healthy", func() bool { return len(f.pids("healthy")) == 1 })
+	r := startRig(t, root, "prod", cfg, px, func(s *Supervisor) { s.warmTimeout = time.Minute })
+	f := &warmFixture{rig: r, srv: httptest.NewServer(px)}
+	t.Cleanup(f.srv.Close)
+	f.waitFor("first instance healthy", func() bool { return len(f.pids("healthy")) == 1 })
 	f.get() // leaves a keep-alive connection: the successor gets warmed
 	return f
-}
-
-func (f *warmFixture) stop() {
-	f.srv.Close()
-	f.sup.Send(events.Shutdown{})
-	select {
-	case <-f.done:
-	case <-time.After(20 * time.Second):
-		f.t.Error("supervisor did not stop")
-	}
-	f.st.Close()
-}
-
-func (f *warmFixture) waitUntil(what string, cond func() bool) {
-	f.t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			f.t.Fatalf("timed out waiting for %s\n%s", what, f.logs.String())
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }
 
 // pids lists the PIDs of the instances in state, in start order.
@@ -159,7 +123,7 @@ func TestExitWhileWarming(t *testing.T) {
 	old := f.pids("healthy")[0]
 	f.setHangWarm(true)
 	res := f.deploy()
-	f.waitUntil("the successor healthy and warming", func() bool { return len(f.pids("healthy")) == 2 })
+	f.waitFor("the successor healthy and warming", func() bool { return len(f.pids("healthy")) == 2 })
 	if got := f.get(); got != itoa(old) {
 		t.Fatalf("while the successor warms, pid %s answered, want the predecessor %d", got, old)
 	}
@@ -183,7 +147,7 @@ func TestExitWhileWarming(t *testing.T) {
 		t.Errorf("after the successor died, pid %s answered, want the predecessor %d", got, old)
 	}
 	var last store.Record
-	f.waitUntil("the successor's exit recorded", func() bool {
+	f.waitFor("the successor's exit recorded", func() bool {
 		recs := f.records("index-2")
 		last = recs[len(recs)-1]
 		return last.Event == "exited"
@@ -201,7 +165,7 @@ func TestNewerDeployWhileWarming(t *testing.T) {
 	old := f.pids("healthy")[0]
 	f.setHangWarm(true)
 	first := f.deploy()
-	f.waitUntil("the successor healthy and warming", func() bool { return len(f.pids("healthy")) == 2 })
+	f.waitFor("the successor healthy and warming", func() bool { return len(f.pids("healthy")) == 2 })
 	warming := f.pids("healthy")[1]
 	f.setHangWarm(false)
 	second := f.deploy()
@@ -212,7 +176,7 @@ func TestNewerDeployWhileWarming(t *testing.T) {
 			t.Fatalf("a reload did not reply\n%s", f.logs.String())
 		}
 	}
-	f.waitUntil("one healthy instance, the newest", func() bool {
+	f.waitFor("one healthy instance, the newest", func() bool {
 		p := f.pids("healthy")
 		return len(p) == 1 && p[0] != old && p[0] != warming
 	})
@@ -227,7 +191,7 @@ func TestNewerDeployWhileWarming(t *testing.T) {
 	if !drained {
 		t.Errorf("the warming instance was not drained as superseded: %+v", f.records("index-2"))
 	}
-	f.waitUntil("the warming instance's process gone", func() bool { return syscall.Kill(warming, 0) != nil || isZombie(warming) })
+	f.waitFor("the warming instance's process gone", func() bool { return syscall.Kill(warming, 0) != nil || isZombie(warming) })
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }
@@ -246,12 +210,12 @@ func TestPredecessorCrashWhileWarming(t *testing.T) {
 	old := f.pids("healthy")[0]
 	f.setHangWarm(true)
 	res := f.deploy()
-	f.waitUntil("the successor healthy and warming", func() bool { return len(f.pids("healthy")) == 2 })
+	f.waitFor("the successor healthy and warming", func() bool { return len(f.pids("healthy")) == 2 })
 	succ := f.pids("healthy")[1]
 	if err := syscall.Kill(old, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	f.waitUntil("the successor alone", func() bool {
+	f.waitFor("the successor alone", func() bool {
 		p := f.pids("healthy")
 		return len(p) == 1 && p[0] == succ
 	})

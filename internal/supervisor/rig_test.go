@@ -1,0 +1,67 @@
+package supervisor
+
+import (
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/mevdschee/tqserver/internal/config"
+	"github.com/mevdschee/tqserver/internal/events"
+	"github.com/mevdschee/tqserver/internal/proxy"
+	"github.com/mevdschee/tqserver/internal/store"
+)
+
+// rig runs a Supervisor in-process on a real store under root/var for one
+// test, and shuts both down when the test ends.
+type rig struct {
+	t    *testing.T
+	root string
+	sup  *Supervisor
+	st   *store.Store
+	logs *lockedBuffer
+	done chan error
+}
+
+// startRig starts the supervisor; setup, when not nil, adjusts it first.
+func startRig(t *testing.T, root, mode string, cfg *config.Config, px *proxy.Proxy, setup func(*Supervisor)) *rig {
+	t.Helper()
+	st, err := store.Open(filepath.Join(root, "var", "tqserver.db"), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &rig{t: t, root: root, st: st, logs: &lockedBuffer{}, done: make(chan error, 1)}
+	r.sup = New(Options{Root: root, Mode: mode, Config: cfg, Store: st, Proxy: px, Logger: zerolog.New(r.logs)})
+	if setup != nil {
+		setup(r.sup)
+	}
+	go func() { r.done <- r.sup.Run() }()
+	t.Cleanup(r.stop)
+	return r
+}
+
+func (r *rig) stop() {
+	r.sup.Send(events.Shutdown{})
+	select {
+	case err := <-r.done:
+		if err != nil {
+			r.t.Error(err)
+		}
+	case <-time.After(20 * time.Second):
+		r.t.Error("supervisor did not stop")
+	}
+	r.st.Close()
+}
+
+// waitFor polls cond until it holds, failing the test after a minute.
+func (r *rig) waitFor(what string, cond func() bool) {
+	r.t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			r.t.Fatalf("timed out waiting for %s\n%s", what, r.logs.String())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
