@@ -452,6 +452,20 @@ func testFastInformationalResponse(t *testing.T) {
 
 // The response-header timeout starts once the request is sent in full: a
 // slow upload is not a slow worker.
+// slowBody is a request body of 60 bytes sent over 300 ms, as a slow
+// client would (the sleeps pace the client; they synchronise nothing).
+func slowBody() io.Reader {
+	pr, pw := io.Pipe()
+	go func() {
+		for range 6 {
+			time.Sleep(50 * time.Millisecond)
+			pw.Write([]byte("0123456789"))
+		}
+		pw.Close()
+	}()
+	return pr
+}
+
 func TestFastHeaderTimeoutAfterBody(t *testing.T) { eachMode(t, testFastHeaderTimeoutAfterBody) }
 
 func testFastHeaderTimeoutAfterBody(t *testing.T) {
@@ -466,17 +480,6 @@ func testFastHeaderTimeoutAfterBody(t *testing.T) {
 	})
 	_, url := fastProxy(t, addr, Options{ResponseHeaderTimeout: 100 * time.Millisecond})
 	c := newClient(t)
-	slowBody := func() io.Reader {
-		pr, pw := io.Pipe()
-		go func() {
-			for range 6 {
-				time.Sleep(50 * time.Millisecond)
-				pw.Write([]byte("0123456789"))
-			}
-			pw.Close()
-		}()
-		return pr
-	}
 	resp, err := c.Post(url+"/slow", "text/plain", slowBody())
 	if err != nil {
 		t.Fatal(err)
@@ -533,15 +536,7 @@ func testFastHeaderDeadlineCarriesOver(t *testing.T) {
 	}
 	// An upload slower than the header timeout, on the same worker
 	// connection: the timeout starts only when the body is sent.
-	pr, pw := io.Pipe()
-	go func() {
-		for range 6 {
-			time.Sleep(50 * time.Millisecond) // a slow client, not synchronisation
-			pw.Write([]byte("0123456789"))
-		}
-		pw.Close()
-	}()
-	resp, err := c.Post(url+"/slow", "text/plain", pr)
+	resp, err := c.Post(url+"/slow", "text/plain", slowBody())
 	if err != nil {
 		t.Fatal(err)
 	}
