@@ -48,7 +48,7 @@ func (r *rig) stop() {
 		if err != nil {
 			r.t.Error(err)
 		}
-	case <-time.After(20 * time.Second):
+	case <-time.After(30 * time.Second):
 		r.t.Error("supervisor did not stop")
 	}
 	r.st.Close()

@@ -16,8 +16,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rs/zerolog"
-
 	"github.com/mevdschee/tqserver/internal/config"
 	"github.com/mevdschee/tqserver/internal/events"
 	"github.com/mevdschee/tqserver/internal/proxy"
@@ -125,60 +123,33 @@ func install(t *testing.T, root, name, bin string) {
 
 // scaleHarness runs a supervisor in-process behind a real proxy on loopback.
 type scaleHarness struct {
-	t      *testing.T
-	root   string
-	st     *store.Store
-	sup    *Supervisor
+	*rig
 	px     *proxy.Proxy
 	front  *httptest.Server
-	logs   *lockedBuffer
-	done   chan error
 	client *http.Client
 }
 
 func startScaleHarness(t *testing.T, ws config.WorkerSettings) *scaleHarness {
 	t.Helper()
-	h := &scaleHarness{t: t, root: t.TempDir(), logs: &lockedBuffer{}, done: make(chan error, 1)}
-	install(t, h.root, "index", buildVersion(t, h.root, "index", "v1"))
-	var err error
-	h.st, err = store.Open(filepath.Join(h.root, "var", "tqserver.db"), store.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	root := t.TempDir()
+	install(t, root, "index", buildVersion(t, root, "index", "v1"))
 	cfg := config.Default()
 	cfg.Workers.PortRangeStart, cfg.Workers.PortRangeEnd = 24000, 24999
 	cfg.Workers.StartupDelayMs = 5
 	cfg.Workers.RestartDelayMs = 10
 	cfg.Workers.Default = ws
-	h.px = proxy.New(proxy.Options{})
-	h.sup = New(Options{Root: h.root, Mode: "prod", Config: cfg, Store: h.st, Proxy: h.px, Logger: zerolog.New(h.logs)})
-	go func() { h.done <- h.sup.Run() }()
-	h.front = httptest.NewServer(h.px)
-	h.client = &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
-	t.Cleanup(h.stop)
+	px := proxy.New(proxy.Options{})
+	h := &scaleHarness{px: px, front: httptest.NewServer(px),
+		client: &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 64}}}
+	// Registered before the rig's: runs after the supervisor stopped, so
+	// that goleak (TestMain) sees no goroutine of this test.
+	t.Cleanup(func() {
+		h.front.Close()
+		h.client.CloseIdleConnections()
+		h.px.CloseIdleConnections()
+	})
+	h.rig = startRig(t, root, "prod", cfg, px, nil)
 	return h
-}
-
-// stop shuts the supervisor down and closes everything, so that goleak
-// (TestMain) sees no goroutine of this test.
-func (h *scaleHarness) stop() {
-	if h.sup == nil {
-		return
-	}
-	h.sup.Send(events.Shutdown{})
-	select {
-	case err := <-h.done:
-		if err != nil {
-			h.t.Error(err)
-		}
-	case <-time.After(30 * time.Second):
-		h.t.Error("supervisor did not stop")
-	}
-	h.front.Close()
-	h.client.CloseIdleConnections()
-	h.px.CloseIdleConnections()
-	h.st.Close()
-	h.sup = nil
 }
 
 func (h *scaleHarness) waitUntil(what string, timeout time.Duration, cond func() bool) {
