@@ -452,6 +452,17 @@ func testFastInformationalResponse(t *testing.T) {
 
 // The response-header timeout starts once the request is sent in full: a
 // slow upload is not a slow worker.
+// bodyLength answers with the length of the request body it read, except
+// on /hang, which never answers.
+func bodyLength(w http.ResponseWriter, r *http.Request) {
+	n, _ := io.Copy(io.Discard, r.Body)
+	if r.URL.Path == "/hang" {
+		<-r.Context().Done()
+		return
+	}
+	fmt.Fprint(w, n)
+}
+
 // slowBody is a request body of 60 bytes sent over 300 ms, as a slow
 // client would (the sleeps pace the client; they synchronise nothing).
 func slowBody() io.Reader {
@@ -470,14 +481,7 @@ func TestFastHeaderTimeoutAfterBody(t *testing.T) { eachMode(t, testFastHeaderTi
 
 func testFastHeaderTimeoutAfterBody(t *testing.T) {
 	requireFast(t)
-	_, addr := startBackend(t, func(w http.ResponseWriter, r *http.Request) {
-		n, _ := io.Copy(io.Discard, r.Body)
-		if r.URL.Path == "/hang" {
-			<-r.Context().Done()
-			return
-		}
-		fmt.Fprint(w, n)
-	})
+	_, addr := startBackend(t, bodyLength)
 	_, url := fastProxy(t, addr, Options{ResponseHeaderTimeout: 100 * time.Millisecond})
 	c := newClient(t)
 	resp, err := c.Post(url+"/slow", "text/plain", slowBody())
@@ -508,14 +512,7 @@ func TestFastHeaderDeadlineCarriesOver(t *testing.T) {
 
 func testFastHeaderDeadlineCarriesOver(t *testing.T) {
 	requireFast(t)
-	addr, conns := countingBackend(t, func(w http.ResponseWriter, r *http.Request) {
-		n, _ := io.Copy(io.Discard, r.Body)
-		if r.URL.Path == "/hang" {
-			<-r.Context().Done()
-			return
-		}
-		fmt.Fprint(w, n)
-	})
+	addr, conns := countingBackend(t, bodyLength)
 	const timeout = 150 * time.Millisecond
 	_, url := fastProxy(t, addr, Options{ResponseHeaderTimeout: timeout})
 	c := newClient(t)
