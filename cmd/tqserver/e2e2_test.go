@@ -339,7 +339,7 @@ func TestBadConfigRefusesToStart(t *testing.T) {
 }
 
 func TestHostileClients(t *testing.T) {
-	root := newRoot(t, fastConfig+"server:\n  read_timeout_seconds: 2\n")
+	root := newRoot(t, fastConfig+"server:\n  header_timeout_seconds: 2\n")
 	install(t, root, "index", "v1", "normal")
 	s := startServer(t, root)
 	waitBody(t, s.url("/"), "v1", 10*time.Second)

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -84,28 +83,31 @@ func (c *serveCmd) Run() error {
 	}
 
 	var sup *supervisor.Supervisor
-	px := proxy.New(proxy.Options{
-		WorkersDir:    staticDir(root, cfg),
-		StaticEnabled: cfg.Server.Static.Enabled,
-		StaticPrefix:  cfg.Server.Static.URLPrefix,
-		CacheMaxAge:   cfg.Server.Static.CacheMaxAgeSeconds,
-		OnMaxRequests: func(instance string) { go sup.Send(events.MaxRequests{Instance: instance}) },
-		Logger:        log,
-		// A worker that has not begun to answer when the client's write
-		// deadline passes never will in time: give up on it then.
-		ResponseHeaderTimeout: time.Duration(cfg.Server.WriteTimeoutSeconds) * time.Second,
-	})
+	popts := proxy.Options{
+		WorkersDir:        staticDir(root, cfg),
+		StaticEnabled:     cfg.Server.Static.Enabled,
+		StaticPrefix:      cfg.Server.Static.URLPrefix,
+		CacheMaxAge:       cfg.Server.Static.CacheMaxAgeSeconds,
+		OnMaxRequests:     func(instance string) { go sup.Send(events.MaxRequests{Instance: instance}) },
+		Logger:            log,
+		WorkerTimeout:     cfg.Server.UpstreamTimeout(),
+		WorkerIdleTimeout: cfg.Server.WorkerIdleTimeout(),
+		WorkerIdleConns:   cfg.Server.WorkerIdleConns,
+	}
+	var hub *devreload.Hub
+	if mode == "dev" {
+		// Browsers reload after a swap and show build errors; prod responses
+		// are never touched. The engine is the same in both modes.
+		hub = devreload.NewHub()
+		popts.Local = devreload.Local(hub)
+		popts.Rewrite = devreload.Rewrite
+	}
+	px := proxy.New(popts)
 	opts := supervisor.Options{
 		Root: root, Mode: mode, Listen: ln.Addr().String(), Config: cfg, Store: st, Proxy: px,
 		Logger: log, Version: versionString(), Builds: builds,
 	}
-	var handler http.Handler = px
-	var hub *devreload.Hub
-	if mode == "dev" {
-		// Browsers reload after a swap and show build errors; prod responses
-		// are never touched.
-		hub = devreload.NewHub()
-		handler = devreload.Middleware(px, hub)
+	if hub != nil {
 		opts.Dev = hub
 	}
 	sup = supervisor.New(opts)
@@ -120,19 +122,13 @@ func (c *serveCmd) Run() error {
 	os.WriteFile(pidFile, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644)
 	defer os.Remove(pidFile)
 
-	srv := &http.Server{
-		Handler:           handler,
-		ReadTimeout:       time.Duration(cfg.Server.ReadTimeoutSeconds) * time.Second,
-		ReadHeaderTimeout: min(10*time.Second, time.Duration(cfg.Server.ReadTimeoutSeconds)*time.Second),
-		WriteTimeout:      time.Duration(cfg.Server.WriteTimeoutSeconds) * time.Second,
-		IdleTimeout:       time.Duration(cfg.Server.IdleTimeoutSeconds) * time.Second,
-		MaxHeaderBytes:    1 << 20,
-		ErrorLog:          nil,
-	}
-	// Prod: the proxy's front serves client connections itself and hands
-	// anything unusual to srv (TQPROXY_FRONT=0 leaves all to srv). Dev stays
-	// on srv alone: its middleware rewrites responses the front never sees.
-	front := px.NewFront(srv, proxy.FrontOptions{Disable: mode == "dev"})
+	front := proxy.NewServer(px, proxy.ServerOptions{
+		HeaderTimeout:  cfg.Server.HeaderTimeout(),
+		IdleTimeout:    cfg.Server.IdleTimeout(),
+		ReadTimeout:    cfg.Server.ReadTimeout(),
+		WriteTimeout:   cfg.Server.WriteTimeout(),
+		MaxHeaderBytes: cfg.Server.MaxHeaderBytes,
+	})
 
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)

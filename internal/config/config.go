@@ -37,6 +37,12 @@ type Server struct {
 	ReadTimeoutSeconds  int
 	WriteTimeoutSeconds int
 	IdleTimeoutSeconds  int
+	// The proxy engine's limits (docs/configuration.md says what each bounds).
+	HeaderTimeoutSeconds     int
+	UpstreamTimeoutSeconds   int
+	MaxHeaderBytes           int
+	WorkerIdleTimeoutSeconds int
+	WorkerIdleConns          int
 	// DeploymentMode is "", "dev" or "prod"; "" means unset (see ResolveMode).
 	DeploymentMode string
 	Static         Static
@@ -215,11 +221,16 @@ func DefaultWorkerSettings() WorkerSettings {
 func Default() *Config {
 	return &Config{
 		Server: Server{
-			Port:                8080,
-			ReadTimeoutSeconds:  30,
-			WriteTimeoutSeconds: 30,
-			IdleTimeoutSeconds:  120,
-			DeploymentMode:      "",
+			Port:                     8080,
+			ReadTimeoutSeconds:       30,
+			WriteTimeoutSeconds:      30,
+			IdleTimeoutSeconds:       120,
+			HeaderTimeoutSeconds:     10,
+			UpstreamTimeoutSeconds:   60,
+			MaxHeaderBytes:           64 << 10,
+			WorkerIdleTimeoutSeconds: 60,
+			WorkerIdleConns:          256,
+			DeploymentMode:           "",
 			Static: Static{
 				Enabled:            true,
 				URLPrefix:          "/static",
@@ -442,6 +453,15 @@ func (s Server) WriteTimeout() time.Duration { return seconds(s.WriteTimeoutSeco
 
 // IdleTimeout is server.idle_timeout_seconds as a duration.
 func (s Server) IdleTimeout() time.Duration { return seconds(s.IdleTimeoutSeconds) }
+
+// HeaderTimeout is server.header_timeout_seconds as a duration.
+func (s Server) HeaderTimeout() time.Duration { return seconds(s.HeaderTimeoutSeconds) }
+
+// UpstreamTimeout is server.upstream_timeout_seconds as a duration.
+func (s Server) UpstreamTimeout() time.Duration { return seconds(s.UpstreamTimeoutSeconds) }
+
+// WorkerIdleTimeout is server.worker_idle_timeout_seconds as a duration.
+func (s Server) WorkerIdleTimeout() time.Duration { return seconds(s.WorkerIdleTimeoutSeconds) }
 
 // CacheMaxAge is static.cache_max_age_seconds as a duration.
 func (s Static) CacheMaxAge() time.Duration { return seconds(s.CacheMaxAgeSeconds) }

@@ -105,6 +105,11 @@ const fullServer = `server:
   read_timeout_seconds: 31
   write_timeout_seconds: 32
   idle_timeout_seconds: 121
+  header_timeout_seconds: 11
+  upstream_timeout_seconds: 61
+  max_header_bytes: 4096
+  worker_idle_timeout_seconds: 62
+  worker_idle_conns: 17
   deployment_mode: prod
   static:
     enabled: false
@@ -201,6 +206,7 @@ binaries:
 func fullWant() *Config {
 	return &Config{
 		Server: Server{Port: 8081, ReadTimeoutSeconds: 31, WriteTimeoutSeconds: 32, IdleTimeoutSeconds: 121,
+			HeaderTimeoutSeconds: 11, UpstreamTimeoutSeconds: 61, MaxHeaderBytes: 4096, WorkerIdleTimeoutSeconds: 62, WorkerIdleConns: 17,
 			DeploymentMode: "prod",
 			Static:         Static{Enabled: false, URLPrefix: "/assets", CacheMaxAgeSeconds: 60, DevRoot: "apps"}},
 		Workers: Workers{WorkersDir: "apps", PortRangeStart: 10000, PortRangeEnd: 10100,

@@ -164,11 +164,16 @@ func port(dst *int) fieldFunc        { return intField(dst, 1, 65535) }
 
 func serverFields(s *Server) map[string]fieldFunc {
 	return map[string]fieldFunc{
-		"port":                  port(&s.Port),
-		"read_timeout_seconds":  nonNegative(&s.ReadTimeoutSeconds),
-		"write_timeout_seconds": nonNegative(&s.WriteTimeoutSeconds),
-		"idle_timeout_seconds":  nonNegative(&s.IdleTimeoutSeconds),
-		"deployment_mode":       stringField(&s.DeploymentMode, checkMode),
+		"port":                        port(&s.Port),
+		"read_timeout_seconds":        nonNegative(&s.ReadTimeoutSeconds),
+		"write_timeout_seconds":       nonNegative(&s.WriteTimeoutSeconds),
+		"idle_timeout_seconds":        nonNegative(&s.IdleTimeoutSeconds),
+		"header_timeout_seconds":      nonNegative(&s.HeaderTimeoutSeconds),
+		"upstream_timeout_seconds":    nonNegative(&s.UpstreamTimeoutSeconds),
+		"max_header_bytes":            intField(&s.MaxHeaderBytes, 1024, 1<<20),
+		"worker_idle_timeout_seconds": positive(&s.WorkerIdleTimeoutSeconds),
+		"worker_idle_conns":           intField(&s.WorkerIdleConns, 1, 1024),
+		"deployment_mode":             stringField(&s.DeploymentMode, checkMode),
 		"static": func(d *fileDecoder, p string, e entry) error {
 			st := &s.Static
 			return d.section(p, e, map[string]fieldFunc{

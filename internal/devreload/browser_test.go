@@ -4,10 +4,8 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"github.com/mevdschee/tqserver/internal/chromiumtest"
 	"image/png"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -15,6 +13,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/mevdschee/tqserver/internal/chromiumtest"
 
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
@@ -25,7 +25,7 @@ func newBrowser(t *testing.T) context.Context { return chromiumtest.New(t) }
 // pageServer serves an HTML page whose text can change, and a JSON
 // endpoint, through Middleware with a replaceable Hub (a "server restart").
 type pageServer struct {
-	srv     *httptest.Server
+	srv     *devServer
 	hub     atomic.Pointer[Hub]
 	version atomic.Int64
 }
@@ -46,9 +46,10 @@ func newPageServer(t *testing.T) *pageServer {
 		w.Header().Set("Content-Length", fmt.Sprint(len(jsonBody)))
 		w.Write([]byte(jsonBody))
 	})
-	ps.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		Middleware(mux, ps.hub.Load()).ServeHTTP(w, r)
-	}))
+	ps.srv = newDevServerLocal(t, mux, map[string]http.Handler{
+		EventsPath: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { ps.hub.Load().ServeEvents(w, r) }),
+		ScriptPath: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { ps.hub.Load().ServeScript(w, r) }),
+	})
 	t.Cleanup(func() {
 		ps.hub.Load().Close()
 		ps.srv.Close()

@@ -14,9 +14,9 @@ import (
 	"go.uber.org/goleak"
 )
 
-func newHubServer(t *testing.T, h *Hub) *httptest.Server {
+func newHubServer(t *testing.T, h *Hub) *devServer {
 	t.Helper()
-	srv := httptest.NewServer(Middleware(http.NotFoundHandler(), h))
+	srv := newDevServer(t, http.NotFoundHandler(), h)
 	t.Cleanup(func() {
 		h.Close()
 		srv.Close()
@@ -129,7 +129,7 @@ func TestHubHeartbeat(t *testing.T) {
 func TestHubCloseEndsStreams(t *testing.T) {
 	defer goleak.VerifyNone(t)
 	h := NewHub()
-	srv := httptest.NewServer(Middleware(http.NotFoundHandler(), h))
+	srv := newDevServer(t, http.NotFoundHandler(), h)
 	defer srv.Close()
 	a := openSSE(t, srv.Client(), srv.URL+EventsPath)
 	b := openSSE(t, srv.Client(), srv.URL+EventsPath)

@@ -55,40 +55,6 @@ func BenchmarkProxy(b *testing.B) {
 	b.Run("proxy", func(b *testing.B) { run(b, front.URL+"/hello") })
 }
 
-// BenchmarkProxyFast compares the fast path with the stock ReverseProxy
-// path for the same hello-world worker, one request at a time.
-func BenchmarkProxyFast(b *testing.B) {
-	_, addr := startBackend(b, func(w http.ResponseWriter, r *http.Request) {
-		io.WriteString(w, "hello")
-	})
-	for _, stock := range []bool{false, true} {
-		name := "fast"
-		if stock {
-			name = "stock"
-		}
-		b.Run(name, func(b *testing.B) {
-			p := New(Options{DisableFastPath: stock})
-			p.Swap(table(Route{Prefix: "/", Worker: "index", Backend: NewBackend("index", "index-1", addr, 0)}))
-			front := startProxy(b, p)
-			tr := &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 16}
-			b.Cleanup(tr.CloseIdleConnections)
-			c := &http.Client{Transport: tr}
-			b.ReportAllocs()
-			for b.Loop() {
-				resp, err := c.Get(front.URL + "/hello")
-				if err != nil {
-					b.Fatal(err)
-				}
-				io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
-				if resp.StatusCode != http.StatusOK {
-					b.Fatal(resp.Status)
-				}
-			}
-		})
-	}
-}
-
 func BenchmarkCleanStaticPath(b *testing.B) {
 	paths := []string{"/index/css/style.css", "/index/../private/x", "/api_users/swagger/index.html", "/index/%2e%2e/x"}
 	b.ReportAllocs()
@@ -97,13 +63,10 @@ func BenchmarkCleanStaticPath(b *testing.B) {
 	}
 }
 
-// benchServe measures sequential keep-alive GETs of a hello-world worker
-// through the proxy served in mode, allocations included (the client's
-// and the worker's count too: compare the two, not the absolute figure).
-func benchServe(b *testing.B, mode string) {
-	prevMode, prevStock := curMode, stockByDefault
-	curMode, stockByDefault = mode, false
-	defer func() { curMode, stockByDefault = prevMode, prevStock }()
+// BenchmarkEngine measures sequential keep-alive GETs of a hello-world
+// worker through the engine, allocations included (the client's and the
+// worker's count too: compare runs, not the absolute figure).
+func BenchmarkEngine(b *testing.B) {
 	_, addr := startBackend(b, func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, "hello")
 	})
@@ -126,9 +89,3 @@ func benchServe(b *testing.B, mode string) {
 		}
 	}
 }
-
-// BenchmarkFront: client connections served by the front loop.
-func BenchmarkFront(b *testing.B) { benchServe(b, modeFront) }
-
-// BenchmarkNetHTTP: the same through net/http and the fast path.
-func BenchmarkNetHTTP(b *testing.B) { benchServe(b, modeNetHTTP) }

@@ -11,17 +11,13 @@ import (
 	"time"
 )
 
-// peekAfter is how long a connection must have been idle before getConn
-// peeks at its socket (a system call) to see whether the worker closed it.
-// Workers close idle connections only after seconds (their IdleTimeout) or
-// when stopping, which happens after their backend was closed and so its
-// pool emptied; a connection used within the last second is as good as
-// certain to be open, and an idempotent request retries if it was not.
-const peekAfter = time.Second
-
-// idlePerBackend bounds the keep-alive connections kept open to one worker
-// instance (the stock transport's MaxIdleConnsPerHost).
-const idlePerBackend = 1024
+// Defaults for the pool of idle keep-alive connections to each instance.
+const (
+	defaultWorkerIdleConns   = 256
+	maxWorkerIdleConns       = 1024 // the pool's capacity, the highest cap
+	defaultWorkerIdleTimeout = 60 * time.Second
+	dialTimeout              = 2 * time.Second
+)
 
 // connPool is a backend's free list of idle keep-alive connections. A
 // buffered channel is the free list: no mutex of ours on the request path,
@@ -37,20 +33,23 @@ type workerConn struct {
 	raw    syscall.RawConn // nil when conn is not a socket (tests)
 	reused bool            // served a request before this one
 	abort  func()          // closes conn; made once so cancelling costs no allocation
-	hdr    []byte          // scratch for the response header block
-	resp   respHead        // the response being read (its fields slice is reused)
+	hdr    []byte          // the response head buffer
+	resp   respHead        // the response being read
+	cr     chunkedReader   // its chunked body
 	idleAt time.Time       // when it went back to the pool
-	// rdl is the read deadline exchange set (zero: none). The body sender
-	// sets deadlines of its own, so a request with a body clears it.
-	rdl time.Time
+	rdl    time.Time       // the read deadline set (zero: none)
+	wdl    time.Time       // the write deadline set
 	// headState tells the body sender whether the response head has
-	// arrived, so it starts the header timeout only while one is awaited.
+	// arrived, so it starts the worker timeout only while one is awaited.
 	headState atomic.Int32
 	bodySent  atomic.Bool // the body sender wrote the whole request body
 }
 
 func newWorkerConn(c net.Conn) *workerConn {
-	rw := socketIO(c)
+	var rw io.ReadWriter = c
+	if r := socketIO(c); r != nil {
+		rw = r
+	}
 	wc := &workerConn{
 		conn: c,
 		br:   bufio.NewReaderSize(rw, 8<<10),
@@ -63,53 +62,110 @@ func newWorkerConn(c net.Conn) *workerConn {
 	return wc
 }
 
-func (c *workerConn) close() { c.conn.Close() }
+func (wc *workerConn) close() { wc.conn.Close() }
 
-// usable reports whether an idle connection can carry another request: the
-// worker has neither closed it nor sent anything unasked.
-func (c *workerConn) usable() bool {
-	return c.br.Buffered() == 0 && (c.raw == nil || time.Since(c.idleAt) < peekAfter || sockIdle(c.raw))
+// readProgress gives the worker timeout from now for its next bytes.
+func (wc *workerConn) readProgress(timeout time.Duration) {
+	if timeout <= 0 {
+		return
+	}
+	t, slack := time.Now().Add(timeout), timeout/16
+	if !laterBy(wc.rdl, t, slack) {
+		wc.rdl = t.Add(slack)
+		wc.conn.SetReadDeadline(wc.rdl)
+	}
+}
+
+// writeProgress gives a write to the worker the worker timeout from now.
+func (wc *workerConn) writeProgress(timeout time.Duration) {
+	if timeout <= 0 {
+		return
+	}
+	t, slack := time.Now().Add(timeout), timeout/16
+	if !laterBy(wc.wdl, t, slack) {
+		wc.wdl = t.Add(slack)
+		wc.conn.SetWriteDeadline(wc.wdl)
+	}
+}
+
+// check reports whether an idle connection can carry another request: it
+// is younger than the idle timeout, nothing is buffered, and the socket
+// holds neither unsolicited bytes nor the worker's close. It runs at every
+// checkout, whatever the connection's idle age: a byte the worker sent
+// after its last response must never be read as the next one's.
+func (p *Proxy) check(b *Backend, wc *workerConn, now time.Time) bool {
+	if now.Sub(wc.idleAt) > p.workerIdleTimeout {
+		return false
+	}
+	if wc.br.Buffered() > 0 {
+		p.unsolicited(b, wc.br.Buffered())
+		return false
+	}
+	if wc.raw == nil {
+		return true
+	}
+	switch sockState(wc.raw) {
+	case sockIdle:
+		return true
+	case sockData:
+		p.unsolicited(b, -1)
+	}
+	return false
+}
+
+func (p *Proxy) unsolicited(b *Backend, n int) {
+	p.log.Warn().Str("worker", b.Worker).Str("instance", b.Instance).Int("bytes", n).
+		Msg("worker sent unsolicited bytes on an idle connection: closed")
 }
 
 func (b *Backend) pool() *connPool {
-	if p := b.conns.Load(); p != nil {
-		return p
+	if cp := b.conns.Load(); cp != nil {
+		return cp
 	}
-	p := &connPool{idle: make(chan *workerConn, idlePerBackend)}
-	if b.conns.CompareAndSwap(nil, p) {
-		return p
+	cp := &connPool{idle: make(chan *workerConn, maxWorkerIdleConns)}
+	if b.conns.CompareAndSwap(nil, cp) {
+		return cp
 	}
 	return b.conns.Load()
 }
 
-// getConn returns a usable idle connection to b, or nil.
-func (b *Backend) getConn() *workerConn {
-	p := b.pool()
+// getConn returns a checked idle connection to b, or nil.
+func (p *Proxy) getConn(b *Backend) *workerConn {
+	cp := b.pool()
+	var now time.Time
 	for {
 		select {
-		case c := <-p.idle:
-			if c.usable() {
-				c.reused = true
-				return c
+		case wc := <-cp.idle:
+			if now.IsZero() {
+				now = time.Now()
 			}
-			c.close()
+			if p.check(b, wc, now) {
+				wc.reused = true
+				return wc
+			}
+			wc.close()
 		default:
 			return nil
 		}
 	}
 }
 
-// putConn returns a connection whose last exchange completed cleanly. It
-// queues first and checks closed second, while Close sets closed first and
-// empties the queue second: whichever runs last closes the connection, so a
-// closed backend keeps no connection open.
-func (b *Backend) putConn(c *workerConn) {
-	c.idleAt = time.Now()
-	p := b.pool()
+// putConn returns a connection whose last exchange ended exactly at a
+// message boundary, keeping at most limit idle. It queues first and checks
+// closed second, while Close sets closed first and empties the queue
+// second: whichever runs last closes the connection, so a closed backend
+// keeps no connection open.
+func (b *Backend) putConn(wc *workerConn, limit int) {
+	wc.idleAt = time.Now()
+	cp := b.pool()
+	if len(cp.idle) >= limit {
+		wc.close()
+		return
+	}
 	select {
-	case p.idle <- c:
+	case cp.idle <- wc:
 	default:
-		c.close()
+		wc.close()
 		return
 	}
 	if b.closed.Load() {
@@ -119,14 +175,14 @@ func (b *Backend) putConn(c *workerConn) {
 
 // closeIdle closes b's idle keep-alive connections.
 func (b *Backend) closeIdle() {
-	p := b.conns.Load()
-	if p == nil {
+	cp := b.conns.Load()
+	if cp == nil {
 		return
 	}
 	for {
 		select {
-		case c := <-p.idle:
-			c.close()
+		case wc := <-cp.idle:
+			wc.close()
 		default:
 			return
 		}
@@ -135,20 +191,66 @@ func (b *Backend) closeIdle() {
 
 // IdleConns is how many keep-alive connections to b are parked in its pool.
 func (b *Backend) IdleConns() int {
-	if p := b.conns.Load(); p != nil {
-		return len(p.idle)
+	if cp := b.conns.Load(); cp != nil {
+		return len(cp.idle)
 	}
 	return 0
+}
+
+// sweepIdle closes, every half idle timeout, the pooled connections that
+// are too old or no longer clean, until stop closes.
+func (p *Proxy) sweepIdle(stop <-chan struct{}, done chan<- struct{}) {
+	defer close(done)
+	t := time.NewTicker(max(p.workerIdleTimeout/2, 10*time.Millisecond))
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+		}
+		now := time.Now()
+		for _, rt := range p.table.Load().sorted {
+			for _, b := range rt.Backends {
+				cp := b.conns.Load()
+				if cp == nil {
+					continue
+				}
+				for range len(cp.idle) {
+					var wc *workerConn
+					select {
+					case wc = <-cp.idle:
+					default:
+					}
+					if wc == nil {
+						break
+					}
+					if !p.check(b, wc, now) {
+						wc.close()
+						continue
+					}
+					select {
+					case cp.idle <- wc:
+					default:
+						wc.close()
+					}
+				}
+			}
+		}
+	}
+}
+
+func (p *Proxy) dialWorker(addr string) (net.Conn, error) {
+	return p.dial("tcp", addr)
 }
 
 // Warm opens up to n keep-alive connections to b, sends one GET path over
 // each (all sent before any answer is read), and parks those that answered
 // in its pool, so the first requests after a swap neither pay for a dial nor
-// find a fresh process whose connections have never served (a burst of
-// dials and first requests is what makes p99 jump when traffic moves to a
-// new instance). It gives up at timeout and returns how many connections it
-// parked. The error says the worker refused a connection or dropped one
-// without answering — not a slow answer, which only parks fewer.
+// find a fresh process whose connections have never served. It gives up at
+// timeout and returns how many connections it parked. The error says the
+// worker refused a connection or dropped one without answering — not a
+// slow answer, which only parks fewer.
 func (b *Backend) Warm(n int, path string, timeout time.Duration) (int, error) {
 	deadline := time.Now().Add(timeout)
 	d := net.Dialer{Deadline: deadline, KeepAlive: 30 * time.Second}
@@ -181,7 +283,7 @@ func (b *Backend) Warm(n int, path string, timeout time.Duration) (int, error) {
 		}
 		if keep {
 			wc.conn.SetDeadline(time.Time{})
-			b.putConn(wc)
+			b.putConn(wc, maxWorkerIdleConns)
 			parked++
 		} else {
 			wc.close()
@@ -193,14 +295,34 @@ func (b *Backend) Warm(n int, path string, timeout time.Duration) (int, error) {
 	return parked, failed
 }
 
-// warmAnswer reads the answer to Warm's request on wc and reports whether
-// the connection can be kept; the error is why no answer came.
+// warmAnswer reads the answer to Warm's request on wc with the engine's
+// own parser and reports whether the connection can be kept; the error is
+// why no answer came.
 func warmAnswer(wc *workerConn) (bool, error) {
-	resp, err := http.ReadResponse(wc.br, nil)
+	var err error
+	wc.hdr, err = readResponseHead(wc.br, wc.hdr, &wc.resp)
 	if err != nil {
 		return false, err
 	}
-	_, err = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
-	resp.Body.Close()
-	return err == nil && !resp.Close && wc.br.Buffered() == 0, nil
+	resp := &wc.resp
+	switch {
+	case resp.code < 200:
+		return false, nil
+	case resp.chunked:
+		wc.cr.reset(wc.br)
+		if _, err := io.Copy(io.Discard, io.LimitReader(&wc.cr, 64<<10)); err != nil {
+			return false, err
+		}
+		if wc.cr.state != chunkDone {
+			return false, nil
+		}
+	case resp.code == http.StatusNoContent || resp.code == http.StatusNotModified || resp.length == 0:
+	case resp.length > 0 && resp.length <= 64<<10:
+		if _, err := wc.br.Discard(int(resp.length)); err != nil {
+			return false, err
+		}
+	default:
+		return false, nil
+	}
+	return resp.keepAlive && wc.br.Buffered() == 0, nil
 }

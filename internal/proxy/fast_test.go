@@ -24,13 +24,6 @@ import (
 // HTTP/1.1 framing both ways); the rest of the suite runs against whichever
 // path serves the request.
 
-func requireFast(t *testing.T) {
-	t.Helper()
-	if stockByDefault {
-		t.Skip("fast path disabled (TQPROXY_STOCK=1)")
-	}
-}
-
 // countingBackend counts the TCP connections a test backend accepts.
 func countingBackend(t *testing.T, h http.HandlerFunc) (addr string, conns *atomic.Int64) {
 	t.Helper()
@@ -112,10 +105,7 @@ func idleConns(b *Backend) int {
 	return 0
 }
 
-func TestFastPoolReusesConnections(t *testing.T) { eachMode(t, testFastPoolReusesConnections) }
-
-func testFastPoolReusesConnections(t *testing.T) {
-	requireFast(t)
+func TestFastPoolReusesConnections(t *testing.T) {
 	addr, conns := countingBackend(t, func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, r.Method+" "+r.URL.Path)
 	})
@@ -140,10 +130,7 @@ func testFastPoolReusesConnections(t *testing.T) {
 	}
 }
 
-func TestFastWorkerClosesConnection(t *testing.T) { eachMode(t, testFastWorkerClosesConnection) }
-
-func testFastWorkerClosesConnection(t *testing.T) {
-	requireFast(t)
+func TestFastWorkerClosesConnection(t *testing.T) {
 	addr, conns := countingBackend(t, func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Connection", "close")
 		io.WriteString(w, "bye")
@@ -169,10 +156,7 @@ func testFastWorkerClosesConnection(t *testing.T) {
 
 // A worker that closes an idle connection without saying so: the next
 // idempotent request retries on a fresh connection.
-func TestFastStaleConnectionRetried(t *testing.T) { eachMode(t, testFastStaleConnectionRetried) }
-
-func testFastStaleConnectionRetried(t *testing.T) {
-	requireFast(t)
+func TestFastStaleConnectionRetried(t *testing.T) {
 	var served atomic.Int64
 	addr := rawBackend(t, func(c net.Conn, br *bufio.Reader) {
 		if _, err := readRawRequest(br); err != nil {
@@ -196,11 +180,6 @@ func testFastStaleConnectionRetried(t *testing.T) {
 // Bytes the worker sends beyond the response must never be taken as the
 // answer to the next request.
 func TestFastUnaskedBytesDropConnection(t *testing.T) {
-	eachMode(t, testFastUnaskedBytesDropConnection)
-}
-
-func testFastUnaskedBytesDropConnection(t *testing.T) {
-	requireFast(t)
 	addr := rawBackend(t, func(c net.Conn, br *bufio.Reader) {
 		for {
 			req, err := readRawRequest(br)
@@ -222,11 +201,6 @@ func testFastUnaskedBytesDropConnection(t *testing.T) {
 }
 
 func TestFastChunkedBothWaysWithTrailers(t *testing.T) {
-	eachMode(t, testFastChunkedBothWaysWithTrailers)
-}
-
-func testFastChunkedBothWaysWithTrailers(t *testing.T) {
-	requireFast(t)
 	_, addr := startBackend(t, func(w http.ResponseWriter, r *http.Request) {
 		if r.ContentLength != -1 || len(r.TransferEncoding) != 1 || r.TransferEncoding[0] != "chunked" {
 			http.Error(w, fmt.Sprintf("framing: length %d, encoding %v", r.ContentLength, r.TransferEncoding), 400)
@@ -264,10 +238,7 @@ func testFastChunkedBothWaysWithTrailers(t *testing.T) {
 	}
 }
 
-func TestFastLargeBodiesBothWays(t *testing.T) { eachMode(t, testFastLargeBodiesBothWays) }
-
-func testFastLargeBodiesBothWays(t *testing.T) {
-	requireFast(t)
+func TestFastLargeBodiesBothWays(t *testing.T) {
 	_, addr := startBackend(t, func(w http.ResponseWriter, r *http.Request) {
 		_ = http.NewResponseController(w).EnableFullDuplex()
 		w.Header().Set("Content-Length", strconv.FormatInt(r.ContentLength, 10))
@@ -292,10 +263,7 @@ func testFastLargeBodiesBothWays(t *testing.T) {
 	waitFor(t, "counters", func() bool { return b.Inflight() == 0 && b.Served() == 2 })
 }
 
-func TestFastHeadAndBodilessStatuses(t *testing.T) { eachMode(t, testFastHeadAndBodilessStatuses) }
-
-func testFastHeadAndBodilessStatuses(t *testing.T) {
-	requireFast(t)
+func TestFastHeadAndBodilessStatuses(t *testing.T) {
 	addr, conns := countingBackend(t, func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case "/204":
@@ -337,10 +305,7 @@ func testFastHeadAndBodilessStatuses(t *testing.T) {
 	}
 }
 
-func TestFastHopByHopHeaders(t *testing.T) { eachMode(t, testFastHopByHopHeaders) }
-
-func testFastHopByHopHeaders(t *testing.T) {
-	requireFast(t)
+func TestFastHopByHopHeaders(t *testing.T) {
 	type seen struct{ Foo, KeepAlive, Te, Conn, UA string }
 	_, addr := startBackend(t, func(w http.ResponseWriter, r *http.Request) {
 		got := seen{r.Header.Get("X-Foo"), r.Header.Get("Keep-Alive"), r.Header.Get("Te"),
@@ -364,10 +329,7 @@ func testFastHopByHopHeaders(t *testing.T) {
 
 // A worker that dies mid-response: the client must see a broken response,
 // not a complete one and not a hang.
-func TestFastWorkerDiesMidResponse(t *testing.T) { eachMode(t, testFastWorkerDiesMidResponse) }
-
-func testFastWorkerDiesMidResponse(t *testing.T) {
-	requireFast(t)
+func TestFastWorkerDiesMidResponse(t *testing.T) {
 	for _, tc := range []struct{ name, head string }{
 		{"content-length", "HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n"},
 		{"chunked", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n100\r\n"},
@@ -394,10 +356,7 @@ func testFastWorkerDiesMidResponse(t *testing.T) {
 	}
 }
 
-func TestFastMalformedResponseIs502(t *testing.T) { eachMode(t, testFastMalformedResponseIs502) }
-
-func testFastMalformedResponseIs502(t *testing.T) {
-	requireFast(t)
+func TestFastMalformedResponseIs502(t *testing.T) {
 	for _, answer := range []string{
 		"garbage\r\n\r\n",
 		"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello",
@@ -420,10 +379,7 @@ func testFastMalformedResponseIs502(t *testing.T) {
 }
 
 // Early hints pass through before the final answer.
-func TestFastInformationalResponse(t *testing.T) { eachMode(t, testFastInformationalResponse) }
-
-func testFastInformationalResponse(t *testing.T) {
-	requireFast(t)
+func TestFastInformationalResponse(t *testing.T) {
 	_, addr := startBackend(t, func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Link", "</style.css>; rel=preload")
 		w.WriteHeader(http.StatusEarlyHints)
@@ -477,12 +433,9 @@ func slowBody() io.Reader {
 	return pr
 }
 
-func TestFastHeaderTimeoutAfterBody(t *testing.T) { eachMode(t, testFastHeaderTimeoutAfterBody) }
-
-func testFastHeaderTimeoutAfterBody(t *testing.T) {
-	requireFast(t)
+func TestFastHeaderTimeoutAfterBody(t *testing.T) {
 	_, addr := startBackend(t, bodyLength)
-	_, url := fastProxy(t, addr, Options{ResponseHeaderTimeout: 100 * time.Millisecond})
+	_, url := fastProxy(t, addr, Options{WorkerTimeout: 100 * time.Millisecond})
 	c := newClient(t)
 	resp, err := c.Post(url+"/slow", "text/plain", slowBody())
 	if err != nil {
@@ -507,14 +460,9 @@ func testFastHeaderTimeoutAfterBody(t *testing.T) {
 // (headerDeadline) neither cuts a later slow upload short nor fires early
 // or never for a later request the worker does not answer.
 func TestFastHeaderDeadlineCarriesOver(t *testing.T) {
-	eachMode(t, testFastHeaderDeadlineCarriesOver)
-}
-
-func testFastHeaderDeadlineCarriesOver(t *testing.T) {
-	requireFast(t)
 	addr, conns := countingBackend(t, bodyLength)
 	const timeout = 150 * time.Millisecond
-	_, url := fastProxy(t, addr, Options{ResponseHeaderTimeout: timeout})
+	_, url := fastProxy(t, addr, Options{WorkerTimeout: timeout})
 	c := newClient(t)
 	get := func(path string) (int, string, time.Duration) {
 		t0 := time.Now()
@@ -579,10 +527,7 @@ func TestLaterBy(t *testing.T) {
 
 // A client that goes away mid-response closes the worker connection, so
 // the worker sees its request end.
-func TestFastClientCancelMidBody(t *testing.T) { eachMode(t, testFastClientCancelMidBody) }
-
-func testFastClientCancelMidBody(t *testing.T) {
-	requireFast(t)
+func TestFastClientCancelMidBody(t *testing.T) {
 	ended := make(chan struct{})
 	addr, conns := countingBackend(t, func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path != "/stream" {
@@ -628,43 +573,6 @@ func testFastClientCancelMidBody(t *testing.T) {
 }
 
 // Requests the fast path leaves to ReverseProxy still work next to it.
-func TestFastEligibility(t *testing.T) {
-	requireFast(t)
-	p := New(Options{})
-	mk := func(method, target string, hdr ...string) *http.Request {
-		r, _ := http.NewRequest(method, "http://x"+target, nil)
-		for i := 0; i+1 < len(hdr); i += 2 {
-			r.Header.Set(hdr[i], hdr[i+1])
-		}
-		return r
-	}
-	for _, tc := range []struct {
-		r    *http.Request
-		want bool
-	}{
-		{mk("GET", "/a?x=1&y=%20"), true},
-		{mk("POST", "/a"), true},
-		{mk("GET", "/a?x=1;y=2"), false},
-		{mk("GET", "/a?x=%zz"), false},
-		{mk("GET", "/ws", "Upgrade", "websocket", "Connection", "Upgrade"), false},
-		{mk("POST", "/a", "Expect", "100-continue"), false},
-		{mk("CONNECT", "/a"), false},
-		{mk("TRACE", "/a"), false},
-	} {
-		if got := p.fastEligible(tc.r); got != tc.want {
-			t.Errorf("%s %s %v: fast %v, want %v", tc.r.Method, tc.r.URL, tc.r.Header, got, tc.want)
-		}
-	}
-	r := mk("GET", "/")
-	r.ProtoMinor = 0
-	if p.fastEligible(r) {
-		t.Errorf("HTTP/1.0 took the fast path")
-	}
-	if New(Options{DisableFastPath: true}).fastEligible(mk("GET", "/")) {
-		t.Errorf("DisableFastPath ignored")
-	}
-}
-
 func TestWarmFillsThePool(t *testing.T) {
 	var conns, health, other atomic.Int64
 	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -686,7 +594,7 @@ func TestWarmFillsThePool(t *testing.T) {
 		t.Fatalf("warmed %d: %v", got, err)
 	}
 	for i := 0; i < 8; i++ {
-		if b.getConn() == nil {
+		if New(Options{}).getConn(b) == nil {
 			t.Fatalf("pool has only %d warm connections", i)
 		}
 	}

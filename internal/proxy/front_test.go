@@ -8,14 +8,13 @@ import (
 	"net"
 	"net/http"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 )
 
 // frontSetup runs a backend with h and a proxy to it in the current mode,
 // the server configured by configure; it returns the proxy's address.
-func frontSetup(t *testing.T, h http.HandlerFunc, configure func(*http.Server)) (*proxyServer, *Backend) {
+func frontSetup(t *testing.T, h http.HandlerFunc, configure func(*ServerOptions)) (*proxyServer, *Backend) {
 	t.Helper()
 	_, addr := startBackend(t, h)
 	log, _ := testLogger(t)
@@ -69,9 +68,7 @@ func waitClosed(t *testing.T, c net.Conn) time.Duration {
 	}
 }
 
-func TestFrontPipelined(t *testing.T) { eachMode(t, testFrontPipelined) }
-
-func testFrontPipelined(t *testing.T) {
+func TestFrontPipelined(t *testing.T) {
 	srv, b := frontSetup(t, func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
 		fmt.Fprintf(w, "%s %s %q", r.Method, r.URL.Path, body)
@@ -94,12 +91,9 @@ func testFrontPipelined(t *testing.T) {
 	waitFor(t, "counters", func() bool { return b.Inflight() == 0 && b.Served() == 4 })
 }
 
-// The first request takes the front, the second (an upgrade) is handed to
-// net/http on the same connection, which stays there.
-func TestFrontHandoffMidConnection(t *testing.T) { eachMode(t, testFrontHandoffMidConnection) }
-
-func testFrontHandoffMidConnection(t *testing.T) {
-	var fallbackConns atomic.Int64
+// Plain requests and then an upgrade on the same connection: the engine
+// serves them in turn, the upgrade becoming a tunnel.
+func TestFrontUpgradeMidConnection(t *testing.T) {
 	srv, b := frontSetup(t, func(w http.ResponseWriter, r *http.Request) {
 		if r.Header.Get("Upgrade") == "" {
 			io.WriteString(w, "plain "+r.URL.Path)
@@ -114,22 +108,13 @@ func testFrontHandoffMidConnection(t *testing.T) {
 		brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\n")
 		brw.Flush()
 		io.Copy(conn, brw.Reader)
-	}, func(s *http.Server) {
-		s.ConnState = func(_ net.Conn, st http.ConnState) {
-			if st == http.StateNew {
-				fallbackConns.Add(1)
-			}
-		}
-	})
+	}, nil)
 	c, br := dialProxy(t, srv)
 	for i := range 3 {
 		io.WriteString(c, fmt.Sprintf("GET /p%d HTTP/1.1\r\nHost: x\r\n\r\n", i))
 		if resp, body := readResp(t, br, "GET"); resp.StatusCode != 200 || body != fmt.Sprintf("plain /p%d", i) {
 			t.Fatalf("request %d: %d %q", i, resp.StatusCode, body)
 		}
-	}
-	if curMode == modeFront && fallbackConns.Load() != 0 {
-		t.Fatalf("plain requests went to net/http")
 	}
 	io.WriteString(c, "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\n")
 	resp, err := http.ReadResponse(br, nil)
@@ -141,9 +126,6 @@ func testFrontHandoffMidConnection(t *testing.T) {
 	if _, err := io.ReadFull(br, buf); err != nil || string(buf) != "ping" {
 		t.Fatalf("echo: %q %v", buf, err)
 	}
-	if curMode == modeFront && fallbackConns.Load() != 1 {
-		t.Fatalf("net/http saw %d connections, want 1 (the handed-off one)", fallbackConns.Load())
-	}
 	c.Close()
 	waitFor(t, "in-flight to return to 0", func() bool { return b.Inflight() == 0 })
 }
@@ -151,12 +133,10 @@ func testFrontHandoffMidConnection(t *testing.T) {
 // A client that sends its head a byte at a time is cut off after
 // ReadHeaderTimeout, also when its head is too big for the front and
 // goes to net/http half-way.
-func TestFrontSlowloris(t *testing.T) { eachMode(t, testFrontSlowloris) }
-
-func testFrontSlowloris(t *testing.T) {
+func TestFrontSlowloris(t *testing.T) {
 	const timeout = 300 * time.Millisecond
-	srv, _ := frontSetup(t, func(w http.ResponseWriter, r *http.Request) {}, func(s *http.Server) {
-		s.ReadHeaderTimeout = timeout
+	srv, _ := frontSetup(t, func(w http.ResponseWriter, r *http.Request) {}, func(s *ServerOptions) {
+		s.HeaderTimeout = timeout
 		s.MaxHeaderBytes = 1 << 20
 	})
 	for _, prefix := range []string{"", "X-Big: " + strings.Repeat("b", 10<<10) + "\r\n"} {
@@ -184,11 +164,9 @@ func testFrontSlowloris(t *testing.T) {
 	}
 }
 
-func TestFrontHeaderTooLarge(t *testing.T) { eachMode(t, testFrontHeaderTooLarge) }
-
-func testFrontHeaderTooLarge(t *testing.T) {
+func TestFrontHeaderTooLarge(t *testing.T) {
 	srv, _ := frontSetup(t, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") },
-		func(s *http.Server) { s.MaxHeaderBytes = 1 << 20 })
+		func(s *ServerOptions) { s.MaxHeaderBytes = 1 << 20 })
 	c, br := dialProxy(t, srv)
 	// A few front requests first, then one the front must give up.
 	io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -202,9 +180,7 @@ func testFrontHeaderTooLarge(t *testing.T) {
 }
 
 // Malformed requests get net/http's own answers.
-func TestFrontBadRequests(t *testing.T) { eachMode(t, testFrontBadRequests) }
-
-func testFrontBadRequests(t *testing.T) {
+func TestFrontBadRequests(t *testing.T) {
 	srv, b := frontSetup(t, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }, nil)
 	for _, tc := range []struct {
 		head string
@@ -228,12 +204,10 @@ func testFrontBadRequests(t *testing.T) {
 	}
 }
 
-func TestFrontIdleTimeout(t *testing.T) { eachMode(t, testFrontIdleTimeout) }
-
-func testFrontIdleTimeout(t *testing.T) {
+func TestFrontIdleTimeout(t *testing.T) {
 	const idle = 300 * time.Millisecond
 	srv, _ := frontSetup(t, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") },
-		func(s *http.Server) { s.IdleTimeout = idle; s.ReadTimeout = 10 * time.Second })
+		func(s *ServerOptions) { s.IdleTimeout = idle; s.ReadTimeout = 10 * time.Second })
 	c, br := dialProxy(t, srv)
 	io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
 	if resp, body := readResp(t, br, "GET"); resp.StatusCode != 200 || body != "ok" {
@@ -246,9 +220,7 @@ func testFrontIdleTimeout(t *testing.T) {
 
 // Shutdown closes idle connections, refuses new ones, and waits for the
 // request in flight, which completes.
-func TestFrontGracefulShutdown(t *testing.T) { eachMode(t, testFrontGracefulShutdown) }
-
-func testFrontGracefulShutdown(t *testing.T) {
+func TestFrontGracefulShutdown(t *testing.T) {
 	started := make(chan struct{}, 1)
 	release := make(chan struct{})
 	srv, b := frontSetup(t, func(w http.ResponseWriter, r *http.Request) {
@@ -299,9 +271,7 @@ func testFrontGracefulShutdown(t *testing.T) {
 
 // A worker answer delimited by closing the connection reaches the client
 // complete (the front re-frames it as chunked).
-func TestFrontCloseDelimitedResponse(t *testing.T) { eachMode(t, testFrontCloseDelimitedResponse) }
-
-func testFrontCloseDelimitedResponse(t *testing.T) {
+func TestFrontCloseDelimitedResponse(t *testing.T) {
 	want := strings.Repeat("0123456789", 5000)
 	addr := rawBackend(t, func(c net.Conn, br *bufio.Reader) {
 		if _, err := readRawRequest(br); err != nil {

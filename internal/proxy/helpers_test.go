@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -20,9 +19,6 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	// TQPROXY_STOCK=1 runs the whole suite against the stock
-	// httputil.ReverseProxy path instead of the fast path.
-	stockByDefault = os.Getenv("TQPROXY_STOCK") == "1"
 	goleak.VerifyTestMain(m)
 }
 
@@ -55,56 +51,17 @@ func testLogger(t *testing.T) (zerolog.Logger, *logBuffer) {
 	return zerolog.New(lb).Level(zerolog.DebugLevel), lb
 }
 
-// Serving modes: every proxy test runs through the front (front.go), through
-// net/http with the fast path, and through net/http with the stock
-// ReverseProxy.
-const (
-	modeFront   = "front"
-	modeNetHTTP = "nethttp"
-	modeStock   = "stock"
-)
-
-// curMode is the mode startProxy serves in (the front outside eachMode,
-// e.g. in benchmarks).
-var curMode = modeFront
-
-func testModes() []string {
-	if os.Getenv("TQPROXY_STOCK") == "1" {
-		return []string{modeStock}
-	}
-	return []string{modeFront, modeNetHTTP, modeStock}
-}
-
-// eachMode runs body once per serving mode, as subtests named after it.
-func eachMode(t *testing.T, body func(t *testing.T)) {
-	t.Helper()
-	for _, m := range testModes() {
-		t.Run(m, func(t *testing.T) {
-			prevMode, prevStock := curMode, stockByDefault
-			curMode, stockByDefault = m, m == modeStock
-			defer func() { curMode, stockByDefault = prevMode, prevStock }()
-			body(t)
-		})
-	}
-}
-
-// proxyServer is a proxy serving on 127.0.0.1.
+// proxyServer is the engine serving a proxy on 127.0.0.1.
 type proxyServer struct {
 	URL      string
 	Listener net.Listener
-	front    *Front       // set in modeFront
-	srv      *http.Server // the net/http server (the front's fallback in modeFront)
+	srv      *Server
 }
 
 // Shutdown shuts the server down gracefully.
-func (s *proxyServer) Shutdown(ctx context.Context) error {
-	if s.front != nil {
-		return s.front.Shutdown(ctx)
-	}
-	return s.srv.Shutdown(ctx)
-}
+func (s *proxyServer) Shutdown(ctx context.Context) error { return s.srv.Shutdown(ctx) }
 
-// startProxy serves p on 127.0.0.1 in the current mode.
+// startProxy serves p on 127.0.0.1.
 func startProxy(t testing.TB, p *Proxy) *proxyServer {
 	t.Helper()
 	return startProxyWith(t, p, nil)
@@ -112,39 +69,27 @@ func startProxy(t testing.TB, p *Proxy) *proxyServer {
 
 // startProxyWith is startProxy with the server's timeouts and limits set
 // by configure.
-func startProxyWith(t testing.TB, p *Proxy, configure func(*http.Server)) *proxyServer {
+func startProxyWith(t testing.TB, p *Proxy, configure func(*ServerOptions)) *proxyServer {
 	t.Helper()
-	if curMode != modeFront {
-		srv := httptest.NewUnstartedServer(p)
-		if configure != nil {
-			configure(srv.Config)
-		}
-		srv.Start()
-		t.Cleanup(func() {
-			srv.Close()
-			p.CloseIdleConnections()
-		})
-		return &proxyServer{URL: srv.URL, Listener: srv.Listener, srv: srv.Config}
-	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	fallback := &http.Server{Handler: p}
+	var opts ServerOptions
 	if configure != nil {
-		configure(fallback)
+		configure(&opts)
 	}
-	front := p.NewFront(fallback, FrontOptions{})
+	srv := NewServer(p, opts)
 	served := make(chan error, 1)
-	go func() { served <- front.Serve(ln) }()
+	go func() { served <- srv.Serve(ln) }()
 	t.Cleanup(func() {
-		front.Close()
-		if err := <-served; err != http.ErrServerClosed {
-			t.Errorf("front.Serve: %v", err)
+		srv.Close()
+		if err := <-served; err != ErrServerClosed {
+			t.Errorf("Serve: %v", err)
 		}
 		p.CloseIdleConnections()
 	})
-	return &proxyServer{URL: "http://" + ln.Addr().String(), Listener: ln, front: front, srv: fallback}
+	return &proxyServer{URL: "http://" + ln.Addr().String(), Listener: ln, srv: srv}
 }
 
 // startBackend runs h on 127.0.0.1 and returns the server and its host:port.

@@ -20,9 +20,7 @@ import (
 	"time"
 )
 
-func TestForwarding(t *testing.T) { eachMode(t, testForwarding) }
-
-func testForwarding(t *testing.T) {
+func TestForwarding(t *testing.T) {
 	type seen struct {
 		Worker, Method, Host, URI, XFF, XFH, XFP, Forwarded string
 	}
@@ -85,9 +83,7 @@ func testForwarding(t *testing.T) {
 	}
 }
 
-func TestNoRouteIs404(t *testing.T) { eachMode(t, testNoRouteIs404) }
-
-func testNoRouteIs404(t *testing.T) {
+func TestNoRouteIs404(t *testing.T) {
 	var hits atomic.Int64
 	_, addr := startBackend(t, func(w http.ResponseWriter, r *http.Request) { hits.Add(1) })
 	log, _ := testLogger(t)
@@ -111,9 +107,7 @@ func testNoRouteIs404(t *testing.T) {
 	}
 }
 
-func TestUnreachableWorkerIs502(t *testing.T) { eachMode(t, testUnreachableWorkerIs502) }
-
-func testUnreachableWorkerIs502(t *testing.T) {
+func TestUnreachableWorkerIs502(t *testing.T) {
 	log, logs := testLogger(t)
 	p := New(Options{Logger: log})
 	b := NewBackend("index", "index-1", deadAddr(t), 0)
@@ -138,9 +132,7 @@ func testUnreachableWorkerIs502(t *testing.T) {
 	}
 }
 
-func TestNoBackendIs503(t *testing.T) { eachMode(t, testNoBackendIs503) }
-
-func testNoBackendIs503(t *testing.T) {
+func TestNoBackendIs503(t *testing.T) {
 	_, addr := startBackend(t, func(w http.ResponseWriter, r *http.Request) {})
 	log, _ := testLogger(t)
 	p := New(Options{Logger: log})
@@ -167,10 +159,6 @@ func testNoBackendIs503(t *testing.T) {
 }
 
 func TestServerSentEventsAreNotBuffered(t *testing.T) {
-	eachMode(t, testServerSentEventsAreNotBuffered)
-}
-
-func testServerSentEventsAreNotBuffered(t *testing.T) {
 	release := make(chan struct{})
 	var releaseOnce sync.Once
 	t.Cleanup(func() { releaseOnce.Do(func() { close(release) }) })
@@ -216,9 +204,7 @@ func testServerSentEventsAreNotBuffered(t *testing.T) {
 	}
 }
 
-func TestWebSocketUpgradePassesThrough(t *testing.T) { eachMode(t, testWebSocketUpgradePassesThrough) }
-
-func testWebSocketUpgradePassesThrough(t *testing.T) {
+func TestWebSocketUpgradePassesThrough(t *testing.T) {
 	_, addr := startBackend(t, func(w http.ResponseWriter, r *http.Request) {
 		if !strings.EqualFold(r.Header.Get("Upgrade"), "websocket") ||
 			!strings.Contains(strings.ToLower(r.Header.Get("Connection")), "upgrade") {
@@ -287,9 +273,7 @@ func pattern(off int64, buf []byte) {
 	}
 }
 
-func TestRequestBodyStreams(t *testing.T) { eachMode(t, testRequestBodyStreams) }
-
-func testRequestBodyStreams(t *testing.T) {
+func TestRequestBodyStreams(t *testing.T) {
 	const total = 10 << 20
 	const head = 256 << 10 // sent before the client waits for the response
 	_, addr := startBackend(t, func(w http.ResponseWriter, r *http.Request) {
@@ -376,9 +360,7 @@ func testRequestBodyStreams(t *testing.T) {
 	}
 }
 
-func TestLargeResponseStreams(t *testing.T) { eachMode(t, testLargeResponseStreams) }
-
-func testLargeResponseStreams(t *testing.T) {
+func TestLargeResponseStreams(t *testing.T) {
 	const total = 10 << 20
 	_, addr := startBackend(t, func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Length", strconv.Itoa(total))
@@ -422,9 +404,7 @@ func testLargeResponseStreams(t *testing.T) {
 	}
 }
 
-func TestClientCancelReachesWorker(t *testing.T) { eachMode(t, testClientCancelReachesWorker) }
-
-func testClientCancelReachesWorker(t *testing.T) {
+func TestClientCancelReachesWorker(t *testing.T) {
 	started := make(chan struct{})
 	canceled := make(chan struct{})
 	_, addr := startBackend(t, func(w http.ResponseWriter, r *http.Request) {
@@ -467,9 +447,7 @@ func testClientCancelReachesWorker(t *testing.T) {
 // TestDrainProtocol hammers the proxy while a supervisor-like loop replaces
 // the backend generation after generation, and checks that no request ever
 // reaches a backend once the loop has seen it closed with nothing in flight.
-func TestDrainProtocol(t *testing.T) { eachMode(t, testDrainProtocol) }
-
-func testDrainProtocol(t *testing.T) {
+func TestDrainProtocol(t *testing.T) {
 	const (
 		generations  = 40
 		clients      = 8
@@ -575,9 +553,7 @@ func testDrainProtocol(t *testing.T) {
 	t.Logf("%d requests over %d generations", ok.Load(), len(gens))
 }
 
-func TestMaxRequestsCallbackFiresOnce(t *testing.T) { eachMode(t, testMaxRequestsCallbackFiresOnce) }
-
-func testMaxRequestsCallbackFiresOnce(t *testing.T) {
+func TestMaxRequestsCallbackFiresOnce(t *testing.T) {
 	_, addr := startBackend(t, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })
 	var mu sync.Mutex
 	calls := map[string]int{}
@@ -652,10 +628,6 @@ func testMaxRequestsCallbackFiresOnce(t *testing.T) {
 }
 
 func TestRetryOnRefusedWhenTableChanged(t *testing.T) {
-	eachMode(t, testRetryOnRefusedWhenTableChanged)
-}
-
-func testRetryOnRefusedWhenTableChanged(t *testing.T) {
 	var hits atomic.Int64
 	_, liveAddr := startBackend(t, func(w http.ResponseWriter, r *http.Request) {
 		hits.Add(1)
@@ -668,13 +640,13 @@ func testRetryOnRefusedWhenTableChanged(t *testing.T) {
 	// from inside the dial makes that ordering deterministic.
 	var swapOnDial atomic.Pointer[Table]
 	realDial := p.dial
-	p.dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
+	p.dial = func(network, addr string) (net.Conn, error) {
 		if addr == dead {
 			if next := swapOnDial.Swap(nil); next != nil {
 				p.Swap(next)
 			}
 		}
-		return realDial(ctx, network, addr)
+		return realDial(network, addr)
 	}
 	srv := startProxy(t, p)
 	c := newClient(t)

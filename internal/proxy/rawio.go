@@ -35,22 +35,22 @@ type rawIO struct {
 	wn   int
 	werr syscall.Errno
 	wfn  func(fd uintptr) bool
+	// progress, when set, runs when a write that made progress must wait
+	// for the rest: a timeout between progress moves its deadline then.
+	progress func()
+	moved    bool
 }
 
-// socketIO returns what the proxy reads c's bytes from and writes them to:
-// a rawIO for a socket, c itself for anything else (in-memory pipes in
-// tests) or when rawSyscalls is off.
-func socketIO(c net.Conn) io.ReadWriter {
-	if !rawSyscalls {
-		return c
-	}
+// socketIO returns a rawIO for a socket, nil for anything else (in-memory
+// pipes in tests), which is then read and written directly.
+func socketIO(c net.Conn) *rawIO {
 	sc, ok := c.(syscall.Conn)
 	if !ok {
-		return c
+		return nil
 	}
 	rc, err := sc.SyscallConn()
 	if err != nil {
-		return c
+		return nil
 	}
 	r := &rawIO{c: c, rc: rc}
 	r.rfn = r.readFD
@@ -102,8 +102,13 @@ func (r *rawIO) writeFD(fd uintptr) bool {
 		case 0:
 			r.wn += int(n)
 			r.wbuf = r.wbuf[n:]
+			r.moved = true
 		case syscall.EINTR:
 		case syscall.EAGAIN:
+			if r.moved && r.progress != nil {
+				r.moved = false
+				r.progress()
+			}
 			return false // the send buffer is full: wait until writable
 		default:
 			r.werr = e
@@ -133,6 +138,3 @@ func (r *rawIO) Write(p []byte) (int, error) {
 func (r *rawIO) opError(op string, e syscall.Errno) error {
 	return &net.OpError{Op: op, Net: "tcp", Source: r.c.LocalAddr(), Addr: r.c.RemoteAddr(), Err: os.NewSyscallError(op, e)}
 }
-
-// rawSyscalls turns rawIO on; TQPROXY_RAW=0 turns it off (for comparison).
-var rawSyscalls = os.Getenv("TQPROXY_RAW") != "0"

@@ -38,9 +38,9 @@ func tcpPair(t *testing.T) (client, server net.Conn) {
 
 func rawOf(t *testing.T, c net.Conn) *rawIO {
 	t.Helper()
-	r, ok := socketIO(c).(*rawIO)
-	if !ok {
-		t.Skip("raw socket I/O is off (TQPROXY_RAW=0)")
+	r := socketIO(c)
+	if r == nil {
+		t.Fatal("no raw I/O for a TCP socket")
 	}
 	return r
 }

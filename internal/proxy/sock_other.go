@@ -4,6 +4,13 @@ package proxy
 
 import "syscall"
 
-// sockIdle cannot peek without blocking here; a stale connection is caught
-// by the retry of idempotent requests instead.
-func sockIdle(syscall.RawConn) bool { return true }
+const (
+	sockIdle = iota
+	sockData
+	sockClosed
+)
+
+// sockState cannot peek without blocking here, so no idle connection is
+// ever trusted: without the check, unsolicited bytes could answer the next
+// request.
+func sockState(syscall.RawConn) int { return sockClosed }

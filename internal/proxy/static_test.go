@@ -65,9 +65,7 @@ func staticProxy(t *testing.T, opts Options) (srv string, workerHits *atomic.Int
 	return startProxy(t, p).URL, workerHits
 }
 
-func TestStaticServesFiles(t *testing.T) { eachMode(t, testStaticServesFiles) }
-
-func testStaticServesFiles(t *testing.T) {
+func TestStaticServesFiles(t *testing.T) {
 	workers := staticRoot(t)
 	url, hits := staticProxy(t, Options{WorkersDir: workers, StaticEnabled: true, StaticPrefix: "/static", CacheMaxAge: 3600})
 	c := newClient(t)
@@ -163,9 +161,7 @@ func testStaticServesFiles(t *testing.T) {
 	}
 }
 
-func TestStaticRejects(t *testing.T) { eachMode(t, testStaticRejects) }
-
-func testStaticRejects(t *testing.T) {
+func TestStaticRejects(t *testing.T) {
 	workers := staticRoot(t)
 	url, hits := staticProxy(t, Options{WorkersDir: workers, StaticEnabled: true, StaticPrefix: "/static", CacheMaxAge: 60})
 	addr := strings.TrimPrefix(url, "http://")
@@ -224,9 +220,7 @@ func testStaticRejects(t *testing.T) {
 	}
 }
 
-func TestStaticPrefixAndDisabled(t *testing.T) { eachMode(t, testStaticPrefixAndDisabled) }
-
-func testStaticPrefixAndDisabled(t *testing.T) {
+func TestStaticPrefixAndDisabled(t *testing.T) {
 	workers := staticRoot(t)
 	c := newClient(t)
 
@@ -249,9 +243,7 @@ func testStaticPrefixAndDisabled(t *testing.T) {
 	}
 }
 
-func TestStaticSeesRedeploy(t *testing.T) { eachMode(t, testStaticSeesRedeploy) }
-
-func testStaticSeesRedeploy(t *testing.T) {
+func TestStaticSeesRedeploy(t *testing.T) {
 	workers := staticRoot(t)
 	url, _ := staticProxy(t, Options{WorkersDir: workers, StaticEnabled: true})
 	c := newClient(t)

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -125,7 +124,7 @@ func install(t *testing.T, root, name, bin string) {
 type scaleHarness struct {
 	*rig
 	px     *proxy.Proxy
-	front  *httptest.Server
+	front  *testFront
 	client *http.Client
 }
 
@@ -139,7 +138,7 @@ func startScaleHarness(t *testing.T, ws config.WorkerSettings) *scaleHarness {
 	cfg.Workers.RestartDelayMs = 10
 	cfg.Workers.Default = ws
 	px := proxy.New(proxy.Options{})
-	h := &scaleHarness{px: px, front: httptest.NewServer(px),
+	h := &scaleHarness{px: px, front: newFront(t, px),
 		client: &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 64}}}
 	// Registered before the rig's: runs after the supervisor stopped, so
 	// that goleak (TestMain) sees no goroutine of this test.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -25,7 +24,7 @@ import (
 // (healthy, not yet serving) for as long as a test needs.
 type warmFixture struct {
 	*rig
-	srv *httptest.Server
+	srv *testFront
 }
 
 func newWarmFixture(t *testing.T) *warmFixture {
@@ -37,7 +36,7 @@ func newWarmFixture(t *testing.T) *warmFixture {
 	cfg.Workers.RestartDelayMs = 10
 	px := proxy.New(proxy.Options{})
 	r := startRig(t, root, "prod", cfg, px, func(s *Supervisor) { s.warmTimeout = time.Minute })
-	f := &warmFixture{rig: r, srv: httptest.NewServer(px)}
+	f := &warmFixture{rig: r, srv: newFront(t, px)}
 	t.Cleanup(f.srv.Close)
 	f.waitFor("first instance healthy", func() bool { return len(f.pids("healthy")) == 1 })
 	f.get() // leaves a keep-alive connection: the successor gets warmed
