@@ -627,3 +627,53 @@ func cfPattern(off int64, buf []byte) {
 		buf[i] = byte(x ^ x>>8 ^ x>>16)
 	}
 }
+
+// The strict reader is what makes a pass mean something: it must refuse
+// every ambiguity the suite probes the engine for.
+func TestConformanceReader(t *testing.T) {
+	cases := []struct {
+		name, in, method string
+		want             error // nil: read in full
+		body             string
+	}{
+		{"length", "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokEXTRA", "GET", nil, "ok"},
+		{"chunked-with-trailer", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2;x=y\r\nok\r\n1\r\n!\r\n0\r\nX-T: v\r\n\r\n", "GET", nil, "ok!"},
+		{"close-delimited", "HTTP/1.1 200 OK\r\n\r\nuntil the close", "GET", nil, "until the close"},
+		{"head-ignores-length", "HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n", "HEAD", nil, ""},
+		{"http10-length", "HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok", "GET", nil, "ok"},
+		{"nothing", "", "GET", errCfClosed, ""},
+		{"cut-in-head", "HTTP/1.1 200 OK\r\nContent-Le", "GET", errCfCut, ""},
+		{"cut-in-body", "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nok", "GET", errCfCut, ""},
+		{"cut-before-last-chunk", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n", "GET", errCfCut, ""},
+		{"bare-lf", "HTTP/1.1 200 OK\nContent-Length: 2\r\n\r\nok", "GET", errCfProtocol, ""},
+		{"bare-cr", "HTTP/1.1 200 OK\r\nX-A: a\rb\r\nContent-Length: 2\r\n\r\nok", "GET", errCfProtocol, ""},
+		{"nul", "HTTP/1.1 200 OK\r\nX-A: a\x00b\r\nContent-Length: 2\r\n\r\nok", "GET", errCfProtocol, ""},
+		{"control", "HTTP/1.1 200 OK\r\nX-A: a\x01b\r\nContent-Length: 2\r\n\r\nok", "GET", errCfProtocol, ""},
+		{"obs-fold", "HTTP/1.1 200 OK\r\nX-A: a\r\n b\r\nContent-Length: 2\r\n\r\nok", "GET", errCfProtocol, ""},
+		{"space-before-colon", "HTTP/1.1 200 OK\r\nX-A : b\r\nContent-Length: 2\r\n\r\nok", "GET", errCfProtocol, ""},
+		{"length-and-chunked", "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n", "GET", errCfProtocol, ""},
+		{"two-lengths", "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nok", "GET", errCfProtocol, ""},
+		{"plus-length", "HTTP/1.1 200 OK\r\nContent-Length: +2\r\n\r\nok", "GET", errCfProtocol, ""},
+		{"gzip-coding", "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n", "GET", errCfProtocol, ""},
+		{"chunked-to-http10", "HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", "GET", errCfProtocol, ""},
+		{"chunk-without-crlf", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nokX0\r\n\r\n", "GET", errCfProtocol, ""},
+		{"bad-chunk-size", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0x2\r\nok\r\n0\r\n\r\n", "GET", errCfProtocol, ""},
+		{"trailer-nul", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX-T: a\x00\r\n\r\n", "GET", errCfProtocol, ""},
+		{"bad-status-line", "HTTP/1.1 20 OK\r\n\r\n", "GET", errCfProtocol, ""},
+		{"http2-version", "HTTP/2 200 OK\r\n\r\n", "GET", errCfProtocol, ""},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			resp, err := cfReadResponse(bufio.NewReader(strings.NewReader(tc.in)), tc.method)
+			if tc.want == nil {
+				if err != nil || string(resp.Body) != tc.body {
+					t.Fatalf("got %v, body %q; want body %q", err, resp.Body, tc.body)
+				}
+				return
+			}
+			if !errors.Is(err, tc.want) {
+				t.Fatalf("got %v, want %v", err, tc.want)
+			}
+		})
+	}
+}
