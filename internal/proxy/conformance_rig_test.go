@@ -92,7 +92,7 @@ func cfInnocent(t *testing.T, addr string) {
 		t.Fatalf("innocent client after the probe got someone else's answer:\n%s\nwant 200 %q", cfShow(resp.Raw), want)
 	}
 	if extra, err := c.closedWithin(2 * time.Second); err != nil || len(extra) > 0 {
-		t.Fatalf("innocent client after the probe: after its answer: %q (%v), want the close", cfShow(extra), err)
+		t.Fatalf("innocent client after the probe: after its answer: %s (%v), want the close", cfShow(extra), err)
 	}
 }
 
@@ -308,7 +308,7 @@ func cfDial(t *testing.T, addr string) *cfConn {
 func (c *cfConn) send(s string) {
 	c.t.Helper()
 	if err := c.write(s); err != nil {
-		c.t.Fatalf("writing %q: %v", cfShow([]byte(s)), err)
+		c.t.Fatalf("writing %s: %v", cfShow([]byte(s)), err)
 	}
 }
 
@@ -383,7 +383,7 @@ func (c *cfConn) expectRejected(method string, silentOK bool, codes ...int) {
 		return
 	}
 	if extra, err := c.closedWithin(time.Second); err != nil || len(extra) > 0 {
-		t.Errorf("after the answer: %q (%v), want the close and nothing else", cfShow(extra), err)
+		t.Errorf("after the answer: %s (%v), want the close and nothing else", cfShow(extra), err)
 	}
 }
 

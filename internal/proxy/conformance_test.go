@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bytes"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
@@ -342,7 +343,7 @@ func testConformanceBareLFHead(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			addr, _ := cfSetup(t, nil, cfRelaxed)
 			c := cfDial(t, addr)
-			id, sid := "bare"+strconv.FormatInt(time.Now().UnixNano(), 36), "s1"
+			id, sid := rand.Text(), rand.Text()
 			c.send(fmt.Sprintf(tc.head, id, sid))
 			resp, err := c.final("GET", time.Second)
 			switch {
