@@ -669,6 +669,15 @@ func TestConformanceReader(t *testing.T) {
 				if err != nil || string(resp.Body) != tc.body {
 					t.Fatalf("got %v, body %q; want body %q", err, resp.Body, tc.body)
 				}
+				// What it accepts, net/http's reader reads the same way.
+				std, err := http.ReadResponse(bufio.NewReader(strings.NewReader(tc.in)), &http.Request{Method: tc.method})
+				if err != nil {
+					t.Fatalf("net/http: %v", err)
+				}
+				body, err := io.ReadAll(std.Body)
+				if err != nil || std.StatusCode != resp.Code || string(body) != tc.body {
+					t.Fatalf("net/http reads %d %q (%v), the strict reader %d %q", std.StatusCode, body, err, resp.Code, resp.Body)
+				}
 				return
 			}
 			if !errors.Is(err, tc.want) {
