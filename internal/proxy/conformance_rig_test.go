@@ -24,12 +24,12 @@ import (
 // worker the engine forwards to, and a client that speaks raw bytes and
 // reads answers with a reader that fails on anything ambiguous.
 
-// engineTimeouts are the client-side limits of the engine under test.
-// Read and Write bound the time between progress (a read of request body
-// bytes, a write of response bytes), not a request's total time: a stream
-// that keeps moving lives as long as it likes, one that stops for longer is
-// cut. A worker that stops sending mid-response stops the writes to the
-// client, so Write cuts it too.
+// engineTimeouts are the limits of the engine under test. Read and Write
+// bound the time between progress (a read of request body bytes, a write
+// of response bytes), not a request's total time: a stream that keeps
+// moving lives as long as it likes, one that stops for longer is cut. A
+// worker that stops sending mid-response is cut by the upstream timeout,
+// which the rig sets to Write.
 type engineTimeouts struct {
 	Header time.Duration // a request head, from its first byte
 	Idle   time.Duration // between requests on a keep-alive connection
@@ -44,20 +44,17 @@ var cfRelaxed = engineTimeouts{Header: 5 * time.Second, Idle: 10 * time.Second, 
 // cfTight is for the streaming and stall probes.
 var cfTight = engineTimeouts{Header: time.Second, Idle: time.Second, Read: time.Second, Write: time.Second}
 
-// startEngine serves the proxy on 127.0.0.1 in the current mode (eachMode)
-// with every path routed to the worker at workerAddr, and returns the
+// startEngine serves the proxy on 127.0.0.1 with every path routed to the worker at workerAddr, and returns the
 // address clients dial. It is the only code in the suite that knows how
 // the engine is built and served; the engine is stopped when t ends.
 func startEngine(t *testing.T, workerAddr string, tm engineTimeouts) (proxyAddr string) {
 	t.Helper()
 	log, _ := testLogger(t)
-	p := New(Options{Logger: log})
+	p := New(Options{Logger: log, WorkerTimeout: tm.Write})
 	b := NewBackend("index", "index-1", workerAddr, 0)
 	p.Swap(NewTable([]Route{{Prefix: "/", Worker: "index", Backend: b}}))
-	srv := startProxyWith(t, p, func(s *http.Server) {
-		// Today's limits are totals per request, not between progress:
-		// the streaming probes show the difference.
-		s.ReadHeaderTimeout = tm.Header
+	srv := startProxyWith(t, p, func(s *ServerOptions) {
+		s.HeaderTimeout = tm.Header
 		s.IdleTimeout = tm.Idle
 		s.ReadTimeout = tm.Read
 		s.WriteTimeout = tm.Write

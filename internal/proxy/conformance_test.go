@@ -18,7 +18,7 @@ import (
 // to the real engine on 127.0.0.1, in front of a worker that misbehaves on
 // purpose (conformance_rig_test.go). After every probe a fresh client sends
 // an innocent request with its own markers and must get its own answer
-// (cfSetup). Each case runs in every serving mode (eachMode).
+// (cfSetup).
 
 // ---- 1. A worker's stray bytes reach nobody.
 
@@ -26,9 +26,7 @@ import (
 // response that would hand someone else's session to the next client.
 const cfStray = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nSet-Cookie: session=VICTIM\r\nContent-Length: 17\r\n\r\nSTRAY-FOR-NOBODY!"
 
-func TestConformanceStrayWorkerBytes(t *testing.T) { eachMode(t, testConformanceStrayWorkerBytes) }
-
-func testConformanceStrayWorkerBytes(t *testing.T) {
+func TestConformanceStrayWorkerBytes(t *testing.T) {
 	const okAnswer = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 	const chunkedAnswer = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n"
 	headAnswer := "HTTP/1.1 200 OK\r\nContent-Length: " + strconv.Itoa(len(cfStray)) + "\r\n\r\n"
@@ -98,10 +96,6 @@ func recvCf(t *testing.T, what string, ch <-chan struct{}) {
 // ---- 2. A broken chunked body smuggles nothing.
 
 func TestConformanceBrokenChunkedSmuggling(t *testing.T) {
-	eachMode(t, testConformanceBrokenChunkedSmuggling)
-}
-
-func testConformanceBrokenChunkedSmuggling(t *testing.T) {
 	const hidden = "GET /HIDDEN-ADMIN HTTP/1.1\r\nHost: test.local\r\n\r\n"
 	bodies := []struct{ name, body string }{
 		// The size line ends in a bare LF; the hidden request is the chunk's data.
@@ -129,10 +123,6 @@ func testConformanceBrokenChunkedSmuggling(t *testing.T) {
 // request.
 
 func TestConformanceLengthAndTransferEncoding(t *testing.T) {
-	eachMode(t, testConformanceLengthAndTransferEncoding)
-}
-
-func testConformanceLengthAndTransferEncoding(t *testing.T) {
 	const payload = "0\r\n\r\nGET /SMUGGLED HTTP/1.1\r\nHost: test.local\r\n\r\n"
 	n := strconv.Itoa(len(payload))
 	cases := []struct{ name, fields string }{
@@ -166,9 +156,7 @@ func testConformanceLengthAndTransferEncoding(t *testing.T) {
 
 // ---- 4. Streams are bounded between progress, not in total.
 
-func TestConformanceStreamingTimeouts(t *testing.T) { eachMode(t, testConformanceStreamingTimeouts) }
-
-func testConformanceStreamingTimeouts(t *testing.T) {
+func TestConformanceStreamingTimeouts(t *testing.T) {
 	const steps, every = 15, 200 * time.Millisecond // 3 s against 1 s timeouts
 	t.Run("server-sent-events", func(t *testing.T) {
 		addr, _ := cfSetup(t, func(c *cfWorkerConn, r *http.Request) bool {
@@ -255,9 +243,7 @@ func testConformanceStreamingTimeouts(t *testing.T) {
 	}
 }
 
-func TestConformanceStalls(t *testing.T) { eachMode(t, testConformanceStalls) }
-
-func testConformanceStalls(t *testing.T) {
+func TestConformanceStalls(t *testing.T) {
 	const grace = 1500 * time.Millisecond // over the 1 s timeouts: scheduling, -race
 	t.Run("client-stalls-mid-head", func(t *testing.T) {
 		addr, _ := cfSetup(t, nil, cfTight)
@@ -331,9 +317,7 @@ func cfExpectCutOff(t *testing.T, c *cfConn, d time.Duration) {
 // ---- 5. Bare LF heads, malformed chunked bodies, bad worker heads and
 // trailers.
 
-func TestConformanceBareLFHead(t *testing.T) { eachMode(t, testConformanceBareLFHead) }
-
-func testConformanceBareLFHead(t *testing.T) {
+func TestConformanceBareLFHead(t *testing.T) {
 	cases := []struct{ name, head string }{
 		{"all-bare-lf", "GET /probe?id=%s HTTP/1.1\nHost: test.local\nCookie: session=%s\nConnection: close\n\n"},
 		{"one-bare-lf", "GET /probe?id=%s HTTP/1.1\r\nHost: test.local\nCookie: session=%s\r\nConnection: close\r\n\r\n"},
@@ -363,10 +347,6 @@ func testConformanceBareLFHead(t *testing.T) {
 }
 
 func TestConformanceMalformedChunkedBody(t *testing.T) {
-	eachMode(t, testConformanceMalformedChunkedBody)
-}
-
-func testConformanceMalformedChunkedBody(t *testing.T) {
 	cases := []struct{ name, body string }{
 		{"bad-hex", "zz\r\nhello\r\n0\r\n\r\n"},
 		{"hex-prefix", "0x5\r\nhello\r\n0\r\n\r\n"},
@@ -386,9 +366,7 @@ func testConformanceMalformedChunkedBody(t *testing.T) {
 	}
 }
 
-func TestConformanceBadWorkerHead(t *testing.T) { eachMode(t, testConformanceBadWorkerHead) }
-
-func testConformanceBadWorkerHead(t *testing.T) {
+func TestConformanceBadWorkerHead(t *testing.T) {
 	cases := []struct{ name, rest string }{
 		{"nul-in-value", "X-Evil: a\x00EVIL\r\nContent-Length: 2\r\n\r\nok"},
 		{"cr-in-value", "X-Evil: a\rEVIL\r\nContent-Length: 2\r\n\r\nok"},
@@ -415,9 +393,7 @@ func testConformanceBadWorkerHead(t *testing.T) {
 	}
 }
 
-func TestConformanceBadWorkerTrailer(t *testing.T) { eachMode(t, testConformanceBadWorkerTrailer) }
-
-func testConformanceBadWorkerTrailer(t *testing.T) {
+func TestConformanceBadWorkerTrailer(t *testing.T) {
 	cases := []struct{ name, trailer string }{
 		{"nul-in-value", "X-T: a\x00EVIL\r\n"},
 		{"cr-in-value", "X-T: a\rEVIL\r\n"},
@@ -444,9 +420,7 @@ func testConformanceBadWorkerTrailer(t *testing.T) {
 
 // ---- 6. Other probes of the class.
 
-func TestConformanceBadRequestBytes(t *testing.T) { eachMode(t, testConformanceBadRequestBytes) }
-
-func testConformanceBadRequestBytes(t *testing.T) {
+func TestConformanceBadRequestBytes(t *testing.T) {
 	const host = "Host: test.local\r\n"
 	cases := []struct{ name, req string }{
 		{"nul-in-target", "GET /bad\x00x HTTP/1.1\r\n" + host + "\r\n"},
@@ -481,9 +455,7 @@ func testConformanceBadRequestBytes(t *testing.T) {
 	}
 }
 
-func TestConformanceAbsoluteForm(t *testing.T) { eachMode(t, testConformanceAbsoluteForm) }
-
-func testConformanceAbsoluteForm(t *testing.T) {
+func TestConformanceAbsoluteForm(t *testing.T) {
 	addr, w := cfSetup(t, nil, cfRelaxed)
 	c := cfDial(t, addr)
 	c.send("GET http://test.local/probe?id=abs1 HTTP/1.1\r\nHost: test.local\r\nCookie: session=s1\r\nConnection: close\r\n\r\n")
@@ -503,9 +475,7 @@ func testConformanceAbsoluteForm(t *testing.T) {
 	}
 }
 
-func TestConformanceHTTP10(t *testing.T) { eachMode(t, testConformanceHTTP10) }
-
-func testConformanceHTTP10(t *testing.T) {
+func TestConformanceHTTP10(t *testing.T) {
 	chunky := func(c *cfWorkerConn, r *http.Request) bool {
 		return c.send("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n6\r\nhello \r\n5\r\nworld\r\n0\r\n\r\n")
 	}
@@ -551,9 +521,7 @@ func testConformanceHTTP10(t *testing.T) {
 	})
 }
 
-func TestConformanceHeaderTooLarge(t *testing.T) { eachMode(t, testConformanceHeaderTooLarge) }
-
-func testConformanceHeaderTooLarge(t *testing.T) {
+func TestConformanceHeaderTooLarge(t *testing.T) {
 	addr, w := cfSetup(t, nil, cfRelaxed)
 	c := cfDial(t, addr)
 	var head strings.Builder
@@ -574,17 +542,19 @@ func testConformanceHeaderTooLarge(t *testing.T) {
 	}
 }
 
-func TestConformanceClientHalfClose(t *testing.T) { eachMode(t, testConformanceClientHalfClose) }
-
-func testConformanceClientHalfClose(t *testing.T) {
+// A client that half-closes (FIN) after its request has hung up as far as
+// the engine can tell (a full close looks the same on the wire): like nginx
+// (499) and net/http, the engine abandons the request, drops the worker
+// connection and closes; nothing is sent that belongs to anyone else.
+func TestConformanceClientHalfClose(t *testing.T) {
 	slow := func(c *cfWorkerConn, r *http.Request) bool {
 		// The scenario: the worker takes a moment, long enough for the
 		// engine to notice the half-close.
 		return c.pause(150*time.Millisecond) && cfEcho(c, r)
 	}
-	for _, tc := range []struct{ name, req, target, body string }{
-		{"get", "GET /slow?id=h1 HTTP/1.1\r\nHost: test.local\r\n\r\n", "/slow?id=h1", ""},
-		{"post", "POST /slow?id=h2 HTTP/1.1\r\nHost: test.local\r\nContent-Length: 5\r\n\r\nhello", "/slow?id=h2", "hello"},
+	for _, tc := range []struct{ name, req string }{
+		{"get", "GET /slow?id=h1 HTTP/1.1\r\nHost: test.local\r\n\r\n"},
+		{"post", "POST /slow?id=h2 HTTP/1.1\r\nHost: test.local\r\nContent-Length: 5\r\n\r\nhello"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			addr, _ := cfSetup(t, slow, cfRelaxed)
@@ -593,18 +563,15 @@ func testConformanceClientHalfClose(t *testing.T) {
 			if err := c.nc.CloseWrite(); err != nil {
 				t.Fatal(err)
 			}
-			method, _, _ := strings.Cut(tc.req, " ")
-			resp, err := c.final(method, 5*time.Second)
-			if want := cfEchoAnswer(method, tc.target, []byte(tc.body)); err != nil || resp.Code != 200 || string(resp.Body) != want {
-				t.Errorf("a client that half-closed after its request: %v, got %s, want the worker's %q", err, cfShow(resp.Raw), want)
+			got, err := c.closedWithin(5 * time.Second)
+			if err != nil || len(got) != 0 {
+				t.Errorf("a client that half-closed after its request: %v, got %s, want the connection closed with nothing sent", err, cfShow(got))
 			}
 		})
 	}
 }
 
-func TestConformanceWorkerHalfClose(t *testing.T) { eachMode(t, testConformanceWorkerHalfClose) }
-
-func testConformanceWorkerHalfClose(t *testing.T) {
+func TestConformanceWorkerHalfClose(t *testing.T) {
 	addr, _ := cfSetup(t, func(c *cfWorkerConn, r *http.Request) bool {
 		c.send("HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789")
 		c.Conn.(interface{ CloseWrite() error }).CloseWrite()
@@ -619,9 +586,7 @@ func testConformanceWorkerHalfClose(t *testing.T) {
 	}
 }
 
-func TestConformancePipelinedBadMiddle(t *testing.T) { eachMode(t, testConformancePipelinedBadMiddle) }
-
-func testConformancePipelinedBadMiddle(t *testing.T) {
+func TestConformancePipelinedBadMiddle(t *testing.T) {
 	addr, w := cfSetup(t, nil, cfRelaxed)
 	c := cfDial(t, addr)
 	req := func(id string) string {
@@ -640,9 +605,7 @@ func testConformancePipelinedBadMiddle(t *testing.T) {
 	}
 }
 
-func TestConformanceExpectContinue(t *testing.T) { eachMode(t, testConformanceExpectContinue) }
-
-func testConformanceExpectContinue(t *testing.T) {
+func TestConformanceExpectContinue(t *testing.T) {
 	addr, _ := cfSetup(t, nil, cfRelaxed)
 	c := cfDial(t, addr)
 	c.send("POST /upload HTTP/1.1\r\nHost: test.local\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
@@ -657,9 +620,7 @@ func testConformanceExpectContinue(t *testing.T) {
 	}
 }
 
-func TestConformanceUpgradeTunnel(t *testing.T) { eachMode(t, testConformanceUpgradeTunnel) }
-
-func testConformanceUpgradeTunnel(t *testing.T) {
+func TestConformanceUpgradeTunnel(t *testing.T) {
 	addr, _ := cfSetup(t, func(c *cfWorkerConn, r *http.Request) bool {
 		if !c.send("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
 			"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\nhello-from-worker\n") {

@@ -470,6 +470,7 @@ func (c *conn) serveRequest() bool {
 		// The engine answers the expectation itself: the body will be
 		// read (and streamed to the worker) from now on.
 		c.bw.WriteString("HTTP/1.1 100 Continue\r\n\r\n")
+		c.flush()
 	}
 	c.st = reqState{path: path, worker: rt.Worker, backend: b, canRetry: !hasBody}
 	c.forward()
