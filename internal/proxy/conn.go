@@ -43,6 +43,14 @@ type workerConn struct {
 	// arrived, so it starts the worker timeout only while one is awaited.
 	headState atomic.Int32
 	bodySent  atomic.Bool // the body sender wrote the whole request body
+	// The response body copy (copyBody): its client, the worker timeout,
+	// whether written bytes wait for a flush, and block, made once.
+	client  *conn
+	timeout time.Duration
+	pending bool
+	blockFn func()
+	peekFn  func(fd uintptr) bool // wc.peekFD, made once
+	peeked  int
 }
 
 func newWorkerConn(c net.Conn) *workerConn {
@@ -59,6 +67,8 @@ func newWorkerConn(c net.Conn) *workerConn {
 		wc.raw, _ = sc.SyscallConn()
 	}
 	wc.abort = func() { wc.conn.Close() }
+	wc.blockFn = wc.block
+	wc.peekFn = wc.peekFD
 	return wc
 }
 
@@ -104,7 +114,7 @@ func (p *Proxy) check(b *Backend, wc *workerConn, now time.Time) bool {
 	if wc.raw == nil {
 		return true
 	}
-	switch sockState(wc.raw) {
+	switch wc.sockState() {
 	case sockIdle:
 		return true
 	case sockData:

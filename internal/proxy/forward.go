@@ -273,18 +273,11 @@ func (wc *workerConn) copyBody(c *conn, mode bodyMode, length int64, timeout tim
 	bufp := copyBuffers.Get().(*[]byte)
 	defer copyBuffers.Put(bufp)
 	buf := *bufp
-	pending := true // the head has not been flushed yet
-	block := func() {
-		if pending {
-			c.flush()
-			pending = false
-		}
-		wc.readProgress(timeout)
-	}
+	wc.client, wc.timeout, wc.pending = c, timeout, true // the head has not been flushed yet
 	var src io.Reader = wc.br
 	if mode == chunkedBody {
 		wc.cr.reset(wc.br)
-		wc.cr.block = block
+		wc.cr.block = wc.blockFn
 		src = &wc.cr
 	}
 	for {
@@ -296,14 +289,14 @@ func (wc *workerConn) copyBody(c *conn, mode bodyMode, length int64, timeout tim
 			p = p[:min(int64(len(p)), length)]
 		}
 		if mode != chunkedBody && wc.br.Buffered() == 0 {
-			block()
+			wc.block()
 		}
 		n, err := src.Read(p)
 		if n > 0 {
 			if werr := c.write(p[:n]); werr != nil {
 				return werr
 			}
-			pending = true
+			wc.pending = true
 			length -= int64(n)
 		}
 		if err == io.EOF {
@@ -316,4 +309,14 @@ func (wc *workerConn) copyBody(c *conn, mode bodyMode, length int64, timeout tim
 			return err
 		}
 	}
+}
+
+// block runs before a read from the worker that may wait: what was written
+// to the client goes out first, and the worker timeout restarts.
+func (wc *workerConn) block() {
+	if wc.pending {
+		wc.client.flush()
+		wc.pending = false
+	}
+	wc.readProgress(wc.timeout)
 }

@@ -2,15 +2,15 @@
 
 package proxy
 
-import "syscall"
-
 const (
 	sockIdle = iota
 	sockData
 	sockClosed
 )
 
+func (wc *workerConn) peekFD(uintptr) bool { return true }
+
 // sockState cannot peek without blocking here, so no idle connection is
 // ever trusted: without the check, unsolicited bytes could answer the next
 // request.
-func sockState(syscall.RawConn) int { return sockClosed }
+func (wc *workerConn) sockState() int { return sockClosed }
