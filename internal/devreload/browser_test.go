@@ -23,7 +23,7 @@ import (
 func newBrowser(t *testing.T) context.Context { return chromiumtest.New(t) }
 
 // pageServer serves an HTML page whose text can change, and a JSON
-// endpoint, through Middleware with a replaceable Hub (a "server restart").
+// endpoint, through the engine with a replaceable Hub (a "server restart").
 type pageServer struct {
 	srv     *devServer
 	hub     atomic.Pointer[Hub]

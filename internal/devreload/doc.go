@@ -8,17 +8,18 @@
 //     GET /__tqserver/events, and serves the client script at
 //     GET /__tqserver/client.js. A browser that connects while a build is
 //     broken receives that failure at once, so the overlay is shown on load.
-//   - Middleware: dev mode only. It routes the two /__tqserver/ paths to the
-//     Hub and, for every other request, streams the response of next through
-//     unchanged except that 200 text/html GET responses without
-//     Content-Encoding or Content-Range get
-//     <script src="/__tqserver/client.js" defer></script> injected before
-//     </body> (else before </html>, else at the end). The injection is
-//     streaming: only a tail of at most six bytes that could begin a closing
-//     tag is held back, Flush and Hijack pass through, and every other
-//     response (JSON, CSS, images, event streams, errors, HEAD, upgrades)
-//     is byte-identical with its Content-Length kept. Status codes are never
-//     changed; the overlay is drawn only by the client script.
+//   - Local and Rewrite: dev mode only, plugged into the proxy engine
+//     (proxy.Options.Local and .Rewrite). Local serves the two /__tqserver/
+//     paths from the Hub; Rewrite leaves every worker response alone except
+//     that 200 text/html GET responses without Content-Encoding or
+//     Content-Range get <script src="/__tqserver/client.js" defer></script>
+//     injected before </body> (else before </html>, else at the end), which
+//     drops their Content-Length (the engine sends them chunked). The
+//     injection is streaming: only a tail of at most six bytes that could
+//     begin a closing tag is held back, and every other response (JSON, CSS,
+//     images, event streams, errors, HEAD, upgrades) is byte-identical with
+//     its Content-Length kept. Status codes are never changed; the overlay
+//     is drawn only by the client script.
 //   - ParseBuildErrors: turns Go compiler output into file:line:col errors.
 //
 // Concurrency: all Hub methods are safe for concurrent use. Reloaded,
@@ -28,8 +29,8 @@
 // Events reach every stream in the order the methods were called. Close ends
 // all streams, waits for their handlers to return (each write to a browser is
 // bounded by a write deadline where the ResponseWriter supports one), and
-// makes later ServeEvents calls answer 503. The Middleware's ResponseWriter
-// wrapper, like any ResponseWriter, is used by one request goroutine.
+// makes later ServeEvents calls answer 503. A BodyRewriter from
+// Rewrite serves one response on one goroutine.
 //
 // The client script keeps a per-worker set of failures and shows them in a
 // fixed div#tqserver-overlay (compiler text is set with textContent only). It

@@ -13,7 +13,7 @@ import (
 	"time"
 )
 
-// Paths served by the Hub (through Middleware).
+// Paths served by the Hub (through Local).
 const (
 	EventsPath = "/__tqserver/events"
 	ScriptPath = "/__tqserver/client.js"

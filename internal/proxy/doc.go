@@ -1,34 +1,28 @@
-// Package proxy is the HTTP front of tqserver: it routes each request to the
-// serving instance of a worker through a reverse proxy, and serves
-// workers/{name}/public/ under the static prefix.
+// Package proxy is the HTTP front of tqserver: one HTTP/1.x engine that
+// serves client connections (Server), routes each request to the serving
+// instance of a worker and forwards it over pooled keep-alive connections,
+// and serves workers/{name}/public/ and any local handlers itself. Dev and
+// prod run the same engine; dev adds local handlers and a body rewriter.
 //
 // It owns the route table (Table, immutable once built), the per-instance
-// counters (Backend: in-flight and served requests, closed flag), the
-// connections to the workers, and static-file path validation.
+// counters and connection pools (Backend), the HTTP/1.1 grammar of both
+// sides (http1.go, request.go, response.go, chunked.go: fail-closed, every
+// ambiguity refused and the connection closed), and static-file path
+// validation. It does not start, stop or health-check workers; the
+// supervisor builds tables and hands them over with Swap.
 //
-// Two forwarding paths give workers and clients the same view. The fast path
-// (fast.go, the default) handles plain HTTP/1.1 requests itself over each
-// Backend's pool of keep-alive connections (a channel as free list; Close
-// empties it, and a connection returned to a closed backend is closed).
-// Everything else (WebSocket and other upgrades, Expect, HTTP/1.0 or HTTP/2
-// clients, other methods, queries ReverseProxy would rewrite) and all
-// requests under Options.DisableFastPath go through httputil.ReverseProxy
-// with a shared http.Transport.
-// Front (front.go) serves client connections itself for the requests the
-// fast path takes, writing to the socket directly, and hands every other
-// connection (with the bytes already read) to a fallback http.Server, where
-// it stays; its watcher stands in for net/http's background read.
-// It does not start, stop or health-check workers; the supervisor builds
-// tables and hands them over with Swap.
-//
-// Forwarding: path, raw path and query as received; the client's Host is
-// kept; X-Forwarded-For/-Host/-Proto are set fresh (client-sent values and
-// Forwarded are dropped: this is the edge). Errors: no route 404, no serving
-// instance 503, worker unreachable 502; a client that left gets 499 (logs only).
+// Forwarding: method, target (origin form) and Host as received;
+// hop-by-hop fields removed both ways; X-Forwarded-For/-Host/-Proto set
+// fresh (client-sent values and Forwarded are dropped: this is the edge);
+// bodies framed by the engine. Errors: no route 404, no serving instance
+// 503 with Retry-After, worker unreachable 502, too slow 504, a malformed
+// request 400 (431, 501, 505), a malformed worker answer 502 or a cut
+// response; a client that left gets 499 (logs only).
 //
 // Concurrency contract:
 //   - The request path takes no locks: it loads the current *Table with one
 //     atomic load and only touches atomic counters on the chosen Backend.
+//     A Backend's idle connections are a buffered channel.
 //   - Swap publishes a new Table with one atomic store; a Table and its Routes
 //     are never modified after NewTable, so readers need no synchronisation.
 //   - Draining an instance: Swap(newTable), then old.Close(), then wait until
@@ -36,6 +30,9 @@
 //     increments inflight before it checks closed, and backs out and re-routes
 //     if closed is set; with sequentially consistent atomics no request is
 //     sent to a backend after the supervisor observed it closed and idle.
-//     A WebSocket connection counts as in flight until it ends.
+//     An upgraded (tunnelled) connection counts as in flight until it ends.
+//   - One goroutine serves a client connection; while a request body is
+//     forwarded, a sender goroutine reads it, and a watcher may read the
+//     connection to notice a hang-up. Their hand-offs are atomics.
 //   - Options.OnMaxRequests runs on a request goroutine and must not block.
 package proxy
