@@ -43,6 +43,9 @@ func readRequestHead(br *bufio.Reader, buf []byte, limit int) ([]byte, error) {
 		if err != nil {
 			switch err {
 			case errLineTooLong:
+				if lines == 0 {
+					return buf, &httpError{code: http.StatusRequestURITooLong, reason: "request line too long"}
+				}
 				return buf, errHeadTooLarge
 			case errBareLF, errBareCR:
 				return buf, badRequest("%v in the request head", err)
