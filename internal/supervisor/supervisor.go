@@ -113,6 +113,7 @@ type Supervisor struct {
 	insts    map[string]*instance
 	nextNum  map[string]uint64
 	reloads  []*pendingReload
+	closing  atomic.Bool
 	stamps   map[string]fileStamp // config files and the server binary
 	shutting bool
 	killAt   time.Time // shutdown hard deadline
@@ -217,12 +218,6 @@ type instance struct {
 	warming bool
 }
 
-type pendingReload struct {
-	reply   chan<- events.ReloadResult
-	result  events.ReloadResult
-	waiting map[*instance]bool
-}
-
 // New prepares a supervisor; Run starts it.
 func New(o Options) *Supervisor {
 	ctx, cancel := context.WithCancel(context.Background())
@@ -311,6 +306,7 @@ func (s *Supervisor) Run() error {
 	if err != nil {
 		return err
 	}
+	hashFound(found) // the content a reload compares with (binstamp.go)
 	for _, w := range warnings {
 		s.log.Warn().Msg(w)
 	}
@@ -919,11 +915,7 @@ func (s *Supervisor) onShutdown() {
 			s.drain(inst, ReasonShutdown, "server stopping")
 		}
 	}
-	for _, p := range s.reloads {
-		p.result.Error = "server is shutting down"
-		p.reply <- p.result
-	}
-	s.reloads = nil
+	s.failReloads("server is shutting down")
 }
 
 // forceKill runs when shutdown overran its deadline.
