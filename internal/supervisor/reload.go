@@ -199,7 +199,7 @@ func (s *Supervisor) removeWorker(w *worker, res *events.ReloadResult) {
 }
 
 func (s *Supervisor) rejectBinary(p *pendingReload, name string, err error) {
-	msg := fmt.Sprintf("%s: %v", name, err)
+	msg := fmt.Sprintf("%s: %s: %v (the running instance keeps serving)", name, ReasonChecksumMismatch, err)
 	p.result.Failures = append(p.result.Failures, msg)
 	_ = s.record(&store.Record{Worker: name, Event: EventBinaryRejected, Reason: ReasonChecksumMismatch, Detail: err.Error()})
 }

@@ -1,0 +1,113 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/mevdschee/tqserver/internal/store"
+)
+
+// A reload that arrives while the server drains for shutdown starts
+// nothing and says why (CONTRACT.md §4).
+func TestReloadDuringShutdownStartsNothing(t *testing.T) {
+	root := newRoot(t, fastConfig)
+	install(t, root, "index", "v1", "normal")
+	s := startServer(t, root)
+	waitBody(t, s.url("/"), "v1", 10*time.Second)
+
+	// A long request keeps the server in its drain after SIGTERM.
+	slow := make(chan string, 1)
+	go func() {
+		code, body := get(t, s.url("/slow?ms=4000"))
+		slow <- fmt.Sprint(code, " ", body)
+	}()
+	waitFor(t, 10*time.Second, "the slow request in flight", func() bool {
+		for _, w := range s.status().Workers {
+			for _, in := range w.Instances {
+				if in.Inflight != nil && *in.Inflight > 0 {
+					return true
+				}
+			}
+		}
+		return false
+	})
+	s.signal(syscall.SIGTERM)
+	waitFor(t, 10*time.Second, "the server to begin stopping", func() bool {
+		return strings.Contains(s.logs.String(), "stopping: finishing in-flight requests")
+	})
+	install(t, root, "index", "v2", "normal")
+	out, errOut, err := runCLI(t, "reload", "--root", root)
+	if err == nil || !strings.Contains(errOut, "server is shutting down") {
+		t.Fatalf("reload while stopping: err=%v stdout=%q stderr=%q, want a failure saying the server is shutting down", err, out, errOut)
+	}
+	if r := <-slow; !strings.HasPrefix(r, "200 slow done v1") {
+		t.Fatalf("in-flight request during shutdown: %q", r)
+	}
+	if err := s.wait(30 * time.Second); err != nil {
+		t.Fatalf("server exit: %v", err)
+	}
+	recs := history(t, root, "--worker", "index")
+	if n := count(recs, func(r store.Record) bool { return r.Event == "start" }); n != 1 {
+		t.Fatalf("%d instances started, want 1 (nothing after the shutdown began)", n)
+	}
+}
+
+// `tqserver build --prod` run again leaves byte-identical binaries (and
+// their .sha256) untouched, so the reload after it restarts only what
+// really changed.
+func TestBuildProdTwiceRestartsOnlyChanged(t *testing.T) {
+	root := newRoot(t, fastConfig)
+	writeFile(t, filepath.Join(root, "go.mod"), "module example.com/prodapp\n\ngo 1.22\n")
+	writeFile(t, filepath.Join(root, "workers", "index", "src", "main.go"), devSource(t, "p1"))
+	writeFile(t, filepath.Join(root, "workers", "other", "src", "main.go"), devSource(t, "o1"))
+	if out, errs, err := runCLI(t, "build", "--prod", "--root", root); err != nil {
+		t.Fatalf("first build: %v\n%s%s", err, out, errs)
+	}
+	s := startServer(t, root)
+	waitBody(t, s.url("/"), "p1 index", 10*time.Second)
+	waitBody(t, s.url("/other"), "o1 other", 10*time.Second)
+
+	bin := filepath.Join(root, "workers", "index", "bin", "index")
+	mtimes := func() [2]time.Time {
+		var out [2]time.Time
+		for i, p := range []string{bin, bin + ".sha256"} {
+			fi, err := os.Stat(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out[i] = fi.ModTime()
+		}
+		return out
+	}
+	before := mtimes()
+	writeFile(t, filepath.Join(root, "workers", "other", "src", "main.go"), devSource(t, "o2"))
+	out, errs, err := runCLI(t, "build", "--prod", "--root", root)
+	if err != nil {
+		t.Fatalf("second build: %v\n%s%s", err, out, errs)
+	}
+	if !strings.Contains(out, "index") || !strings.Contains(out, "unchanged") {
+		t.Errorf("second build does not say index was unchanged:\n%s", out)
+	}
+	if after := mtimes(); after != before {
+		t.Fatalf("second build touched the unchanged index: mtimes %v → %v", before, after)
+	}
+	out, errs, err = runCLI(t, "reload", "--root", root)
+	if err != nil {
+		t.Fatalf("reload: %v\n%s%s", err, out, errs)
+	}
+	if !strings.Contains(out, "other: binary_changed") || strings.Contains(out, "index") {
+		t.Fatalf("reload after the second build: want only other restarted, got:\n%s", out)
+	}
+	waitBody(t, s.url("/other"), "o2 other", 10*time.Second)
+	recs := history(t, root, "--worker", "index")
+	if n := count(recs, func(r store.Record) bool { return r.Event == "start" }); n != 1 {
+		b, _ := json.Marshal(recs)
+		t.Fatalf("index started %d times, want 1: %s", n, b)
+	}
+}
