@@ -387,3 +387,35 @@ func TestReloadWhileShuttingDownStartsNothing(t *testing.T) {
 		t.Fatalf("reload while stopping started something: %d starts, serving %q", f.starts(), f.body())
 	}
 }
+
+// A newer deploy while a reload waits: the earlier reload fails (its
+// version never served), the newer one reports its own success without
+// the superseded start's failure.
+func TestNewerDeployDuringReload(t *testing.T) {
+	f := newDeployFixture(t, nil)
+	unhealthy := filepath.Join(f.root, "workers", "index", "unhealthy")
+	if err := os.WriteFile(unhealthy, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	checks := func() int { return strings.Count(f.logs.String(), `"message":"change check done"`) }
+	before := checks()
+	f.deployBytes(t, f.version(t, "ver-2222"))
+	first := make(chan events.ReloadResult, 1)
+	go func() { first <- f.reload() }()
+	f.waitFor("the first reload checked", func() bool { return checks() == before+1 })
+	f.deployBytes(t, f.version(t, "ver-3333"))
+	second := make(chan events.ReloadResult, 1)
+	go func() { second <- f.reload() }()
+	f.waitFor("the second reload checked", func() bool { return checks() == before+2 })
+	if err := os.Remove(unhealthy); err != nil {
+		t.Fatal(err)
+	}
+	r1, r2 := <-first, <-second
+	if len(r1.Failures) != 1 || !strings.Contains(r1.Failures[0], "index-2: superseded") {
+		t.Errorf("first reload: %+v, want index-2 superseded", r1)
+	}
+	if len(r2.Failures) != 0 || r2.Error != "" || !slices.Contains(r2.Changes, "index-3: serving") {
+		t.Errorf("second reload: %+v, want index-3 serving and no failure", r2)
+	}
+	f.waitServing("ver-3333")
+}

@@ -175,6 +175,13 @@ func (s *Supervisor) checkChanges(ev events.Reload, p *pendingReload) {
 		w := s.workers[name]
 		reason := restart[name]
 		res.Changes = append(res.Changes, name+": "+reason)
+		for _, sl := range w.slots {
+			// The roll abandons these successors of an earlier reload:
+			// a failure for that reload only, not for those joining it.
+			if n := sl.next; n != nil && n.batch != nil && n.batch != p {
+				n.batch.supersede(n.name)
+			}
+		}
 		s.startRoll(w, reason, "", p, time.Time{})
 	}
 	if len(res.Changes) == 0 && len(res.Failures) == 0 {

@@ -3,6 +3,7 @@ package supervisor
 import (
 	"errors"
 	"slices"
+	"strings"
 
 	"github.com/mevdschee/tqserver/internal/events"
 )
@@ -13,12 +14,24 @@ import (
 // part joins them: it replies only when they and it are done, with their
 // changes and failures before its own. So ten concurrent `tqserver reload`
 // all report the deploy the first one found, and all fail when it fails.
+// One exception: a start that a newer deploy abandoned is a failure of the
+// reload that made it only (superseded).
 type pendingReload struct {
 	reply   chan<- events.ReloadResult
 	result  events.ReloadResult // own changes and failures
 	waiting map[*instance]bool
 	checked bool
 	joined  []*pendingReload // earlier reloads in progress when this one arrived
+	// superseded: instances of this reload that a newer deploy abandoned
+	// before they served. Their failure is this reload's, not its joiners'.
+	superseded map[string]bool
+}
+
+func (p *pendingReload) supersede(instance string) {
+	if p.superseded == nil {
+		p.superseded = map[string]bool{}
+	}
+	p.superseded[instance] = true
 }
 
 func (p *pendingReload) ownDone() bool { return p.checked && len(p.waiting) == 0 }
@@ -76,6 +89,10 @@ func (p *pendingReload) merged() events.ReloadResult {
 			}
 		}
 		for _, f := range q.result.Failures {
+			inst, _, _ := strings.Cut(f, ": ")
+			if q != p && q.superseded[inst] {
+				continue
+			}
 			if !slices.Contains(out.Failures, f) {
 				out.Failures = append(out.Failures, f)
 			}
