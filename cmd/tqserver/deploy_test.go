@@ -111,3 +111,69 @@ func TestBuildProdTwiceRestartsOnlyChanged(t *testing.T) {
 		t.Fatalf("index started %d times, want 1: %s", n, b)
 	}
 }
+
+// Ten `tqserver reload` at once after a deploy all report its outcome:
+// the failure when the new version never becomes healthy, the change once
+// it serves when it does (docs/deploying.md, concurrent reloads).
+func TestTenConcurrentReloadCommands(t *testing.T) {
+	const n = 10
+	// A long probe interval: the running instance is not probed while the
+	// test makes new instances unhealthy with the unhealthy file.
+	cfg := strings.Replace(fastConfig, "health_interval_ms: 200", "health_interval_ms: 60000", 1)
+	cfg = strings.Replace(cfg, "health_timeout_ms: 3000", "health_timeout_ms: 8000", 1)
+	root := newRoot(t, cfg)
+	install(t, root, "index", "v1", "normal")
+	s := startServer(t, root)
+	waitBody(t, s.url("/"), "v1", 10*time.Second)
+	checks := func() int { return strings.Count(s.logs.String(), `"message":"change check done"`) }
+
+	type answer struct {
+		out  string
+		err  error
+		body string // GET / right after the command returned
+	}
+	reloadAll := func(afterChecks func()) []answer {
+		before := checks()
+		answers := make(chan answer, n)
+		for range n {
+			go func() {
+				out, errOut, err := runCLI(t, "reload", "--root", root)
+				_, body := get(t, s.url("/"))
+				answers <- answer{out + errOut, err, body}
+			}()
+		}
+		waitFor(t, 30*time.Second, "all reloads checked", func() bool { return checks() >= before+n })
+		afterChecks()
+		var out []answer
+		for range n {
+			out = append(out, <-answers)
+		}
+		return out
+	}
+
+	// Never healthy: all ten fail.
+	install(t, root, "index", "v2", "nohealth")
+	for _, a := range reloadAll(func() {}) {
+		if a.err == nil || !strings.Contains(a.out, "index: binary_changed") || !strings.Contains(a.out, "FAILED: index-2") {
+			t.Errorf("reload of a never-healthy binary: err=%v output:\n%s", a.err, a.out)
+		}
+	}
+	if c, b := get(t, s.url("/")); c != 200 || !strings.HasPrefix(b, "v1 ") {
+		t.Fatalf("after the failed deploy: %d %q", c, b)
+	}
+
+	// Healthy, but only once all ten wait: all ten report the change, after
+	// the new version serves.
+	unhealthy := filepath.Join(root, "workers", "index", "unhealthy")
+	writeFile(t, unhealthy, "")
+	install(t, root, "index", "v3", "normal")
+	for _, a := range reloadAll(func() {
+		if err := os.Remove(unhealthy); err != nil {
+			t.Error(err)
+		}
+	}) {
+		if a.err != nil || !strings.Contains(a.out, "index: binary_changed") || !strings.Contains(a.out, "index-3: serving") || !strings.HasPrefix(a.body, "v3 ") {
+			t.Errorf("reload of a good binary: err=%v output:\n%s\nthen GET / = %q", a.err, a.out, a.body)
+		}
+	}
+}
