@@ -65,58 +65,53 @@ func hashBin(path string) (binStamp, error) {
 	if !b.exists {
 		return b, fmt.Errorf("%s: not a regular file", path)
 	}
-	f, err := os.Open(path)
+	sum, err := hashFile(path)
 	if err != nil {
 		return b, fmt.Errorf("hash %s: %w", path, err)
+	}
+	b.sum, b.hashed = sum, true
+	return b, nil
+}
+
+// hashFile returns the sha256 of the file at path.
+func hashFile(path string) ([32]byte, error) {
+	var sum [32]byte
+	f, err := os.Open(path)
+	if err != nil {
+		return sum, err
 	}
 	defer f.Close()
 	h := sha256.New()
 	if _, err := io.Copy(h, f); err != nil {
-		return b, fmt.Errorf("hash %s: %w", path, err)
+		return sum, err
 	}
-	copy(b.sum[:], h.Sum(nil))
-	b.hashed = true
-	return b, nil
+	copy(sum[:], h.Sum(nil))
+	return sum, nil
 }
 
-// hashFound fills in the content hash of every found binary, so that the
-// first reload can tell a touched binary from a changed one. Hard links (and
-// files with equal stat) are read once.
-func hashFound(m map[string]found) {
-	type key struct {
-		dev, ino     uint64
-		size, mtime  int64
-		ctime        int64
-		exists, seen bool
-	}
-	names := sortedKeys(m)
-	byKey := map[key]int{} // → index into uniq
-	var uniq []string
-	idx := make([]int, len(names))
-	for i, n := range names {
-		st := m[n].stamp.bin
-		k := key{st.dev, st.ino, st.size, st.mtime, st.ctime, st.exists, true}
-		j, ok := byKey[k]
-		if !ok {
-			j = len(uniq)
-			byKey[k] = j
-			uniq = append(uniq, m[n].bin)
+// runningSum is the sha256 of the program w's serving instance runs, read
+// through /proc/PID/exe: the file it was started from, even after bin/NAME
+// has been replaced. The stamps taken at start are not hashed (hashing every
+// binary would delay the start); this is how their content is known when it
+// is first needed.
+func runningSum(w *worker) ([32]byte, bool) {
+	for _, sl := range w.slots {
+		in := sl.current
+		if in == nil || in.proc == nil {
+			continue
 		}
-		idx[i] = j
-	}
-	sums := make([]binStamp, len(uniq))
-	ok := make([]bool, len(uniq))
-	parallel(len(uniq), func(i int) {
-		b, err := hashBin(uniq[i])
-		sums[i], ok[i] = b, err == nil
-	})
-	for i, n := range names {
-		f := m[n]
-		if j := idx[i]; ok[j] && sums[j].sameStat(f.stamp.bin) {
-			f.stamp.bin.sum, f.stamp.bin.hashed = sums[j].sum, true
-			m[n] = f
+		select {
+		case <-in.proc.Done():
+			continue // exited: its /proc entry may be a zombie's
+		default:
+		}
+		// The process is not reaped until its exit is handled, so the PID
+		// cannot name another process here.
+		if sum, err := hashFile(fmt.Sprintf("/proc/%d/exe", in.proc.PID)); err == nil {
+			return sum, true
 		}
 	}
+	return [32]byte{}, false
 }
 
 // verifyBinary decides whether b, the hashed content of the binary at path,

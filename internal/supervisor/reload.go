@@ -135,7 +135,7 @@ func (s *Supervisor) checkChanges(ev events.Reload, p *pendingReload) {
 		f := found[name]
 		w := s.workers[name]
 		if w == nil || w.removed {
-			b, err := s.acceptBinary(f, binStamp{})
+			b, err := s.acceptBinary(f, nil)
 			if err != nil {
 				s.rejectBinary(p, name, err)
 				continue
@@ -153,7 +153,7 @@ func (s *Supervisor) checkChanges(ev events.Reload, p *pendingReload) {
 		// new content is accepted, so a rejected binary is checked again.
 		w.stamp.public, w.stamp.private = nst.public, nst.private
 		if !nst.bin.sameStat(old.bin) {
-			b, err := s.acceptBinary(f, old.bin)
+			b, err := s.acceptBinary(f, w)
 			switch {
 			case errors.Is(err, errSameContent):
 				w.stamp.bin = b // touched or copied again: refresh, no restart

@@ -116,16 +116,24 @@ func (s *Supervisor) BeginShutdown() { s.closing.Store(true) }
 var errSameContent = errors.New("same content as the running binary")
 
 // acceptBinary reads f's binary and decides whether it is a deploy: the same
-// bytes as running (errSameContent, with the fresh stamp to record), or new
+// bytes as w runs (errSameContent, with the fresh stamp to record), or new
 // bytes that match bin/NAME.sha256 and form a complete executable (nil), or
-// a rejection (any other error; nothing is to be recorded).
-func (s *Supervisor) acceptBinary(f found, running binStamp) (binStamp, error) {
+// a rejection (any other error; nothing is to be recorded). w is nil for a
+// new worker.
+func (s *Supervisor) acceptBinary(f found, w *worker) (binStamp, error) {
 	b, err := hashBin(f.bin)
 	if err != nil {
 		return b, err
 	}
-	if b.sameContent(running) {
-		return b, errSameContent
+	if w != nil {
+		if !w.stamp.bin.hashed {
+			if sum, ok := runningSum(w); ok {
+				w.stamp.bin.sum, w.stamp.bin.hashed = sum, true
+			}
+		}
+		if b.sameContent(w.stamp.bin) {
+			return b, errSameContent
+		}
 	}
 	if err := verifyBinary(f.bin, b); err != nil {
 		return b, err

@@ -306,7 +306,6 @@ func (s *Supervisor) Run() error {
 	if err != nil {
 		return err
 	}
-	hashFound(found) // the content a reload compares with (binstamp.go)
 	for _, w := range warnings {
 		s.log.Warn().Msg(w)
 	}
