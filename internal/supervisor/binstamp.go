@@ -33,7 +33,14 @@ type binStamp struct {
 // statBin stats path; the content is not read.
 func statBin(path string) binStamp {
 	fi, err := os.Stat(path)
-	if err != nil || !fi.Mode().IsRegular() {
+	if err != nil {
+		return binStamp{}
+	}
+	return binStampOf(fi)
+}
+
+func binStampOf(fi os.FileInfo) binStamp {
+	if !fi.Mode().IsRegular() {
 		return binStamp{}
 	}
 	b := binStamp{exists: true, size: fi.Size(), mtime: fi.ModTime().UnixNano()}
@@ -58,14 +65,23 @@ func (b binStamp) sameContent(o binStamp) bool {
 
 func (b binStamp) hex() string { return hex.EncodeToString(b.sum[:]) }
 
-// hashBin stats and hashes path. The stat is taken before reading, so a
-// file replaced meanwhile shows as changed again on the next check.
+// hashBin stats and hashes path, both through one open file, so the stamp's
+// stat and sum describe the same inode even when path is replaced meanwhile.
 func hashBin(path string) (binStamp, error) {
-	b := statBin(path)
+	f, err := os.Open(path)
+	if err != nil {
+		return binStamp{}, fmt.Errorf("hash %s: %w", path, err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return binStamp{}, fmt.Errorf("hash %s: %w", path, err)
+	}
+	b := binStampOf(fi)
 	if !b.exists {
 		return b, fmt.Errorf("%s: not a regular file", path)
 	}
-	sum, err := hashFile(path)
+	sum, err := hashReader(f)
 	if err != nil {
 		return b, fmt.Errorf("hash %s: %w", path, err)
 	}
@@ -75,14 +91,18 @@ func hashBin(path string) (binStamp, error) {
 
 // hashFile returns the sha256 of the file at path.
 func hashFile(path string) ([32]byte, error) {
-	var sum [32]byte
 	f, err := os.Open(path)
 	if err != nil {
-		return sum, err
+		return [32]byte{}, err
 	}
 	defer f.Close()
+	return hashReader(f)
+}
+
+func hashReader(r io.Reader) ([32]byte, error) {
+	var sum [32]byte
 	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
+	if _, err := io.Copy(h, r); err != nil {
 		return sum, err
 	}
 	copy(sum[:], h.Sum(nil))
