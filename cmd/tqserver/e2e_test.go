@@ -116,15 +116,16 @@ func TestBrokenBinaryRollsBack(t *testing.T) {
 	waitBody(t, s.url("/"), "v1", 10*time.Second)
 	l := startLoad(s.url("/"), 4, 1_000_000, 60*time.Second)
 
-	// 1. A truncated binary (a deploy cut short) cannot even start.
+	// 1. A truncated binary (a deploy cut short) is not even started
+	// (CONTRACT.md §11: checksum_mismatch).
 	good, _ := os.ReadFile(workerBin(t, "v2", "normal"))
 	installBytes(t, root, "index", good[:len(good)/3])
 	out, errOut, err := runCLI(t, "reload", "--root", root)
 	if err == nil {
 		t.Fatalf("reload of a truncated binary succeeded: %s", out)
 	}
-	if !strings.Contains(out+errOut, "rollback") {
-		t.Fatalf("reload output does not say rollback: %s %s", out, errOut)
+	if !strings.Contains(out+errOut, "checksum_mismatch") {
+		t.Fatalf("reload output does not say checksum_mismatch: %s %s", out, errOut)
 	}
 	// 2. A binary that runs but never becomes healthy.
 	install(t, root, "index", "v3", "nohealth")
@@ -144,8 +145,11 @@ func TestBrokenBinaryRollsBack(t *testing.T) {
 		t.Fatalf("old instance no longer serving: %q", b)
 	}
 	recs := history(t, root, "--worker", "index")
-	if n := count(recs, func(r store.Record) bool { return r.Reason == "rollback" && r.To == "stopped" }); n != 3 {
-		t.Fatalf("want 3 rollback records, got %d", n)
+	if n := count(recs, func(r store.Record) bool { return r.Reason == "rollback" && r.To == "stopped" }); n != 2 {
+		t.Fatalf("want 2 rollback records, got %d", n)
+	}
+	if n := count(recs, func(r store.Record) bool { return r.Event == "binary_rejected" && r.Reason == "checksum_mismatch" }); n != 1 {
+		t.Fatalf("want 1 checksum_mismatch record (the truncated binary), got %d", n)
 	}
 	for _, r := range recs {
 		if r.Reason == "rollback" && r.Detail == "" {

@@ -224,7 +224,11 @@ func (c *buildCmd) Run() error {
 			fmt.Fprintf(os.Stderr, "✗ %s\n%s\n", r.Worker, r.Output)
 			continue
 		}
-		fmt.Printf("✓ %s (%s) → %s\n", r.Worker, r.Duration.Round(time.Millisecond), r.Binary)
+		note := ""
+		if r.Unchanged {
+			note = " (unchanged: same bytes, left alone)"
+		}
+		fmt.Printf("✓ %s (%s) → %s%s\n", r.Worker, r.Duration.Round(time.Millisecond), r.Binary, note)
 	}
 	if failed > 0 {
 		return fmt.Errorf("build: %d of %d workers failed", failed, len(dirs))

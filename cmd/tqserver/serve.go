@@ -143,6 +143,9 @@ func (c *serveCmd) Run() error {
 	log.Info().Str("root", root).Str("mode", mode).Str("listen", ln.Addr().String()).Int("pid", os.Getpid()).Msg("tqserver serving")
 
 	shutdown := func() error {
+		// Before waiting for in-flight requests: a reload meanwhile must
+		// not start instances that would only be stopped again.
+		sup.BeginShutdown()
 		drain := time.Duration(cfg.Workers.DrainTimeoutMs) * time.Millisecond
 		ctx, cancel := context.WithTimeout(context.Background(), drain)
 		defer cancel()

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -36,7 +37,10 @@ type Result struct {
 	Output   string // compiler output (on failure: the errors)
 	Err      error
 	Canceled bool // the context ended the build (a newer change superseded it)
-	prod     bool // the build wrote bin/{name}.sha256
+	// Unchanged: the new build is byte for byte the installed binary, which
+	// was left alone (its mtime stays, so a deploy copies nothing new).
+	Unchanged bool
+	prod      bool // the build wrote bin/{name}.sha256
 }
 
 // HasSource reports whether workerDir has src/main.go.
@@ -109,7 +113,7 @@ func Build(ctx context.Context, workerDir string, o Options) (res Result) {
 			res.Err = fmt.Errorf("build %s: %w", name, err)
 			return res
 		}
-		if err := writeAtomic(res.Binary+".sha256", []byte(sum+"  "+name+"\n")); err != nil {
+		if err := writeIfChanged(res.Binary+".sha256", []byte(sum+"  "+name+"\n")); err != nil {
 			os.Remove(tmp)
 			res.Err = fmt.Errorf("build %s: %w", name, err)
 			return res
@@ -117,9 +121,79 @@ func Build(ctx context.Context, workerDir string, o Options) (res Result) {
 	}
 	res.Staged, res.prod = tmp, o.Prod
 	if !o.Stage {
+		same, err := sameFile(tmp, res.Binary)
+		if err != nil {
+			os.Remove(tmp)
+			res.Err = fmt.Errorf("build %s: compare with the installed binary: %w", name, err)
+			return res
+		}
+		if same {
+			// Rewriting identical bytes would give every unchanged worker
+			// a new mtime, and rsync a file to copy.
+			Discard(&res)
+			if !o.Prod {
+				os.Remove(res.Binary + ".sha256")
+			}
+			res.Unchanged = true
+			return res
+		}
 		res.Err = Install(&res)
 	}
 	return res
+}
+
+// sameFile reports whether the files at a and b hold the same bytes; a
+// missing b is not the same.
+func sameFile(a, b string) (bool, error) {
+	fb, err := os.Open(b)
+	if errors.Is(err, os.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	defer fb.Close()
+	fa, err := os.Open(a)
+	if err != nil {
+		return false, err
+	}
+	defer fa.Close()
+	sa, err := fa.Stat()
+	if err != nil {
+		return false, err
+	}
+	sb, err := fb.Stat()
+	if err != nil {
+		return false, err
+	}
+	if !sb.Mode().IsRegular() || sa.Size() != sb.Size() {
+		return false, nil
+	}
+	ba, bb := make([]byte, 64<<10), make([]byte, 64<<10)
+	for {
+		na, erra := io.ReadFull(fa, ba)
+		nb, errb := io.ReadFull(fb, bb)
+		if na != nb || !bytes.Equal(ba[:na], bb[:nb]) {
+			return false, nil
+		}
+		if erra == io.EOF || erra == io.ErrUnexpectedEOF {
+			return errb == io.EOF || errb == io.ErrUnexpectedEOF, nil
+		}
+		if erra != nil {
+			return false, erra
+		}
+		if errb != nil {
+			return false, errb
+		}
+	}
+}
+
+// writeIfChanged writes data to path (atomically) unless path already holds it.
+func writeIfChanged(path string, data []byte) error {
+	if old, err := os.ReadFile(path); err == nil && bytes.Equal(old, data) {
+		return nil
+	}
+	return writeAtomic(path, data)
 }
 
 // Install renames a staged build over the worker's binary. A dev binary

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // writeWorker makes a self-contained module with one worker under root.
@@ -142,5 +143,69 @@ func TestStageInstallDiscard(t *testing.T) {
 			names = append(names, e.Name())
 		}
 		t.Fatalf("bin/ holds %v, want only the binary", names)
+	}
+}
+
+// A rebuild that produces the same bytes leaves the installed binary (and
+// its .sha256) alone, so its mtime stays; a changed source replaces it.
+func TestRebuildIdenticalLeavesBinaryAlone(t *testing.T) {
+	root := t.TempDir()
+	dir := writeWorker(t, root, "w", "package main\n\nimport \"fmt\"\n\nfunc main() { fmt.Println(\"v1\") }\n")
+	o := Options{Prod: true, LDFlags: "-s -w"}
+	first := Build(context.Background(), dir, o)
+	if first.Err != nil || first.Unchanged {
+		t.Fatalf("first build: err=%v unchanged=%v", first.Err, first.Unchanged)
+	}
+	// An old mtime, so that a rewrite cannot go unnoticed within the
+	// filesystem's timestamp granularity.
+	old := time.Date(2020, 1, 2, 3, 4, 5, 0, time.UTC)
+	for _, p := range []string{first.Binary, first.Binary + ".sha256"} {
+		if err := os.Chtimes(p, old, old); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mtime := func(p string) time.Time {
+		t.Helper()
+		fi, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fi.ModTime()
+	}
+	for _, prod := range []bool{true, false} {
+		o.Prod = prod
+		again := Build(context.Background(), dir, o)
+		if again.Err != nil {
+			t.Fatal(again.Err)
+		}
+		if !mtime(first.Binary).Equal(old) {
+			t.Fatalf("prod=%v: an identical rebuild rewrote the binary (mtime %v)", prod, mtime(first.Binary))
+		}
+		if prod && !again.Unchanged {
+			t.Fatal("an identical prod rebuild was not reported as unchanged")
+		}
+		if prod && !mtime(first.Binary+".sha256").Equal(old) {
+			t.Fatal("an identical rebuild rewrote the .sha256")
+		}
+		o.Prod = true
+	}
+	entries, _ := os.ReadDir(filepath.Join(dir, "bin"))
+	for _, e := range entries {
+		if e.Name() != "w" && e.Name() != "w.sha256" {
+			t.Errorf("rebuild left %s", e.Name())
+		}
+	}
+	if err := os.WriteFile(filepath.Join(dir, "src", "main.go"), []byte("package main\n\nimport \"fmt\"\n\nfunc main() { fmt.Println(\"v2\") }\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	changed := Build(context.Background(), dir, o)
+	if changed.Err != nil || changed.Unchanged {
+		t.Fatalf("changed build: err=%v unchanged=%v", changed.Err, changed.Unchanged)
+	}
+	if mtime(first.Binary).Equal(old) || mtime(first.Binary+".sha256").Equal(old) {
+		t.Fatal("a changed build did not replace the binary and its .sha256")
+	}
+	if out, err := exec.Command(first.Binary).Output(); err != nil || strings.TrimSpace(string(out)) != "v2" {
+		t.Fatalf("after the changed build: %q %v", out, err)
 	}
 }

@@ -252,6 +252,9 @@ func (s *Supervisor) findWorker(name string) (found, bool) {
 		return found{}, false
 	}
 	f, ok := all[name]
+	if ok {
+		f.stamp = stampWorker(f) // about to run: record its content
+	}
 	return f, ok
 }
 

@@ -1,10 +1,7 @@
 package supervisor
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -57,7 +54,7 @@ func discover(workersDir string) (map[string]found, []string, error) {
 		}
 		cands = append(cands, found{name: name, dir: dir, bin: filepath.Join(dir, "bin", name)})
 	}
-	parallel(len(cands), func(i int) { cands[i].stamp = stampWorker(cands[i]) })
+	parallel(len(cands), func(i int) { cands[i].stamp = statWorker(cands[i]) })
 	out := make(map[string]found, len(cands))
 	for _, f := range cands {
 		if !f.stamp.bin.exists {
@@ -146,47 +143,28 @@ func statTree(dir string) treeStamp {
 
 // workerStamp is everything of one worker that a reload compares.
 type workerStamp struct {
-	bin     fileStamp
+	bin     binStamp
 	public  treeStamp
 	private treeStamp
 }
 
-func stampWorker(f found) workerStamp {
+// statWorker stamps f without reading its binary (binStamp.hashed false).
+func statWorker(f found) workerStamp {
 	return workerStamp{
-		bin:     statFile(f.bin),
+		bin:     statBin(f.bin),
 		public:  statTree(filepath.Join(f.dir, "public")),
 		private: statTree(filepath.Join(f.dir, "private")),
 	}
 }
 
-// verifyChecksum checks bin against bin.sha256 when that file exists
-// (`sha256sum` format: hex digest, optionally followed by a file name).
-func verifyChecksum(bin string) error {
-	want, err := os.ReadFile(bin + ".sha256")
-	if os.IsNotExist(err) {
-		return nil
+// stampWorker stamps f with its binary's content hash: for a binary that is
+// about to run (a dev build just installed it).
+func stampWorker(f found) workerStamp {
+	ws := statWorker(f)
+	if b, err := hashBin(f.bin); err == nil {
+		ws.bin = b
 	}
-	if err != nil {
-		return fmt.Errorf("read %s.sha256: %w", bin, err)
-	}
-	fields := strings.Fields(string(want))
-	if len(fields) == 0 {
-		return fmt.Errorf("%s.sha256 is empty", bin)
-	}
-	f, err := os.Open(bin)
-	if err != nil {
-		return fmt.Errorf("checksum: %w", err)
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return fmt.Errorf("checksum %s: %w", bin, err)
-	}
-	got := hex.EncodeToString(h.Sum(nil))
-	if !strings.EqualFold(got, fields[0]) {
-		return fmt.Errorf("%s: sha256 %s does not match %s.sha256 (%s)", bin, got[:12], filepath.Base(bin), fields[0])
-	}
-	return nil
+	return ws
 }
 
 func sortedKeys[V any](m map[string]V) []string {

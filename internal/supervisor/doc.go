@@ -4,8 +4,9 @@
 // proxy's route table, signal a process group).
 //
 // Concurrency: every field of Supervisor is touched only by the loop
-// goroutine, except the events channel (any goroutine may Send) and the
-// published Status snapshot (an atomic pointer readers load). Helper
+// goroutine, except the events channel (any goroutine may Send), the
+// published Status snapshot (an atomic pointer readers load) and the
+// shutdown flag BeginShutdown sets (atomic). Helper
 // goroutines (health gates, probes, exit waiters, drain watchers, timers)
 // only send events; they never read or write worker state.
 package supervisor

@@ -1,6 +1,7 @@
 package supervisor
 
 import (
+	"errors"
 	"fmt"
 	"path/filepath"
 	"strings"
@@ -32,12 +33,22 @@ func (s *Supervisor) stampServerFiles() {
 // what changed (CONTRACT.md §4, SIGHUP).
 func (s *Supervisor) onReload(ev events.Reload) {
 	p := &pendingReload{reply: ev.Reply, waiting: map[*instance]bool{}}
-	res := &p.result
-	if s.shutting {
-		res.Error = "server is shutting down"
+	if s.shutting || s.closing.Load() {
+		// Nothing starts once the server is stopping (CONTRACT.md §4).
+		p.result.Error = "server is shutting down"
 		s.finish(p)
 		return
 	}
+	s.joinReloads(p)
+	s.checkChanges(ev, p)
+	p.checked = true
+	s.settleReloads()
+}
+
+// checkChanges is one reload's own change check; the restarts it starts
+// settle p later.
+func (s *Supervisor) checkChanges(ev events.Reload, p *pendingReload) {
+	res := &p.result
 	s.log.Info().Str("source", ev.Source).Msg("checking for changes")
 
 	// Config first: a worker restarted for its binary gets the new settings too.
@@ -102,13 +113,11 @@ func (s *Supervisor) onReload(ev events.Reload) {
 		msg := "timestamp checks are disabled by timestamp_check.enabled in config: workers not checked"
 		res.Changes = append(res.Changes, msg)
 		s.log.Warn().Msg(msg)
-		s.finish(p)
 		return
 	}
 	found, warnings, err := discover(s.workersDir())
 	if err != nil {
 		res.Error = err.Error()
-		s.finish(p)
 		return
 	}
 	for _, w := range warnings {
@@ -126,10 +135,12 @@ func (s *Supervisor) onReload(ev events.Reload) {
 		f := found[name]
 		w := s.workers[name]
 		if w == nil || w.removed {
-			if err := verifyChecksum(f.bin); err != nil {
+			b, err := s.acceptBinary(f, nil)
+			if err != nil {
 				s.rejectBinary(p, name, err)
 				continue
 			}
+			f.stamp.bin = b
 			w = s.addWorker(f)
 			res.Changes = append(res.Changes, name+": new worker")
 			for _, sl := range w.slots {
@@ -137,15 +148,21 @@ func (s *Supervisor) onReload(ev events.Reload) {
 			}
 			continue
 		}
-		nst := f.stamp
-		old := w.stamp
-		w.stamp = nst
-		if nst.bin != old.bin {
-			if err := verifyChecksum(f.bin); err != nil {
+		nst, old := f.stamp, w.stamp
+		// The assets' stamps move on at once; the binary's only once its
+		// new content is accepted, so a rejected binary is checked again.
+		w.stamp.public, w.stamp.private = nst.public, nst.private
+		if !nst.bin.sameStat(old.bin) {
+			b, err := s.acceptBinary(f, w)
+			switch {
+			case errors.Is(err, errSameContent):
+				w.stamp.bin = b // touched or copied again: refresh, no restart
+			case err != nil:
 				s.rejectBinary(p, name, err)
-				continue
+			default:
+				w.stamp.bin = b
+				restart[name] = ReasonBinaryChanged
 			}
-			restart[name] = ReasonBinaryChanged
 		}
 		if _, ok := restart[name]; ok {
 			continue
@@ -158,17 +175,19 @@ func (s *Supervisor) onReload(ev events.Reload) {
 		w := s.workers[name]
 		reason := restart[name]
 		res.Changes = append(res.Changes, name+": "+reason)
+		for _, sl := range w.slots {
+			// The roll abandons these successors of an earlier reload:
+			// a failure for that reload only, not for those joining it.
+			if n := sl.next; n != nil && n.batch != nil && n.batch != p {
+				n.batch.supersede(n.name)
+			}
+		}
 		s.startRoll(w, reason, "", p, time.Time{})
 	}
 	if len(res.Changes) == 0 && len(res.Failures) == 0 {
 		res.Changes = []string{}
 	}
 	s.log.Info().Strs("changes", res.Changes).Strs("failures", res.Failures).Msg("change check done")
-	if len(p.waiting) == 0 {
-		s.finish(p)
-		return
-	}
-	s.reloads = append(s.reloads, p)
 }
 
 // removeWorker drains and stops a worker whose directory is gone.
@@ -187,7 +206,7 @@ func (s *Supervisor) removeWorker(w *worker, res *events.ReloadResult) {
 }
 
 func (s *Supervisor) rejectBinary(p *pendingReload, name string, err error) {
-	msg := fmt.Sprintf("%s: %v", name, err)
+	msg := fmt.Sprintf("%s: %s: %v (the running instance keeps serving)", name, ReasonChecksumMismatch, err)
 	p.result.Failures = append(p.result.Failures, msg)
 	_ = s.record(&store.Record{Worker: name, Event: EventBinaryRejected, Reason: ReasonChecksumMismatch, Detail: err.Error()})
 }
@@ -273,13 +292,7 @@ func (s *Supervisor) resolve(inst *instance, ok bool, msg string) {
 		p.result.Failures = append(p.result.Failures, msg)
 	}
 	if len(p.waiting) == 0 {
-		for i, q := range s.reloads {
-			if q == p {
-				s.reloads = append(s.reloads[:i], s.reloads[i+1:]...)
-				break
-			}
-		}
-		s.finish(p)
+		s.settleReloads()
 	}
 }
 
@@ -291,13 +304,14 @@ func (s *Supervisor) failBatch(p *pendingReload, msg string) {
 
 func (s *Supervisor) finish(p *pendingReload) {
 	if p.reply != nil {
-		if p.result.Changes == nil {
-			p.result.Changes = []string{}
+		r := p.merged()
+		if r.Changes == nil {
+			r.Changes = []string{}
 		}
-		if p.result.Failures == nil {
-			p.result.Failures = []string{}
+		if r.Failures == nil {
+			r.Failures = []string{}
 		}
-		p.reply <- p.result
+		p.reply <- r
 		p.reply = nil
 	}
 }

@@ -113,6 +113,7 @@ type Supervisor struct {
 	insts    map[string]*instance
 	nextNum  map[string]uint64
 	reloads  []*pendingReload
+	closing  atomic.Bool
 	stamps   map[string]fileStamp // config files and the server binary
 	shutting bool
 	killAt   time.Time // shutdown hard deadline
@@ -215,12 +216,6 @@ type instance struct {
 	// warming: healthy, its connections being warmed (Warmed ends it);
 	// still its slot's next, and its predecessor still serves.
 	warming bool
-}
-
-type pendingReload struct {
-	reply   chan<- events.ReloadResult
-	result  events.ReloadResult
-	waiting map[*instance]bool
 }
 
 // New prepares a supervisor; Run starts it.
@@ -919,11 +914,7 @@ func (s *Supervisor) onShutdown() {
 			s.drain(inst, ReasonShutdown, "server stopping")
 		}
 	}
-	for _, p := range s.reloads {
-		p.result.Error = "server is shutting down"
-		p.reply <- p.result
-	}
-	s.reloads = nil
+	s.failReloads("server is shutting down")
 }
 
 // forceKill runs when shutdown overran its deadline.

@@ -88,16 +88,30 @@ func (f *warmFixture) setHangWarm(on bool) {
 	}
 }
 
-// deploy marks the binary as new and reloads in the background.
-func (f *warmFixture) deploy() <-chan events.ReloadResult {
+// deploy installs a new binary (the same program with one more byte at its
+// end: new content, as a reload requires) and reloads in the background.
+func (f *warmFixture) deploy() <-chan events.ReloadResult { return f.stage()() }
+
+// stage writes the next binary beside the current one; the function it
+// returns installs it (a rename: as quick as the reload that follows) and
+// reloads in the background.
+func (f *warmFixture) stage() func() <-chan events.ReloadResult {
 	bin := filepath.Join(f.root, "workers", "index", "bin", "index")
-	at := time.Now().Add(time.Duration(time.Now().UnixNano()%1000) * time.Millisecond)
-	if err := os.Chtimes(bin, at, at); err != nil {
+	data, err := os.ReadFile(bin)
+	if err != nil {
 		f.t.Fatal(err)
 	}
-	res := make(chan events.ReloadResult, 1)
-	go func() { res <- f.sup.Reload(context.Background(), "test") }()
-	return res
+	if err := os.WriteFile(bin+".deploy", append(data, 0), 0o755); err != nil {
+		f.t.Fatal(err)
+	}
+	return func() <-chan events.ReloadResult {
+		if err := os.Rename(bin+".deploy", bin); err != nil {
+			f.t.Fatal(err)
+		}
+		res := make(chan events.ReloadResult, 1)
+		go func() { res <- f.sup.Reload(context.Background(), "test") }()
+		return res
+	}
 }
 
 func (f *warmFixture) records(instance string) []store.Record {
@@ -166,8 +180,9 @@ func TestNewerDeployWhileWarming(t *testing.T) {
 	first := f.deploy()
 	f.waitFor("the successor healthy and warming", func() bool { return len(f.pids("healthy")) == 2 })
 	warming := f.pids("healthy")[1]
+	next := f.stage()
 	f.setHangWarm(false)
-	second := f.deploy()
+	second := next()
 	for _, res := range []<-chan events.ReloadResult{first, second} {
 		select {
 		case <-res:

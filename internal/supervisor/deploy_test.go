@@ -1,0 +1,421 @@
+package supervisor
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/mevdschee/tqserver/internal/config"
+	"github.com/mevdschee/tqserver/internal/events"
+	"github.com/mevdschee/tqserver/internal/proxy"
+	"github.com/mevdschee/tqserver/internal/store"
+)
+
+// deployFixture runs a prod supervisor in-process with one worker, index,
+// whose versions are the same test worker binary with its version string
+// patched (ver-1111, ver-2222, …): equal sizes, different bytes.
+type deployFixture struct {
+	*rig
+	srv  *httptest.Server
+	base []byte // the ver-1111 binary
+	bin  string // workers/index/bin/index
+}
+
+const baseVersion = "ver-1111"
+
+func newDeployFixture(t *testing.T, adjust func(*config.Config)) *deployFixture {
+	t.Helper()
+	root := t.TempDir()
+	_, here, _, _ := runtime.Caller(0)
+	src := filepath.Join(filepath.Dir(here), "..", "..", "cmd", "tqserver", "testdata", "testworker")
+	built := filepath.Join(t.TempDir(), "testworker")
+	if out, err := exec.Command("go", "build", "-o", built, "-ldflags", "-X main.version="+baseVersion, src).CombinedOutput(); err != nil {
+		t.Fatalf("build test worker: %v\n%s", err, out)
+	}
+	base, err := os.ReadFile(built)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := config.Default()
+	cfg.Workers.PortRangeStart, cfg.Workers.PortRangeEnd = 26000, 26999
+	cfg.Workers.RestartDelayMs = 10
+	if adjust != nil {
+		adjust(cfg)
+	}
+	f := &deployFixture{base: base, bin: filepath.Join(root, "workers", "index", "bin", "index")}
+	if err := os.MkdirAll(filepath.Dir(f.bin), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	f.deployBytes(t, base)
+	px := proxy.New(proxy.Options{})
+	f.rig = startRig(t, root, "prod", cfg, px, nil)
+	f.srv = httptest.NewServer(px)
+	t.Cleanup(f.srv.Close)
+	f.waitServing(baseVersion)
+	return f
+}
+
+// version returns the base binary with its version string replaced.
+func (f *deployFixture) version(t *testing.T, v string) []byte {
+	t.Helper()
+	if len(v) != len(baseVersion) {
+		t.Fatalf("version %q must be as long as %q", v, baseVersion)
+	}
+	if !bytes.Contains(f.base, []byte(baseVersion)) {
+		t.Fatalf("test worker binary does not hold %q", baseVersion)
+	}
+	return bytes.ReplaceAll(f.base, []byte(baseVersion), []byte(v))
+}
+
+// deployBytes installs data the way rsync does: temp file, then rename.
+func (f *deployFixture) deployBytes(t *testing.T, data []byte) {
+	t.Helper()
+	tmp := f.bin + ".deploy"
+	if err := os.WriteFile(tmp, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, f.bin); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (f *deployFixture) writeSum(t *testing.T, content string) {
+	t.Helper()
+	if err := os.WriteFile(f.bin+".sha256", []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (f *deployFixture) body() string {
+	resp, err := http.Get(f.srv.URL + "/")
+	if err != nil {
+		return err.Error()
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
+}
+
+func (f *deployFixture) waitServing(v string) {
+	f.t.Helper()
+	f.waitFor("GET / answers "+v, func() bool { return strings.HasPrefix(f.body(), v+" ") })
+}
+
+func (f *deployFixture) reload() events.ReloadResult {
+	f.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	return f.sup.Reload(ctx, "test")
+}
+
+// starts counts the instances ever started.
+func (f *deployFixture) starts() int {
+	f.t.Helper()
+	recs, err := f.st.Records(store.Filter{Worker: "index"})
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	n := 0
+	for _, r := range recs {
+		if r.Event == "start" {
+			n++
+		}
+	}
+	return n
+}
+
+func (f *deployFixture) mtime(t *testing.T) time.Time {
+	t.Helper()
+	fi, err := os.Stat(f.bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fi.ModTime()
+}
+
+func nothingChanged(r events.ReloadResult) bool {
+	return len(r.Changes) == 0 && len(r.Failures) == 0 && r.Error == ""
+}
+
+// Fault 4: a binary counts as changed by its content, not its stat.
+func TestReloadComparesContent(t *testing.T) {
+	f := newDeployFixture(t, nil)
+
+	// Touched only: a new mtime, the same bytes.
+	later := f.mtime(t).Add(time.Hour)
+	if err := os.Chtimes(f.bin, later, later); err != nil {
+		t.Fatal(err)
+	}
+	if r := f.reload(); !nothingChanged(r) || f.starts() != 1 {
+		t.Fatalf("touch: reload %+v, %d starts (want nothing changed, 1)", r, f.starts())
+	}
+
+	// Copied again (new inode, new mtime, same bytes), as a full rsync does.
+	f.deployBytes(t, f.base)
+	if r := f.reload(); !nothingChanged(r) || f.starts() != 1 {
+		t.Fatalf("same bytes again: reload %+v, %d starts (want nothing changed, 1)", r, f.starts())
+	}
+
+	// New content with the same size and the same mtime (a reproducible
+	// build, rsync -a).
+	mt := f.mtime(t)
+	f.deployBytes(t, f.version(t, "ver-2222"))
+	if err := os.Chtimes(f.bin, mt, mt); err != nil {
+		t.Fatal(err)
+	}
+	r := f.reload()
+	if !slices.Contains(r.Changes, "index: "+ReasonBinaryChanged) || len(r.Failures) != 0 {
+		t.Fatalf("same size and mtime, new bytes: reload %+v", r)
+	}
+	f.waitServing("ver-2222")
+
+	// New content with an older mtime (a rollback deployed with rsync -a).
+	f.deployBytes(t, f.version(t, "ver-3333"))
+	older := mt.Add(-24 * time.Hour)
+	if err := os.Chtimes(f.bin, older, older); err != nil {
+		t.Fatal(err)
+	}
+	r = f.reload()
+	if !slices.Contains(r.Changes, "index: "+ReasonBinaryChanged) || len(r.Failures) != 0 {
+		t.Fatalf("older mtime, new bytes: reload %+v", r)
+	}
+	f.waitServing("ver-3333")
+	if n := f.starts(); n != 3 {
+		t.Fatalf("%d instances started, want 3 (start, ver-2222, ver-3333)", n)
+	}
+}
+
+func sumHex(b []byte) string {
+	s := sha256.Sum256(b)
+	return hex.EncodeToString(s[:])
+}
+
+// Fault 5: a rejected binary is not recorded as running, so deploying the
+// matching .sha256 afterwards starts it; incomplete binaries are rejected.
+func TestReloadChecksumThenMatchingPair(t *testing.T) {
+	f := newDeployFixture(t, nil)
+	v2 := f.version(t, "ver-2222")
+
+	// A stale .sha256 (of the running binary, as sha256sum prints it).
+	f.deployBytes(t, v2)
+	f.writeSum(t, sumHex(f.base)+"  index\n")
+	r := f.reload()
+	if len(r.Failures) != 1 || !strings.Contains(r.Failures[0], "does not match") {
+		t.Fatalf("stale .sha256: reload %+v", r)
+	}
+	if f.starts() != 1 || !strings.HasPrefix(f.body(), baseVersion+" ") {
+		t.Fatalf("stale .sha256: %d starts, serving %q", f.starts(), f.body())
+	}
+	// Rejected again on the next reload: the deploy is still broken.
+	if r := f.reload(); len(r.Failures) != 1 {
+		t.Fatalf("second reload of the rejected pair: %+v", r)
+	}
+
+	// The matching .sha256 arrives (the digest alone, upper case).
+	f.writeSum(t, strings.ToUpper(sumHex(v2))+"\n")
+	r = f.reload()
+	if !slices.Contains(r.Changes, "index: "+ReasonBinaryChanged) || len(r.Failures) != 0 {
+		t.Fatalf("matching pair: reload %+v", r)
+	}
+	f.waitServing("ver-2222")
+	if err := os.Remove(f.bin + ".sha256"); err != nil {
+		t.Fatal(err)
+	}
+
+	// Incomplete binaries: cut short, and empty. Never started.
+	v3 := f.version(t, "ver-3333")
+	for _, c := range []struct {
+		name string
+		data []byte
+		want string
+	}{
+		{"truncated", v3[:len(v3)*2/3], "complete"},
+		{"empty", nil, "empty"},
+		{"header only", v3[:64], "complete"},
+	} {
+		f.deployBytes(t, c.data)
+		r := f.reload()
+		if len(r.Failures) != 1 || !strings.Contains(r.Failures[0], c.want) {
+			t.Fatalf("%s binary: reload %+v", c.name, r)
+		}
+		if f.starts() != 2 || !strings.HasPrefix(f.body(), "ver-2222 ") {
+			t.Fatalf("%s binary: %d starts, serving %q", c.name, f.starts(), f.body())
+		}
+	}
+	recs, err := f.st.Records(store.Filter{Worker: "index"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rejected := 0
+	for _, rec := range recs {
+		if rec.Event == EventBinaryRejected && rec.Reason == ReasonChecksumMismatch {
+			rejected++
+		}
+	}
+	if rejected != 5 {
+		t.Fatalf("%d checksum_mismatch records, want 5 (stale .sha256 twice, three incomplete)", rejected)
+	}
+
+	// A complete binary afterwards deploys.
+	f.deployBytes(t, v3)
+	if r := f.reload(); !slices.Contains(r.Changes, "index: "+ReasonBinaryChanged) {
+		t.Fatalf("complete binary after rejections: reload %+v", r)
+	}
+	f.waitServing("ver-3333")
+}
+
+func TestParseSHA256File(t *testing.T) {
+	d := strings.Repeat("ab", 32)
+	for _, c := range []struct {
+		in, want string
+		ok       bool
+	}{
+		{d, d, true},
+		{d + "\n", d, true},
+		{strings.ToUpper(d) + "\r\n", d, true},
+		{d + "  index\n", d, true},
+		{d + " *index\n", d, true},
+		{"\n" + d + "  bin/index\n\n", d, true},
+		{"", "", false},
+		{"  \n", "", false},
+		{d[:63], "", false},
+		{d + "a", "", false},
+		{strings.Repeat("zz", 32), "", false},
+		{d + "  index\n" + d + "  other\n", "", false},
+	} {
+		got, err := parseSHA256File([]byte(c.in))
+		if (err == nil) != c.ok || got != c.want {
+			t.Errorf("parse %q: %q, %v (want %q ok=%v)", c.in, got, err, c.want, c.ok)
+		}
+	}
+}
+
+// Fault 6: reloads that arrive while one is in progress report its outcome.
+func TestConcurrentReloadsShareOutcome(t *testing.T) {
+	const n = 10
+	for _, healthy := range []bool{false, true} {
+		name := "never-healthy"
+		if healthy {
+			name = "healthy"
+		}
+		t.Run(name, func(t *testing.T) {
+			f := newDeployFixture(t, func(c *config.Config) {
+				d := c.Workers.Default
+				d.HealthTimeoutMs = 3000
+				c.Workers.Default = d
+			})
+			// The new instance answers /health with 503 while this file is
+			// there (the running one is not probed within the test).
+			unhealthy := filepath.Join(f.root, "workers", "index", "unhealthy")
+			if err := os.WriteFile(unhealthy, nil, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			checks := func() int { return strings.Count(f.logs.String(), `"message":"change check done"`) }
+			before := checks()
+			f.deployBytes(t, f.version(t, "ver-2222"))
+			type answer struct {
+				res  events.ReloadResult
+				body string // GET / right after the answer
+			}
+			answers := make(chan answer, n)
+			var wg sync.WaitGroup
+			for range n {
+				wg.Go(func() {
+					r := f.reload()
+					answers <- answer{r, f.body()}
+				})
+			}
+			f.waitFor("all reloads checked", func() bool { return checks() == before+n })
+			if healthy {
+				if err := os.Remove(unhealthy); err != nil {
+					t.Fatal(err)
+				}
+			}
+			wg.Wait()
+			close(answers)
+			got := 0
+			for a := range answers {
+				got++
+				r := a.res
+				if !slices.Contains(r.Changes, "index: "+ReasonBinaryChanged) {
+					t.Errorf("reload does not report the change: %+v", r)
+				}
+				if healthy {
+					if len(r.Failures) != 0 || r.Error != "" || !strings.HasPrefix(a.body, "ver-2222 ") {
+						t.Errorf("reload %+v answered, then GET / gave %q", r, a.body)
+					}
+				} else if len(r.Failures) != 1 || !strings.Contains(r.Failures[0], "index-2") {
+					t.Errorf("reload does not report the failed start: %+v", r)
+				}
+			}
+			if got != n {
+				t.Fatalf("%d answers, want %d", got, n)
+			}
+			if f.starts() != 2 {
+				t.Fatalf("%d starts, want 2 (one deploy)", f.starts())
+			}
+			if !healthy && !strings.HasPrefix(f.body(), baseVersion+" ") {
+				t.Fatalf("old instance not serving after the failed deploy: %q", f.body())
+			}
+		})
+	}
+}
+
+// Fault 7: once the server is stopping, a reload starts nothing.
+func TestReloadWhileShuttingDownStartsNothing(t *testing.T) {
+	f := newDeployFixture(t, nil)
+	f.sup.BeginShutdown()
+	f.deployBytes(t, f.version(t, "ver-2222"))
+	r := f.reload()
+	if r.Error != "server is shutting down" || len(r.Changes) != 0 {
+		t.Fatalf("reload while stopping: %+v", r)
+	}
+	if f.starts() != 1 || !strings.HasPrefix(f.body(), baseVersion+" ") {
+		t.Fatalf("reload while stopping started something: %d starts, serving %q", f.starts(), f.body())
+	}
+}
+
+// A newer deploy while a reload waits: the earlier reload fails (its
+// version never served), the newer one reports its own success without
+// the superseded start's failure.
+func TestNewerDeployDuringReload(t *testing.T) {
+	f := newDeployFixture(t, nil)
+	unhealthy := filepath.Join(f.root, "workers", "index", "unhealthy")
+	if err := os.WriteFile(unhealthy, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	checks := func() int { return strings.Count(f.logs.String(), `"message":"change check done"`) }
+	before := checks()
+	f.deployBytes(t, f.version(t, "ver-2222"))
+	first := make(chan events.ReloadResult, 1)
+	go func() { first <- f.reload() }()
+	f.waitFor("the first reload checked", func() bool { return checks() == before+1 })
+	f.deployBytes(t, f.version(t, "ver-3333"))
+	second := make(chan events.ReloadResult, 1)
+	go func() { second <- f.reload() }()
+	f.waitFor("the second reload checked", func() bool { return checks() == before+2 })
+	if err := os.Remove(unhealthy); err != nil {
+		t.Fatal(err)
+	}
+	r1, r2 := <-first, <-second
+	if len(r1.Failures) != 1 || !strings.Contains(r1.Failures[0], "index-2: superseded") {
+		t.Errorf("first reload: %+v, want index-2 superseded", r1)
+	}
+	if len(r2.Failures) != 0 || r2.Error != "" || !slices.Contains(r2.Changes, "index-3: serving") {
+		t.Errorf("second reload: %+v, want index-3 serving and no failure", r2)
+	}
+	f.waitServing("ver-3333")
+}
