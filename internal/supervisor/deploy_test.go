@@ -7,7 +7,6 @@ import (
 	"encoding/hex"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -29,7 +28,7 @@ import (
 // patched (ver-1111, ver-2222, …): equal sizes, different bytes.
 type deployFixture struct {
 	*rig
-	srv  *httptest.Server
+	srv  *testFront
 	base []byte // the ver-1111 binary
 	bin  string // workers/index/bin/index
 }
@@ -62,7 +61,7 @@ func newDeployFixture(t *testing.T, adjust func(*config.Config)) *deployFixture 
 	f.deployBytes(t, base)
 	px := proxy.New(proxy.Options{})
 	f.rig = startRig(t, root, "prod", cfg, px, nil)
-	f.srv = httptest.NewServer(px)
+	f.srv = newFront(t, px)
 	t.Cleanup(f.srv.Close)
 	f.waitServing(baseVersion)
 	return f
