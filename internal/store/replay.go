@@ -179,7 +179,16 @@ func (g *Registry) Live() []*Instance {
 // (zero: all of them).
 func Replay(s *Store, until time.Time) (*Registry, error) {
 	g := NewRegistry()
-	err := s.Scan(Filter{Until: until}, func(r Record) error {
+	// A recreated or salvaged log says how far instance numbering had got
+	// in records it no longer holds.
+	floors, err := s.instanceFloors()
+	if err != nil {
+		return nil, err
+	}
+	for w, n := range floors {
+		g.MaxInstance[w] = n
+	}
+	err = s.Scan(Filter{Until: until}, func(r Record) error {
 		if err := g.Apply(r); err != nil {
 			return fmt.Errorf("%s: %w", s.path, err)
 		}
