@@ -267,3 +267,24 @@ func TestCheck(t *testing.T) {
 		t.Fatalf("got %v", err)
 	}
 }
+
+// BenchmarkOpenCheck is what checking the log at open costs: a 100k record
+// log (about 30 MB) opened read-only, which walks every page.
+func BenchmarkOpenCheck(b *testing.B) {
+	path := dbPath(b)
+	s := openT(b, path, Options{})
+	recs := benchRecords(100_000)
+	for i := 0; i < len(recs); i += 10_000 {
+		fill(b, s, recs[i:i+10_000])
+	}
+	if err := s.Close(); err != nil {
+		b.Fatal(err)
+	}
+	for b.Loop() {
+		s, err := Open(path, Options{ReadOnly: true})
+		if err != nil {
+			b.Fatal(err)
+		}
+		s.Close()
+	}
+}
