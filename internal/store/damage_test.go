@@ -288,3 +288,29 @@ func BenchmarkOpenCheck(b *testing.B) {
 		s.Close()
 	}
 }
+
+// A second salvage in the same second keeps the first damaged file.
+func TestSalvageTwiceKeepsBothFiles(t *testing.T) {
+	path := damagedLog(t, 10)
+	now := time.Date(2026, 12, 3, 10, 0, 0, 0, time.UTC)
+	a, err := Salvage(path, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := Salvage(path, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.Moved == b.Moved || b.Moved != a.Moved+".1" {
+		t.Fatalf("moved to %s then %s", a.Moved, b.Moved)
+	}
+	for _, p := range []string{a.Moved, b.Moved} {
+		if _, err := os.Stat(p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The second salvage read the first's output: same records, plus its note.
+	if b.Kept != a.Kept+1 || b.LastSeq != a.LastSeq+1 || b.Lost != 0 {
+		t.Fatalf("first %+v, second %+v", a, b)
+	}
+}

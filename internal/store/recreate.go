@@ -40,7 +40,8 @@ func statID(path string) (fileID, error) {
 }
 
 // ensureFile recreates the log when its path no longer names the file this
-// store has open (deleted, or replaced by another file). One stat per append:
+// store has open (deleted, or replaced by another file); statErr passed on
+// to recreate is nil or fs.ErrNotExist. One stat per append:
 // next to the append's fsync it does not show (BenchmarkAppend).
 func (s *Store) ensureFile() error {
 	if s.readOnly {
@@ -49,13 +50,17 @@ func (s *Store) ensureFile() error {
 	s.mu.RLock()
 	want := s.file
 	s.mu.RUnlock()
-	if id, err := statID(s.path); err == nil && id == want {
+	id, err := statID(s.path)
+	if (err == nil && id == want) || (err != nil && !errors.Is(err, fs.ErrNotExist)) {
+		// The same file; or the path cannot be examined (a permission
+		// change on var/): keep appending to the file that is open rather
+		// than fail a record over it.
 		return nil
 	}
 	s.mu.Lock()
 	// Another append may have recreated it meanwhile.
-	id, err := statID(s.path)
-	if err == nil && id == s.file {
+	id, err = statID(s.path)
+	if (err == nil && id == s.file) || (err != nil && !errors.Is(err, fs.ErrNotExist)) {
 		s.mu.Unlock()
 		return nil
 	}
@@ -81,9 +86,7 @@ func (s *Store) recreate(statErr error) (detail string, err error) {
 	var aside string
 	if statErr == nil {
 		what = "replaced by another file"
-		aside = fmt.Sprintf("%s.replaced-%s", s.path, time.Now().UTC().Format("20060102T150405Z"))
-	} else if !errors.Is(statErr, fs.ErrNotExist) {
-		return "", statErr
+		aside = freeName(fmt.Sprintf("%s.replaced-%s", s.path, time.Now().UTC().Format("20060102T150405Z")))
 	}
 	if err := os.MkdirAll(filepath.Dir(s.path), 0o755); err != nil {
 		return "", err
@@ -171,6 +174,19 @@ func (s *Store) recreate(statErr error) (detail string, err error) {
 	_ = s.db.Close()
 	s.db, s.file = db, id
 	return note, nil
+}
+
+// freeName returns name, or name.N for the first N that does not exist, so
+// a file moved aside never replaces an earlier one.
+func freeName(name string) string {
+	out := name
+	for n := 1; n < 1000; n++ {
+		if _, err := os.Lstat(out); errors.Is(err, fs.ErrNotExist) {
+			break
+		}
+		out = fmt.Sprintf("%s.%d", name, n)
+	}
+	return out
 }
 
 // syncDir makes a rename in dir durable; a failure only weakens that.

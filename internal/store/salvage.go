@@ -129,7 +129,7 @@ func Salvage(path string, now time.Time) (SalvageResult, error) {
 		res.LastSeq = max(res.LastSeq, seqList[len(seqList)-1])
 	}
 	res.Lost = res.LastSeq - uint64(res.Kept)
-	res.Moved = fmt.Sprintf("%s.damaged-%s", path, now.UTC().Format("20060102T150405Z"))
+	res.Moved = freeName(fmt.Sprintf("%s.damaged-%s", path, now.UTC().Format("20060102T150405Z")))
 
 	tmp := path + ".salvaging"
 	if err := os.Remove(tmp); err != nil && !errors.Is(err, fs.ErrNotExist) {
