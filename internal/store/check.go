@@ -50,9 +50,9 @@ const (
 	boltVersion    = 2
 	noFreelist     = ^uint64(0)
 
-	branchPageFlag = 0x01
-	leafPageFlag   = 0x02
-	bucketLeafFlag = 0x01
+	leafPageFlag     = 0x02
+	freelistPageFlag = 0x10
+	bucketLeafFlag   = 0x01
 )
 
 // diskMeta is one valid meta page.
@@ -153,8 +153,50 @@ func precheck(path string) error {
 		// one was cut to nothing (or never finished its first open).
 		return damaged(path, "empty file")
 	}
-	if _, err := readMeta(f, fi.Size()); err != nil {
+	m, err := readMeta(f, fi.Size())
+	if err == nil {
+		err = checkFreelist(f, m)
+	}
+	if err != nil {
 		return damaged(path, "%v", err)
+	}
+	return nil
+}
+
+// checkFreelist checks the shape of the free list page m names, which bbolt
+// reads while opening the file, trusting its counts: every page id it lists
+// must lie within the file's pages and the list within its page.
+func checkFreelist(f io.ReaderAt, m diskMeta) error {
+	if m.freelist == noFreelist {
+		return nil
+	}
+	ne := binary.NativeEndian
+	ps := int64(m.pageSize)
+	off := int64(m.freelist) * ps
+	var h [pageHeaderSize + 8]byte
+	if _, err := f.ReadAt(h[:], off); err != nil {
+		return fmt.Errorf("free list page %d unreadable: %w", m.freelist, err)
+	}
+	if ne.Uint64(h[0:]) != m.freelist || ne.Uint16(h[8:]) != freelistPageFlag {
+		return fmt.Errorf("free list page %d is not a free list", m.freelist)
+	}
+	over := uint64(ne.Uint32(h[12:]))
+	first, count := uint64(0), uint64(ne.Uint16(h[10:]))
+	if count == 0xFFFF {
+		first, count = 1, ne.Uint64(h[pageHeaderSize:])
+	}
+	if m.freelist+over >= m.pgid || count > (over+1)*uint64(ps)/8 ||
+		pageHeaderSize+(first+count)*8 > (over+1)*uint64(ps) {
+		return fmt.Errorf("free list page %d holds %d ids in %d pages", m.freelist, count, over+1)
+	}
+	ids := make([]byte, count*8)
+	if _, err := f.ReadAt(ids, off+pageHeaderSize+int64(first)*8); err != nil {
+		return fmt.Errorf("free list page %d unreadable: %w", m.freelist, err)
+	}
+	for i := 0; i < len(ids); i += 8 {
+		if id := ne.Uint64(ids[i:]); id < 2 || id >= m.pgid {
+			return fmt.Errorf("free list names page %d, outside the file's %d pages", id, m.pgid)
+		}
 	}
 	return nil
 }

@@ -37,6 +37,11 @@ func damagedLog(t *testing.T, n int) string {
 // the middle of the tree, found through bbolt's page info.
 func leafPage(t *testing.T, path string) (int64, int64) {
 	t.Helper()
+	return pageOfType(t, path, "leaf")
+}
+
+func pageOfType(t *testing.T, path, typ string) (int64, int64) {
+	t.Helper()
 	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true, PreLoadFreelist: true, Timeout: time.Second})
 	if err != nil {
 		t.Fatal(err)
@@ -52,12 +57,12 @@ func leafPage(t *testing.T, path string) (int64, int64) {
 			if info == nil {
 				return nil
 			}
-			if info.Type == "leaf" {
+			if info.Type == typ {
 				leaves = append(leaves, id)
 			}
 		}
 	})
-	if err != nil || len(leaves) < 3 {
+	if err != nil || len(leaves) == 0 || (typ == "leaf" && len(leaves) < 3) {
 		t.Fatalf("leaf pages %v: %v", leaves, err)
 	}
 	return int64(leaves[len(leaves)/2]), int64(db.Info().PageSize)
@@ -80,6 +85,12 @@ var damages = []damage{
 	}},
 	{"middle page overwritten", func(t *testing.T, path string) {
 		id, ps := leafPage(t, path)
+		junk := make([]byte, ps)
+		rand.Read(junk)
+		writeAt(t, path, junk, id*ps)
+	}},
+	{"free list overwritten", func(t *testing.T, path string) {
+		id, ps := pageOfType(t, path, "freelist")
 		junk := make([]byte, ps)
 		rand.Read(junk)
 		writeAt(t, path, junk, id*ps)
@@ -162,7 +173,7 @@ func TestSalvage(t *testing.T) {
 				if res.Kept != 0 {
 					t.Fatalf("kept %d records of an empty file", res.Kept)
 				}
-			case "middle page overwritten", "header pages zeroed":
+			case "middle page overwritten", "header pages zeroed", "free list overwritten":
 				// Freed copies of pages usually hold what one page lost, but
 				// not always: most records must be back either way.
 				if res.Kept < n*9/10 {

@@ -78,13 +78,24 @@ func Open(path string, opts Options) (*Store, error) {
 		return nil, err
 	}
 	var db *bolt.DB
+	var file *os.File
 	err := guard(path, func() error {
 		var err error
 		// PreLoadFreelist reads the free list here, where a fault is caught,
 		// rather than in the goroutine of the consistency check.
-		db, err = bolt.Open(path, 0o600, &bolt.Options{Timeout: timeout, ReadOnly: opts.ReadOnly, PreLoadFreelist: true})
+		db, err = bolt.Open(path, 0o600, &bolt.Options{Timeout: timeout, ReadOnly: opts.ReadOnly, PreLoadFreelist: true,
+			OpenFile: func(name string, flag int, perm os.FileMode) (*os.File, error) {
+				f, err := os.OpenFile(name, flag, perm)
+				file = f
+				return f, err
+			}})
 		return err
 	})
+	if db == nil && file != nil && errors.Is(err, ErrDamaged) {
+		// bbolt panicked inside Open: release the file and its lock (the
+		// mapping cannot be undone from here).
+		_ = file.Close()
+	}
 	if err != nil {
 		if errors.Is(err, ErrDamaged) {
 			return nil, err
