@@ -40,8 +40,7 @@ func statID(path string) (fileID, error) {
 }
 
 // ensureFile recreates the log when its path no longer names the file this
-// store has open (deleted, or replaced by another file); statErr passed on
-// to recreate is nil or fs.ErrNotExist. One stat per append:
+// store has open (deleted, or replaced by another file). One stat per append:
 // next to the append's fsync it does not show (BenchmarkAppend).
 func (s *Store) ensureFile() error {
 	if s.readOnly {
@@ -51,7 +50,7 @@ func (s *Store) ensureFile() error {
 	want := s.file
 	s.mu.RUnlock()
 	id, err := statID(s.path)
-	if (err == nil && id == want) || (err != nil && !errors.Is(err, fs.ErrNotExist)) {
+	if (err == nil && id == want) || (err != nil && !gone(err)) {
 		// The same file; or the path cannot be examined (a permission
 		// change on var/): keep appending to the file that is open rather
 		// than fail a record over it.
@@ -60,7 +59,7 @@ func (s *Store) ensureFile() error {
 	s.mu.Lock()
 	// Another append may have recreated it meanwhile.
 	id, err = statID(s.path)
-	if (err == nil && id == s.file) || (err != nil && !errors.Is(err, fs.ErrNotExist)) {
+	if (err == nil && id == s.file) || (err != nil && !gone(err)) {
 		s.mu.Unlock()
 		return nil
 	}
@@ -73,6 +72,12 @@ func (s *Store) ensureFile() error {
 		s.recreated(detail)
 	}
 	return nil
+}
+
+// gone reports whether a stat error means nothing is at the path: the file
+// or a directory above it was removed (or replaced by a plain file).
+func gone(err error) bool {
+	return errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR)
 }
 
 // recreate writes a new log at s.path from the file s.db still has open (a

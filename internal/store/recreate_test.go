@@ -123,3 +123,45 @@ func BenchmarkAppendFileCheck(b *testing.B) {
 		}
 	}
 }
+
+// When the log cannot be recreated, Append fails with an error the caller
+// sees, leaves the record as it was and uses no seq; once the path is
+// usable again the next append recreates it and seq has no gap.
+func TestAppendFailsWhileLogCannotBeRecreated(t *testing.T) {
+	dir := t.TempDir()
+	varDir := filepath.Join(dir, "var")
+	path := filepath.Join(varDir, "tqserver.db")
+	s := openT(t, path, Options{})
+	lifecycle(t, s, "index-1") // seq 1, 2
+	if err := os.RemoveAll(varDir); err != nil {
+		t.Fatal(err)
+	}
+	// A plain file where the directory was: nothing can be created under it.
+	if err := os.WriteFile(varDir, []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r := Record{Event: "config_reloaded"}
+	err := s.Append(&r)
+	if err == nil || !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), "recreate the deleted log") {
+		t.Fatalf("got %v, want an error naming %s", err, path)
+	}
+	if r.Seq != 0 || !r.Time.IsZero() {
+		t.Fatalf("failed append changed the record: %+v", r)
+	}
+	if err := os.Remove(varDir); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Append(&r); err != nil {
+		t.Fatal(err)
+	}
+	recs, err := s.Records(Filter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := seqs(recs); len(got) != 4 || got[2] != 3 || got[3] != 4 || recs[2].Event != EventLogRecreated {
+		t.Fatalf("records after recovery: %+v", recs)
+	}
+	if ms, _ := filepath.Glob(filepath.Join(varDir, "*.recreating")); len(ms) != 0 {
+		t.Fatalf("left %v", ms)
+	}
+}
