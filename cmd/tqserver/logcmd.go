@@ -55,6 +55,11 @@ func (c *logSalvageCmd) Run() error {
 	if err != nil {
 		moved = res.Moved
 	}
+	if res.LastSeq == 0 {
+		// Not even a seq counter survived: numbering starts again.
+		fmt.Printf("kept 0 records: nothing in the file was readable; the damaged file is now %s; the new log starts at seq 1\n", moved)
+		return nil
+	}
 	fmt.Printf("kept %d records, lost %d (of seq 1..%d); the damaged file is now %s; the log continues at seq %d\n",
 		res.Kept, res.Lost, res.LastSeq, moved, res.LastSeq+2)
 	if res.Conflicts > 0 {
