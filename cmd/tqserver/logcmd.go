@@ -29,11 +29,14 @@ func (c *logCheckCmd) Run() error {
 	if err != nil {
 		return logFileError(root, err)
 	}
-	if res.Records == 0 {
+	switch res.Records {
+	case 0:
 		fmt.Println("ok: 0 records")
-		return nil
+	case 1:
+		fmt.Printf("ok: 1 record, seq %d\n", res.First)
+	default:
+		fmt.Printf("ok: %d records, seq %d..%d\n", res.Records, res.First, res.Last)
 	}
-	fmt.Printf("ok: %d records, seq %d..%d\n", res.Records, res.First, res.Last)
 	return nil
 }
 

@@ -153,6 +153,9 @@ func Salvage(path string, now time.Time) (SalvageResult, error) {
 			c.floor(w, n)
 		}
 		note := fmt.Sprintf("salvaged from %s: kept %d records, lost %d of seq 1..%d", filepath.Base(res.Moved), res.Kept, res.Lost, res.LastSeq)
+		if res.LastSeq == 0 {
+			note = fmt.Sprintf("salvaged from %s: nothing in it was readable", filepath.Base(res.Moved))
+		}
 		if res.Conflicts > 0 {
 			note += fmt.Sprintf("; %d seqs had two different copies, the later was kept", res.Conflicts)
 		}
