@@ -1,6 +1,7 @@
 package store
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -163,5 +164,50 @@ func TestAppendFailsWhileLogCannotBeRecreated(t *testing.T) {
 	}
 	if ms, _ := filepath.Glob(filepath.Join(varDir, "*.recreating")); len(ms) != 0 {
 		t.Fatalf("left %v", ms)
+	}
+}
+
+// Readers running while the log is recreated see the old file or the new
+// one, never a closed one, and every read succeeds (run with -race).
+func TestRecreateWhileReading(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "var", "tqserver.db")
+	s := openT(t, path, Options{})
+	lifecycle(t, s, "index-1", "index-2")
+	done := make(chan struct{})
+	errs := make(chan error, 1)
+	go func() {
+		defer close(errs)
+		prev := 0
+		for i := 0; i < 100_000; i++ {
+			select {
+			case <-done:
+				return
+			default:
+			}
+			recs, err := s.Records(Filter{})
+			if err == nil && len(recs) < prev {
+				err = fmt.Errorf("read %d records after %d", len(recs), prev)
+			}
+			if err != nil {
+				errs <- err
+				return
+			}
+			prev = len(recs)
+		}
+	}()
+	for range 3 {
+		if err := os.RemoveAll(filepath.Join(dir, "var")); err != nil {
+			t.Fatal(err)
+		}
+		lifecycle(t, s, "api-1")
+	}
+	close(done)
+	if err := <-errs; err != nil {
+		t.Fatal(err)
+	}
+	recs, err := s.Records(Filter{})
+	if err != nil || len(recs) != 4+3*3 {
+		t.Fatalf("%d records, %v", len(recs), err)
 	}
 }
