@@ -108,7 +108,12 @@ func Salvage(path string, now time.Time) (SalvageResult, error) {
 			continue
 		}
 		if over := binary.NativeEndian.Uint32(p[12:]); over > 0 {
-			// A leaf with overflow pages: read it whole, as far as the file goes.
+			// A leaf with overflow pages: read it whole, as far as the file
+			// goes. Records are small; a leaf claiming more than maxLeaf is
+			// garbage, and reading it would cost time and memory for nothing.
+			if (int64(over)+1)*ps > maxLeaf {
+				continue
+			}
 			size := min((int64(over)+1)*ps, fi.Size()-off)
 			big := make([]byte, size)
 			m, _ := f.ReadAt(big, off)
@@ -180,6 +185,10 @@ func Salvage(path string, now time.Time) (SalvageResult, error) {
 	syncDir(filepath.Dir(path))
 	return res, nil
 }
+
+// maxLeaf bounds the leaf pages Salvage reads: far above any real leaf of
+// the log (a record is at most a few kilobytes of detail).
+const maxLeaf = 64 << 20
 
 type salvaged struct {
 	v []byte
