@@ -131,9 +131,11 @@ func (c *statusCmd) Run() error {
 			return err
 		}
 		if c.At == "" {
+			// Now: no server answers, so none runs, whatever the log's
+			// last record says (a kill -9 records no stop).
 			st.At = nil
+			st.Running, st.PID, st.Mode, st.Listen = false, 0, "", ""
 		}
-		st.Running = false
 	}
 	return admin.PrintStatus(os.Stdout, st, c.JSON)
 }

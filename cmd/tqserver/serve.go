@@ -63,7 +63,11 @@ func (c *serveCmd) Run() error {
 	if err := os.MkdirAll(filepath.Join(root, "var"), 0o755); err != nil {
 		return fmt.Errorf("create var/: %w", err)
 	}
-	st, err := store.Open(admin.DBPath(root), store.Options{Timeout: time.Second})
+	st, err := store.Open(admin.DBPath(root), store.Options{Timeout: time.Second,
+		// A log deleted under the running server is recreated by the next
+		// append; say so loudly, once.
+		Recreated: func(detail string) { log.Error().Str("log", admin.DBPath(root)).Msg(detail) },
+	})
 	if err != nil {
 		if errors.Is(err, store.ErrLocked) {
 			return fmt.Errorf("another tqserver is running on %s (var/tqserver.db is locked)", root)

@@ -62,15 +62,22 @@ func Handler(st *store.Store, b Backend) http.Handler {
 				http.Error(w, err.Error(), http.StatusBadRequest)
 				return
 			}
+			// The server as it was at t, from the log: not this process.
 			st0, err = StatusAt(st, t)
 			if err != nil {
 				http.Error(w, err.Error(), http.StatusInternalServerError)
 				return
 			}
-			cur := b.Status()
-			st0.Mode, st0.Listen, st0.PID, st0.Running = cur.Mode, cur.Listen, cur.PID, true
 		} else {
 			st0 = b.Status()
+			// The supervisor's snapshot does not track the log; the log
+			// knows its own last seq.
+			last, err := st.LastSeq()
+			if err != nil {
+				http.Error(w, err.Error(), http.StatusInternalServerError)
+				return
+			}
+			st0.LastSeq = last
 		}
 		w.Header().Set("Content-Type", "application/json")
 		json.NewEncoder(w).Encode(st0)
@@ -83,13 +90,16 @@ func Handler(st *store.Store, b Backend) http.Handler {
 	return mux
 }
 
-// StatusAt replays the log up to t.
+// StatusAt replays the log up to t (zero: all of it): the instances live
+// then, and the server as its start and stop records left it (CONTRACT.md
+// §8: not running and no pid before its first start).
 func StatusAt(st *store.Store, t time.Time) (*supervisor.Status, error) {
 	g, err := store.Replay(st, t)
 	if err != nil {
 		return nil, err
 	}
 	s := supervisor.StatusFromRegistry(g)
+	s.Running, s.PID, s.Mode, s.Listen = g.Server.Running, g.Server.PID, g.Server.Mode, g.Server.Listen
 	s.At = &t
 	return s, nil
 }

@@ -13,6 +13,13 @@
 // Options.Timeout and then fails with ErrLocked; such callers ask the running
 // server over its socket instead.
 //
+// Open checks the file before anyone reads it (check.go): a damaged log is
+// an error wrapping ErrDamaged, and reads that meet a page damaged later
+// return one instead of faulting. Salvage rebuilds a damaged log from its
+// readable records. Append recreates a log deleted under it (recreate.go);
+// the swap of the open file happens under Store.mu, which every
+// transaction holds for reading.
+//
 // A Registry is a plain value with no locking: it is owned by whoever replays
 // into it.
 package store

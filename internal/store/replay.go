@@ -58,6 +58,27 @@ type Registry struct {
 	// MaxInstance is, per worker, the highest N seen in an instance name
 	// "{worker}-{N}" in any record; the next instance is N+1.
 	MaxInstance map[string]uint64 `json:"max_instance"`
+	// Server is the server as the last server_start or server_stop record
+	// left it.
+	Server Server `json:"server"`
+}
+
+// The server-level records Replay follows (CONTRACT.md §5).
+const (
+	eventServerStart = "server_start"
+	eventServerStop  = "server_stop"
+)
+
+// Server is the tqserver process as the log last recorded it. A server
+// killed with -9 records no stop: the log shows it running until the next
+// start.
+type Server struct {
+	Running bool   `json:"running"`
+	PID     int    `json:"pid,omitempty"`
+	Mode    string `json:"mode,omitempty"`
+	Listen  string `json:"listen,omitempty"`
+	// Since is when it started or stopped; zero before the first start.
+	Since time.Time `json:"since,omitzero"`
 }
 
 // NewRegistry returns an empty registry.
@@ -133,9 +154,38 @@ func (g *Registry) Apply(r Record) error {
 func (g *Registry) advance(r Record) {
 	g.LastSeq = r.Seq
 	g.LastTime = r.Time
+	if r.Worker == "" && r.Instance == "" {
+		switch r.Event {
+		case eventServerStart:
+			g.Server = serverStarted(r)
+		case eventServerStop:
+			g.Server = Server{Since: r.Time}
+		}
+	}
 	if n, ok := instanceNumber(r.Worker, r.Instance); ok && n > g.MaxInstance[r.Worker] {
 		g.MaxInstance[r.Worker] = n
 	}
+}
+
+// serverStarted reads a server_start record: the supervisor writes
+// "pid N, mode M, version V, listen ADDR" in its detail; a pid field, when
+// present, wins.
+func serverStarted(r Record) Server {
+	sv := Server{Running: true, PID: r.PID, Since: r.Time}
+	for part := range strings.SplitSeq(r.Detail, ", ") {
+		k, v, _ := strings.Cut(part, " ")
+		switch k {
+		case "pid":
+			if n, err := strconv.Atoi(v); err == nil && sv.PID == 0 && n > 0 {
+				sv.PID = n
+			}
+		case "mode":
+			sv.Mode = v
+		case "listen":
+			sv.Listen = v
+		}
+	}
+	return sv
 }
 
 // instanceNumber parses N from an instance name "{worker}-{N}".
@@ -179,7 +229,16 @@ func (g *Registry) Live() []*Instance {
 // (zero: all of them).
 func Replay(s *Store, until time.Time) (*Registry, error) {
 	g := NewRegistry()
-	err := s.Scan(Filter{Until: until}, func(r Record) error {
+	// A recreated or salvaged log says how far instance numbering had got
+	// in records it no longer holds.
+	floors, err := s.instanceFloors()
+	if err != nil {
+		return nil, err
+	}
+	for w, n := range floors {
+		g.MaxInstance[w] = n
+	}
+	err = s.Scan(Filter{Until: until}, func(r Record) error {
 		if err := g.Apply(r); err != nil {
 			return fmt.Errorf("%s: %w", s.path, err)
 		}

@@ -366,3 +366,40 @@ func FuzzReplayJSONL(f *testing.F) {
 		}
 	})
 }
+
+// The server's own state at T follows its start and stop records
+// (CONTRACT.md §8: status --at T shows running and pid as they were).
+func TestReplayServerState(t *testing.T) {
+	t0 := time.Date(2026, 12, 3, 10, 0, 0, 0, time.UTC)
+	path := dbPath(t)
+	s := openT(t, path, Options{})
+	for i, r := range []Record{
+		{Event: "server_start", Detail: "pid 100, mode prod, version v1, listen 127.0.0.1:8080"},
+		{Worker: "index", Event: "build_ok"},
+		{Event: "server_stop", Reason: "shutdown"},
+		{Event: "server_start", Detail: "pid 200, mode dev, version v2, listen 127.0.0.1:9090"},
+	} {
+		r.Time = t0.Add(time.Duration(i+1) * time.Minute)
+		if err := s.Append(&r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, c := range []struct {
+		at   time.Duration
+		want Server
+	}{
+		{30 * time.Second, Server{}},
+		{90 * time.Second, Server{Running: true, PID: 100, Mode: "prod", Listen: "127.0.0.1:8080", Since: t0.Add(time.Minute)}},
+		{150 * time.Second, Server{Running: true, PID: 100, Mode: "prod", Listen: "127.0.0.1:8080", Since: t0.Add(time.Minute)}},
+		{210 * time.Second, Server{Since: t0.Add(3 * time.Minute)}},
+		{300 * time.Second, Server{Running: true, PID: 200, Mode: "dev", Listen: "127.0.0.1:9090", Since: t0.Add(4 * time.Minute)}},
+	} {
+		g, err := Replay(s, t0.Add(c.at))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if g.Server != c.want {
+			t.Errorf("at +%s: got %+v, want %+v", c.at, g.Server, c.want)
+		}
+	}
+}

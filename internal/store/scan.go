@@ -92,7 +92,7 @@ func (s *Store) chunks(visit func(k, v []byte) error, flush func() error) error 
 	var next []byte // key to resume at; nil starts at the first record
 	for {
 		done := false
-		err := s.db.View(func(tx *bolt.Tx) error {
+		err := s.view(func(tx *bolt.Tx) error {
 			b := tx.Bucket(logBucket)
 			if b == nil {
 				done = true
@@ -135,7 +135,7 @@ func (s *Store) chunks(visit func(k, v []byte) error, flush func() error) error 
 func (s *Store) newest(f Filter) ([]Record, error) {
 	var out []Record
 	d := newScanDecoder()
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.view(func(tx *bolt.Tx) error {
 		b := tx.Bucket(logBucket)
 		if b == nil {
 			return nil

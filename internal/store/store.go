@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -40,13 +41,22 @@ type Options struct {
 	Timeout time.Duration
 	// ReadOnly takes a shared lock and never writes: the file must exist.
 	ReadOnly bool
+	// Recreated, when set, is called (once per event, from Append) after
+	// the file was found deleted or replaced and was recreated at its path;
+	// detail says what happened. The caller logs it loudly.
+	Recreated func(detail string)
 }
 
 // Store is an open history log.
 type Store struct {
-	db       *bolt.DB
-	path     string
-	readOnly bool
+	// mu is held for reading around every transaction and for writing while
+	// a deleted log is recreated, which swaps db.
+	mu        sync.RWMutex
+	db        *bolt.DB
+	file      fileID // the file db has open, to notice it being unlinked
+	path      string
+	readOnly  bool
+	recreated func(string)
 }
 
 // Open opens the log at path, creating it (and its directory) unless
@@ -62,8 +72,34 @@ func Open(path string, opts Options) (*Store, error) {
 			return nil, fmt.Errorf("create log directory: %w", err)
 		}
 	}
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: timeout, ReadOnly: opts.ReadOnly})
+	// The header pages and the file length are checked with plain reads
+	// first: bbolt maps the file and would fault on a page past its end.
+	if err := precheck(path); err != nil {
+		return nil, err
+	}
+	var db *bolt.DB
+	var file *os.File
+	err := guard(path, func() error {
+		var err error
+		// PreLoadFreelist reads the free list here, where a fault is caught,
+		// rather than in the goroutine of the consistency check.
+		db, err = bolt.Open(path, 0o600, &bolt.Options{Timeout: timeout, ReadOnly: opts.ReadOnly, PreLoadFreelist: true,
+			OpenFile: func(name string, flag int, perm os.FileMode) (*os.File, error) {
+				f, err := os.OpenFile(name, flag, perm)
+				file = f
+				return f, err
+			}})
+		return err
+	})
+	if db == nil && file != nil && errors.Is(err, ErrDamaged) {
+		// bbolt panicked inside Open: release the file and its lock (the
+		// mapping cannot be undone from here).
+		_ = file.Close()
+	}
 	if err != nil {
+		if errors.Is(err, ErrDamaged) {
+			return nil, err
+		}
 		if errors.Is(err, berrors.ErrTimeout) {
 			return nil, fmt.Errorf("%s: %w (waited %s)", path, ErrLocked, timeout)
 		}
@@ -72,12 +108,25 @@ func Open(path string, opts Options) (*Store, error) {
 			// Already names the file.
 			return nil, fmt.Errorf("open log: %w", err)
 		}
+		if errors.Is(err, berrors.ErrInvalid) || errors.Is(err, berrors.ErrChecksum) || errors.Is(err, berrors.ErrVersionMismatch) {
+			return nil, damaged(path, "%v", err)
+		}
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
-	s := &Store{db: db, path: path, readOnly: opts.ReadOnly}
-	if err := s.init(); err != nil {
+	s := &Store{db: db, path: path, readOnly: opts.ReadOnly, recreated: opts.Recreated}
+	if err := s.verify(); err != nil {
 		_ = db.Close()
 		return nil, err
+	}
+	if err := guard(path, s.init); err != nil {
+		_ = db.Close()
+		return nil, err
+	}
+	if !s.readOnly {
+		if s.file, err = statID(path); err != nil {
+			_ = db.Close()
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
 	}
 	return s, nil
 }
@@ -147,16 +196,36 @@ func (s *Store) Path() string { return s.path }
 
 // Close releases the file and its lock.
 func (s *Store) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if err := s.db.Close(); err != nil {
 		return fmt.Errorf("%s: close: %w", s.path, err)
 	}
 	return nil
 }
 
+// view and update run one transaction on the current file, turning a fault
+// on a damaged page into an error.
+func (s *Store) view(fn func(*bolt.Tx) error) error {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return guard(s.path, func() error { return s.db.View(fn) })
+}
+
+func (s *Store) update(fn func(*bolt.Tx) error) error {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return guard(s.path, func() error { return s.db.Update(fn) })
+}
+
 // Append writes r as the next record in its own fsync'd transaction. It sets
 // r.Seq to the next sequence number, stamps r.Time with the current time when
 // it is zero and stores it in UTC. When Append fails, r is left as it was and
 // no sequence number is consumed.
+//
+// Before writing, Append checks that the path still names the file it has
+// open; a log deleted or replaced behind its back is recreated first (see
+// recreate), so records never go to a file nobody will read again.
 func (s *Store) Append(r *Record) error {
 	if r == nil {
 		return fmt.Errorf("%s: append: nil record", s.path)
@@ -166,7 +235,10 @@ func (s *Store) Append(r *Record) error {
 		r.Time = time.Now()
 	}
 	r.Time = r.Time.UTC()
-	err := s.db.Update(func(tx *bolt.Tx) error { return put(tx, r) })
+	err := s.ensureFile()
+	if err == nil {
+		err = s.update(func(tx *bolt.Tx) error { return put(tx, r) })
+	}
 	if err != nil {
 		*r = old
 		return fmt.Errorf("%s: append %s record: %w", s.path, r.Event, err)
@@ -195,7 +267,7 @@ func put(tx *bolt.Tx, r *Record) error {
 // LastSeq is the seq of the newest record, 0 for an empty log.
 func (s *Store) LastSeq() (uint64, error) {
 	var last uint64
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.view(func(tx *bolt.Tx) error {
 		b := tx.Bucket(logBucket)
 		if b == nil {
 			return nil
