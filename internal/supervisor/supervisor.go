@@ -118,6 +118,8 @@ type Supervisor struct {
 	killAt   time.Time // shutdown hard deadline
 	lastPort int
 
+	routesStale bool // a worker was added: publish its route after this event
+
 	scaleTicker *time.Ticker // autoscaling samples (scale.go); nil when none autoscales
 
 	status atomic.Pointer[snapshot]
@@ -246,6 +248,7 @@ func New(o Options) *Supervisor {
 	if s.reap == nil {
 		s.reap = process.Reap
 	}
+	s.prepublishRoutes()
 	s.status.Store(&snapshot{st: &Status{Running: true, PID: os.Getpid(), Mode: s.mode, Listen: s.listen, Workers: []WorkerStatus{}}})
 	return s
 }
@@ -315,8 +318,13 @@ func (s *Supervisor) Run() error {
 		s.log.Warn().Msg(w)
 	}
 	for _, name := range sortedKeys(found) {
-		w := s.addWorker(found[name])
-		for _, sl := range w.slots {
+		s.addWorker(found[name])
+	}
+	// Every route is in the table (503 + Retry-After until it serves)
+	// before the first instance starts; a worker gone since New loses its.
+	s.publishRoutes()
+	for _, name := range sortedKeys(found) {
+		for _, sl := range s.workers[name].slots {
 			s.start(sl, ReasonStartup, "", nil)
 		}
 	}
@@ -361,6 +369,7 @@ func (s *Supervisor) addWorker(f found) *worker {
 	w := &worker{f: f, route: route, settings: s.cfg.ForWorker(route), stamp: f.stamp}
 	w.resize(w.settings.ClampInstances(w.settings.Instances))
 	s.workers[f.name] = w
+	s.routesStale = true // its route is published (no backends) after this event
 	return w
 }
 
@@ -392,6 +401,9 @@ func (s *Supervisor) handle(ev events.Event) {
 		s.onShutdown()
 	default:
 		s.log.Error().Str("event", fmt.Sprintf("%T", ev)).Msg("supervisor: unknown event")
+	}
+	if s.routesStale {
+		s.publishRoutes()
 	}
 	s.publish()
 }
@@ -988,6 +1000,7 @@ func (s *Supervisor) workerEnv(w *worker, port int) []string {
 }
 
 func (s *Supervisor) publishRoutes() {
+	s.routesStale = false
 	routes := make([]proxy.Route, 0, len(s.workers))
 	for _, w := range s.workers {
 		if w.removed {
