@@ -342,7 +342,8 @@ func (s *Supervisor) Run() error {
 		}
 		if s.shutting {
 			if len(s.insts) == 0 {
-				s.record(&store.Record{Event: EventServerStop, Reason: ReasonShutdown})
+				// A failure is logged by record; there is nothing left to skip.
+				_ = s.record(&store.Record{Event: EventServerStop, Reason: ReasonShutdown})
 				s.publish()
 				return nil
 			}
@@ -443,7 +444,12 @@ func (s *Supervisor) record(r *store.Record) error {
 	}
 	ev = ev.Uint64("seq", r.Seq)
 	if err != nil {
-		ev.Msg("could not record; effect skipped")
+		if s.shutting {
+			// Not retried: the record is lost, the shutdown goes on.
+			ev.Msg(msgShutdownUnrecorded)
+		} else {
+			ev.Msg(msgEffectSkipped)
+		}
 		return fmt.Errorf("record %s: %w", r.Event, err)
 	}
 	if r.Instance != "" && r.From == "" {
@@ -473,13 +479,19 @@ func (s *Supervisor) transition(inst *instance, event, reason string, fill func(
 	if fill != nil {
 		fill(r)
 	}
-	if err := s.record(r); err != nil {
+	if err := s.record(r); err != nil && !s.shutting {
 		return err
 	}
+	// During shutdown a transition whose record failed still happens
+	// (record logged it): stopping the workers is the one effect that
+	// must not wait for a writable log (docs/architecture.md).
 	if _, _, err := inst.m.Fire(event); err != nil {
 		return err
 	}
 	inst.since = r.Time
+	if inst.since.IsZero() {
+		inst.since = time.Now()
+	}
 	return nil
 }
 
