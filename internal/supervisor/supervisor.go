@@ -49,6 +49,7 @@ const (
 	EventBuildStarted         = "build_started"
 	EventBuildOK              = "build_ok"
 	EventBuildFailed          = "build_failed"
+	EventPortsExhausted       = "ports_exhausted"
 )
 
 // warmConns is the most connections a new instance gets before traffic
@@ -507,9 +508,7 @@ func (s *Supervisor) start(sl *slot, reason, detail string, batch *pendingReload
 	}
 	port, err := process.FreePort(s.cfg.Workers.PortRangeStart, s.cfg.Workers.PortRangeEnd, s.portInUse)
 	if err != nil {
-		s.log.Error().Err(err).Str("worker", w.f.name).Msg("no free port")
-		s.failBatch(batch, fmt.Sprintf("%s: %v", w.f.name, err))
-		s.scheduleRestart(sl, reason)
+		s.noPort(sl, reason, batch, err)
 		return
 	}
 	num := s.nextNum[w.f.name] + 1
