@@ -94,8 +94,10 @@ type Supervisor struct {
 	px      *proxy.Proxy
 	log     zerolog.Logger
 	reap    func(int, uint64, time.Duration) (bool, error)
-	initial []events.BuildFinished
-	dev     DevNotifier
+	// appendRecord is st.Append; tests wrap it to make chosen appends fail.
+	appendRecord func(*store.Record) error
+	initial      []events.BuildFinished
+	dev          DevNotifier
 
 	warmTimeout time.Duration // bounds a successor's warm-up (tests stretch it)
 
@@ -248,6 +250,9 @@ func New(o Options) *Supervisor {
 	}
 	if s.reap == nil {
 		s.reap = process.Reap
+	}
+	if o.Store != nil {
+		s.appendRecord = o.Store.Append
 	}
 	s.prepublishRoutes()
 	s.status.Store(&snapshot{st: &Status{Running: true, PID: os.Getpid(), Mode: s.mode, Listen: s.listen, Workers: []WorkerStatus{}}})
@@ -413,7 +418,7 @@ func (s *Supervisor) handle(ev events.Event) {
 // record appends a record and logs it. The caller performs the effect only
 // when record returns nil: no effect without its record.
 func (s *Supervisor) record(r *store.Record) error {
-	err := s.st.Append(r)
+	err := s.appendRecord(r)
 	ev := s.log.Info()
 	if err != nil {
 		ev = s.log.Error().Err(err)
