@@ -220,6 +220,9 @@ type instance struct {
 	// warming: healthy, its connections being warmed (Warmed ends it);
 	// still its slot's next, and its predecessor still serves.
 	warming bool
+	// swapRetries counts swaps put off because the predecessor's drain
+	// could not be recorded (writeahead.go).
+	swapRetries int
 }
 
 type pendingReload struct {
@@ -311,7 +314,11 @@ func (s *Supervisor) Run() error {
 	if err := s.recover(); err != nil {
 		return err
 	}
-	s.record(&store.Record{Event: EventServerStart, Detail: fmt.Sprintf("pid %d, mode %s, version %s, listen %s", os.Getpid(), s.mode, s.version, s.listen)})
+	if err := s.record(&store.Record{Event: EventServerStart, Detail: fmt.Sprintf("pid %d, mode %s, version %s, listen %s", os.Getpid(), s.mode, s.version, s.listen)}); err != nil {
+		// Nothing follows from this record itself; every start needs its
+		// own, so nothing starts until the log can be written again.
+		s.log.Error().Err(err).Msg("the log cannot be written: serving what can be recorded only; workers start once their start records can be written (retried with backoff)")
+	}
 	for _, b := range s.initial {
 		s.onBuildFinished(b)
 	}
@@ -417,7 +424,11 @@ func (s *Supervisor) handle(ev events.Event) {
 
 // record appends a record and logs it. The caller performs the effect only
 // when record returns nil: no effect without its record.
-func (s *Supervisor) record(r *store.Record) error {
+func (s *Supervisor) record(r *store.Record) error { return s.appendLogged(r, false) }
+
+// appendLogged appends r and logs it; proceed says that the caller goes on
+// without the record (the log line says so).
+func (s *Supervisor) appendLogged(r *store.Record, proceed bool) error {
 	err := s.appendRecord(r)
 	ev := s.log.Info()
 	if err != nil {
@@ -450,10 +461,13 @@ func (s *Supervisor) record(r *store.Record) error {
 	}
 	ev = ev.Uint64("seq", r.Seq)
 	if err != nil {
-		if s.shutting {
+		switch {
+		case s.shutting:
 			// Not retried: the record is lost, the shutdown goes on.
 			ev.Msg(msgShutdownUnrecorded)
-		} else {
+		case proceed:
+			ev.Msg(msgStoppedUnrecorded)
+		default:
 			ev.Msg(msgEffectSkipped)
 		}
 		return fmt.Errorf("record %s: %w", r.Event, err)
@@ -468,9 +482,22 @@ func (s *Supervisor) record(r *store.Record) error {
 	return nil
 }
 
-// transition fires event on inst's machine and records it. On a record
-// failure the machine is left unchanged.
+// transition records event of inst and fires it on inst's machine. On a
+// record failure the machine is left unchanged and the caller skips the
+// effect — except during shutdown (see transitionAnyway).
 func (s *Supervisor) transition(inst *instance, event, reason string, fill func(*store.Record)) error {
+	return s.step(inst, event, reason, fill, false)
+}
+
+// transitionAnyway records a transition towards stopped that happens with
+// or without its record: an exit (the process is gone already) or the stop
+// of an instance that will never serve. A failed append is logged; the
+// machine still follows what is true.
+func (s *Supervisor) transitionAnyway(inst *instance, event, reason string, fill func(*store.Record)) error {
+	return s.step(inst, event, reason, fill, true)
+}
+
+func (s *Supervisor) step(inst *instance, event, reason string, fill func(*store.Record), anyway bool) error {
 	from := inst.m.State()
 	to, err := sm.Next(from, event)
 	if err != nil {
@@ -485,12 +512,12 @@ func (s *Supervisor) transition(inst *instance, event, reason string, fill func(
 	if fill != nil {
 		fill(r)
 	}
-	if err := s.record(r); err != nil && !s.shutting {
+	if err := s.appendLogged(r, anyway); err != nil && !anyway && !s.shutting {
 		return err
 	}
 	// During shutdown a transition whose record failed still happens
-	// (record logged it): stopping the workers is the one effect that
-	// must not wait for a writable log (docs/architecture.md).
+	// (appendLogged logged it): stopping the workers is the one effect
+	// that must not wait for a writable log (docs/architecture.md).
 	if _, _, err := inst.m.Fire(event); err != nil {
 		return err
 	}
@@ -558,7 +585,12 @@ func (s *Supervisor) start(sl *slot, reason, detail string, batch *pendingReload
 	// Probing starts while the pid is being recorded: what the probe and
 	// the exit watcher report is handled after this event, in order.
 	go s.healthGate(ctx, inst.name, port, w.settings, delay)
-	_ = s.transition(inst, sm.Spawned, reason, nil) // an observation: the process exists either way
+	if err := s.transition(inst, sm.Spawned, reason, nil); err != nil {
+		// The pid is not in the log, so a crash of the server now could
+		// not reap this process: it never serves. Stop it; the start is
+		// retried with backoff.
+		s.failStart(inst, sm.Stop, "its pid could not be recorded: "+err.Error())
+	}
 }
 
 // failStart ends a starting instance that will never serve: its predecessor
@@ -575,7 +607,9 @@ func (s *Supervisor) failStart(inst *instance, event, detail string) {
 			detail += "\n" + t
 		}
 	}
-	_ = s.transition(inst, event, reason, func(r *store.Record) { r.Detail = detail })
+	// It will never serve: it is stopped even when this cannot be recorded
+	// (the log then shows it starting until the next server start closes it).
+	_ = s.transitionAnyway(inst, event, reason, func(r *store.Record) { r.Detail = detail })
 	if inst.cancel != nil {
 		inst.cancel()
 	}
@@ -659,6 +693,20 @@ func (s *Supervisor) onWarmed(ev events.Warmed) {
 func (s *Supervisor) swapIn(inst *instance) {
 	w, sl := inst.w, inst.sl
 	old := sl.current
+	if old != nil && old.m.State() == sm.Healthy {
+		// Write-ahead: the predecessor's drain is recorded before the
+		// traffic moves. Until it can be, the predecessor keeps serving
+		// (as the log says) and inst waits, healthy, as while warming.
+		reason := old.drainReason
+		if reason == "" {
+			reason = ReasonReplaced
+		}
+		if err := s.transition(old, sm.Drain, reason, func(r *store.Record) { r.Detail = "replaced by " + inst.name }); err != nil {
+			s.retrySwap(inst)
+			return
+		}
+		old.drainReason = reason
+	}
 	sl.current = inst
 	if sl.next == inst {
 		sl.next = nil
@@ -680,12 +728,8 @@ func (s *Supervisor) swapIn(inst *instance) {
 	if rollDone && (inst.startReason == ReasonSourceChanged || inst.startReason == ReasonBinaryChanged) {
 		s.notifyReloaded(w.f.name)
 	}
-	if old != nil {
-		reason := old.drainReason
-		if reason == "" {
-			reason = ReasonReplaced
-		}
-		s.drain(old, reason, "replaced by "+inst.name)
+	if old != nil && old.m.State() == sm.Draining {
+		s.drainEffects(old)
 	}
 }
 
@@ -725,6 +769,12 @@ func (s *Supervisor) drain(inst *instance, reason, detail string) {
 		return
 	}
 	inst.drainReason = reason
+	s.drainEffects(inst)
+}
+
+// drainEffects carries out a recorded drain: no new requests, in-flight ones
+// finish (Drained), then the process is stopped.
+func (s *Supervisor) drainEffects(inst *instance) {
 	if inst.cancel != nil {
 		inst.cancel()
 	}
@@ -799,7 +849,8 @@ func (s *Supervisor) onExited(ev events.Exited) {
 		if beforeServing && sl.current != nil {
 			detail = strings.TrimSpace(fmt.Sprintf("exited before serving; %s keeps serving\n%s", sl.current.name, detail))
 		}
-		_ = s.transition(inst, sm.Exited, reason, func(r *store.Record) {
+		// An observation: the process is gone whether or not it is recorded.
+		_ = s.transitionAnyway(inst, sm.Exited, reason, func(r *store.Record) {
 			if ev.Signal != "" {
 				r.Signal = ev.Signal
 			} else {

@@ -1,5 +1,11 @@
 package supervisor
 
+import (
+	"time"
+
+	"github.com/mevdschee/tqserver/internal/events"
+)
+
 // What the loop does when the log cannot be written (read-only or full
 // var/, a damaged disk): an effect whose record failed is skipped, loudly,
 // and retried where that makes sense — except during shutdown, when the
@@ -9,4 +15,21 @@ package supervisor
 const (
 	msgEffectSkipped      = "could not record; effect skipped"
 	msgShutdownUnrecorded = "could not record during shutdown; stopping anyway (this record is lost)"
+	msgStoppedUnrecorded  = "could not record; stopped anyway (this record is lost)"
 )
+
+// retrySwap keeps a healthy successor waiting (as while warming) because its
+// predecessor's drain could not be recorded, and tries the swap again after
+// the restart backoff: a Warmed event swaps it in, unless it was abandoned,
+// stopped or exited meanwhile.
+func (s *Supervisor) retrySwap(inst *instance) {
+	inst.warming = true
+	base := time.Duration(s.cfg.Workers.RestartDelayMs) * time.Millisecond
+	limit := time.Duration(s.cfg.Workers.RestartBackoffMaxMs) * time.Millisecond
+	delay := backoff(base, limit, inst.swapRetries)
+	inst.swapRetries++
+	s.log.Warn().Str("worker", inst.w.f.name).Str("instance", inst.name).Dur("delay", delay).Int("attempt", inst.swapRetries).
+		Msg("successor waits: its predecessor's drain could not be recorded; the predecessor keeps serving")
+	name := inst.name
+	time.AfterFunc(delay, func() { s.Send(events.Warmed{Instance: name}) })
+}
