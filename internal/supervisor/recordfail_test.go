@@ -2,6 +2,7 @@ package supervisor
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"io"
 	"net/http"
@@ -212,4 +213,44 @@ func TestDevBuildNotInstalledWithoutRecord(t *testing.T) {
 	now = time.Now()
 	r.send(events.FilesChanged{First: now, Last: now})
 	r.waitBody("v2")
+}
+
+// A reloaded config whose config_reloaded record cannot be written is not
+// applied: the reload says so and the running config stays; the next
+// reload, with the log writable, applies it.
+func TestConfigNotAppliedWithoutRecord(t *testing.T) {
+	root := t.TempDir()
+	buildTestWorker(t, root, "index")
+	cfg := config.Default()
+	cfg.Workers.PortRangeStart, cfg.Workers.PortRangeEnd = 24000, 24999
+	var faults *appendFaults
+	r := startRig(t, root, "prod", cfg, proxy.New(proxy.Options{}), func(s *Supervisor) { faults = injectAppendFaults(s) })
+	r.waitFor("index healthy", func() bool { return len(instancesIn(r.sup, "healthy")) == 1 })
+
+	yaml := "workers:\n  port_range_start: 24000\n  port_range_end: 24999\n  default:\n    instances: 2\n"
+	if err := os.MkdirAll(filepath.Join(root, "config"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(root, "config", "server.yaml"), []byte(yaml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	reload := func() events.ReloadResult {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		return r.sup.Reload(ctx, "test")
+	}
+	faults.set(func(rec *store.Record) bool { return rec.Event == EventConfigReloaded })
+	res := reload()
+	if !strings.Contains(res.Error, "config not applied") || len(faults.failures()) != 1 {
+		t.Fatalf("reload with an unwritable config_reloaded: %+v (failed appends %d)", res, len(faults.failures()))
+	}
+	if n := len(r.sup.Status().Workers[0].Instances); n != 1 {
+		t.Fatalf("the unrecorded config was applied: %d instances", n)
+	}
+
+	faults.set(nil)
+	if res := reload(); res.Error != "" || len(res.Failures) > 0 {
+		t.Fatalf("reload with the log writable again: %+v", res)
+	}
+	r.waitFor("two healthy instances", func() bool { return len(instancesIn(r.sup, "healthy")) == 2 })
 }

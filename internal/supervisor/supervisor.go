@@ -765,7 +765,9 @@ func (s *Supervisor) drain(inst *instance, reason, detail string) {
 	if inst.m.State() != sm.Healthy {
 		return
 	}
-	if err := s.transition(inst, sm.Drain, reason, func(r *store.Record) { r.Detail = detail }); err != nil {
+	// A warming instance never served: it goes even when this cannot be
+	// recorded. One that serves keeps serving until its drain is recorded.
+	if err := s.step(inst, sm.Drain, reason, func(r *store.Record) { r.Detail = detail }, inst.warming); err != nil {
 		return
 	}
 	inst.drainReason = reason

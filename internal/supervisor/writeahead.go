@@ -1,9 +1,12 @@
 package supervisor
 
 import (
+	"strings"
 	"time"
 
+	"github.com/mevdschee/tqserver/internal/config"
 	"github.com/mevdschee/tqserver/internal/events"
+	"github.com/mevdschee/tqserver/internal/store"
 )
 
 // What the loop does when the log cannot be written (read-only or full
@@ -32,4 +35,14 @@ func (s *Supervisor) retrySwap(inst *instance) {
 		Msg("successor waits: its predecessor's drain could not be recorded; the predecessor keeps serving")
 	name := inst.name
 	time.AfterFunc(delay, func() { s.Send(events.Warmed{Instance: name}) })
+}
+
+// recordConfigReloaded records that ncfg replaces the running config, before
+// it is applied, and returns the record's detail.
+func (s *Supervisor) recordConfigReloaded(ncfg *config.Config) (string, error) {
+	detail := "configuration reloaded"
+	if notes := serverSettingsChanged(s.cfg, ncfg); len(notes) > 0 {
+		detail += "; needs a server restart to apply: " + strings.Join(notes, ", ")
+	}
+	return detail, s.record(&store.Record{Event: EventConfigReloaded, Detail: detail})
 }
