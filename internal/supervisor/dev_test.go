@@ -160,6 +160,11 @@ func TestDevTentativeBuildSupersededByLaterChange(t *testing.T) {
 	r.write("v2", true) // broken mid-edit
 	seen := time.Now()
 	r.send(events.FilesChanged{Tentative: true, First: seen, Last: seen})
+	// A reload is handled after the notice (one channel), so the early
+	// build has begun before the next edit is made.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	r.sup.Reload(ctx, "test")
 	r.write("v3", false)
 	last := time.Now()
 	r.send(events.FilesChanged{First: seen, Last: last})

@@ -765,9 +765,11 @@ func (s *Supervisor) drain(inst *instance, reason, detail string) {
 	if inst.m.State() != sm.Healthy {
 		return
 	}
-	// A warming instance never served: it goes even when this cannot be
-	// recorded. One that serves keeps serving until its drain is recorded.
-	if err := s.step(inst, sm.Drain, reason, func(r *store.Record) { r.Detail = detail }, inst.warming); err != nil {
+	// An instance that never served (warming) or has no place any more (its
+	// worker removed, its slot gone) is out of the route table already: it
+	// goes even when this cannot be recorded, rather than run on unreached.
+	anyway := inst.warming || inst.w.removed || !s.slotAlive(inst.sl)
+	if err := s.step(inst, sm.Drain, reason, func(r *store.Record) { r.Detail = detail }, anyway); err != nil {
 		return
 	}
 	inst.drainReason = reason
