@@ -254,3 +254,52 @@ func TestConfigNotAppliedWithoutRecord(t *testing.T) {
 	}
 	r.waitFor("two healthy instances", func() bool { return len(instancesIn(r.sup, "healthy")) == 2 })
 }
+
+// An instance whose slot goes away (fewer instances) is out of the route
+// table at once; when its drain cannot be recorded it is still stopped,
+// not left running unreached until the server stops.
+func TestRemovedSlotStopsWithoutDrainRecord(t *testing.T) {
+	root := t.TempDir()
+	buildTestWorker(t, root, "index")
+	cfg := config.Default()
+	cfg.Workers.PortRangeStart, cfg.Workers.PortRangeEnd = 24000, 24999
+	dw := cfg.Workers.Default
+	dw.Instances = 2
+	cfg.Workers.Default = dw
+	var faults *appendFaults
+	r := startRig(t, root, "prod", cfg, proxy.New(proxy.Options{}), func(s *Supervisor) { faults = injectAppendFaults(s) })
+	r.waitFor("two healthy instances", func() bool { return len(instancesIn(r.sup, "healthy")) == 2 })
+	pids := map[int]bool{}
+	for _, in := range instancesIn(r.sup, "healthy") {
+		pids[in.PID] = true
+	}
+
+	faults.set(func(rec *store.Record) bool { return rec.Event == "drain" || rec.Event == "exited" })
+	yaml := "workers:\n  port_range_start: 24000\n  port_range_end: 24999\n  default:\n    instances: 1\n"
+	if err := os.MkdirAll(filepath.Join(root, "config"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(root, "config", "server.yaml"), []byte(yaml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if res := r.sup.Reload(ctx, "test"); res.Error != "" {
+		t.Fatalf("reload: %+v", res)
+	}
+	r.waitFor("one instance left, the other's process gone", func() bool {
+		h := instancesIn(r.sup, "healthy")
+		if len(h) != 1 || len(r.sup.Status().Workers[0].Instances) != 1 {
+			return false
+		}
+		for pid := range pids {
+			if pid != h[0].PID && syscall.Kill(pid, 0) == nil && !isZombie(pid) {
+				return false
+			}
+		}
+		return true
+	})
+	if len(faults.failures()) == 0 {
+		t.Fatal("no drain record was refused")
+	}
+}
