@@ -492,6 +492,7 @@ func (s *Supervisor) onWarmed(ev events.Warmed) {
 func (s *Supervisor) swapIn(inst *instance) {
 	w, sl := inst.w, inst.sl
 	old := sl.current
+	drained := false
 	if old != nil && old.m.State() == sm.Healthy {
 		// Write-ahead: the predecessor's drain is recorded before the
 		// traffic moves. Until it can be, the predecessor keeps serving
@@ -505,6 +506,7 @@ func (s *Supervisor) swapIn(inst *instance) {
 			return
 		}
 		old.drainReason = reason
+		drained = true
 	}
 	sl.current = inst
 	if sl.next == inst {
@@ -527,7 +529,7 @@ func (s *Supervisor) swapIn(inst *instance) {
 	if rollDone && (inst.startReason == ReasonSourceChanged || inst.startReason == ReasonBinaryChanged) {
 		s.notifyReloaded(w.f.name)
 	}
-	if old != nil && old.m.State() == sm.Draining {
+	if drained {
 		s.drainEffects(old)
 	}
 }

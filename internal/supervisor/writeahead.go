@@ -13,8 +13,11 @@ import (
 
 // What the loop does when the log cannot be written (read-only or full
 // var/, a damaged disk): an effect whose record failed is skipped, loudly,
-// and retried where that makes sense — except during shutdown, when the
-// record is given up on and the workers are stopped anyway.
+// and retried where that makes sense. What only takes something away goes
+// ahead without its record (transitionAnyway: an exit, the stop of an
+// instance that will never serve or has no place any more), and so does
+// everything during shutdown: stopping the workers must still happen.
+// docs/architecture.md has the table, call site by call site.
 
 // The messages of a failed append, as logged at error level by record.
 const (
