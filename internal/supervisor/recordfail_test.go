@@ -303,3 +303,38 @@ func TestRemovedSlotStopsWithoutDrainRecord(t *testing.T) {
 		t.Fatal("no drain record was refused")
 	}
 }
+
+// A reload whose successor is healthy but cannot take the traffic (the
+// predecessor's drain cannot be recorded) answers at once with the reason,
+// instead of waiting for the log to become writable; the swap follows by
+// itself later.
+func TestReloadAnswersWhileSwapWaitsForRecord(t *testing.T) {
+	root := t.TempDir()
+	buildTestWorker(t, root, "index")
+	cfg := config.Default()
+	cfg.Workers.PortRangeStart, cfg.Workers.PortRangeEnd = 24000, 24999
+	cfg.Workers.RestartDelayMs = 20
+	cfg.Workers.RestartBackoffMaxMs = 100
+	var faults *appendFaults
+	r := startRig(t, root, "prod", cfg, proxy.New(proxy.Options{}), func(s *Supervisor) { faults = injectAppendFaults(s) })
+	r.waitFor("index healthy", func() bool { return len(instancesIn(r.sup, "healthy")) == 1 })
+	old := instancesIn(r.sup, "healthy")[0]
+	faults.set(func(rec *store.Record) bool { return rec.Event == "drain" })
+
+	bin := filepath.Join(root, "workers", "index", "bin", "index")
+	later := time.Now().Add(2 * time.Second)
+	if err := os.Chtimes(bin, later, later); err != nil { // a deploy, as SIGHUP sees it
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	res := r.sup.Reload(ctx, "test")
+	if res.Error == context.DeadlineExceeded.Error() || !strings.Contains(strings.Join(res.Failures, "\n"), old.Instance+" keeps serving") {
+		t.Fatalf("reload while the drain cannot be recorded: %+v", res)
+	}
+	faults.set(nil)
+	r.waitFor("the successor serving", func() bool {
+		h := instancesIn(r.sup, "healthy")
+		return len(h) == 1 && h[0].Instance != old.Instance
+	})
+}

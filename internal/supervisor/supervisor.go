@@ -502,6 +502,9 @@ func (s *Supervisor) swapIn(inst *instance) {
 			reason = ReasonReplaced
 		}
 		if err := s.transition(old, sm.Drain, reason, func(r *store.Record) { r.Detail = "replaced by " + inst.name }); err != nil {
+			// A reload waiting for it is told now, as for a start that
+			// could not be recorded; the swap goes ahead by itself later.
+			s.resolve(inst, false, fmt.Sprintf("%s: healthy, but %s keeps serving: %v (retrying with backoff)", inst.name, old.name, err))
 			s.retrySwap(inst)
 			return
 		}
