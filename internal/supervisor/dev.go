@@ -209,9 +209,11 @@ func (s *Supervisor) onBuildFinished(ev events.BuildFinished) {
 			s.log.Warn().Msg("server sources changed and were rebuilt into server/bin/tqserver: restart tqserver to run them")
 		}
 	}
-	if err := s.record(r); err != nil && ev.Err == nil {
+	if err := s.record(r); err != nil && ev.Err == nil && ev.Staged != "" {
 		// Write-ahead: a build that is not in the log is not installed
-		// and starts nothing. (A failed build is still shown below.)
+		// and starts nothing. (A failed build is still shown below; the
+		// builds made before Run installed themselves and only miss
+		// their record.)
 		builder.Discard(&builder.Result{Staged: ev.Staged})
 		s.log.Error().Str("worker", ev.Worker).Msg("build not installed: its build_ok record could not be written; save again once the log is writable")
 		return
