@@ -113,8 +113,16 @@ func (s *Supervisor) build(name string, seen time.Time, tentative bool) {
 	}
 	if b := s.builds[name]; b != nil {
 		s.dropBuild(b)
+		delete(s.builds, name)
 		if b.started.Before(seen) {
 			seen = b.started // the swap time counts from the first unbuilt change
+		}
+	}
+	if !tentative {
+		if err := s.record(&store.Record{Worker: name, Event: EventBuildStarted}); err != nil {
+			// No build without its record; the next save tries again.
+			s.log.Error().Str("worker", name).Msg("build not started: its build_started record could not be written; save again once the log is writable")
+			return
 		}
 	}
 	s.buildSeq++
@@ -123,9 +131,6 @@ func (s *Supervisor) build(name string, seen time.Time, tentative bool) {
 	s.builds[name] = &buildState{id: id, cancel: cancel, started: seen, began: time.Now(), tentative: tentative}
 	bo := s.cfg.Deployment.Dev.Build
 	sem := s.buildSem
-	if !tentative {
-		_ = s.record(&store.Record{Worker: name, Event: EventBuildStarted})
-	}
 	go func() {
 		select {
 		case sem <- struct{}{}:
@@ -148,8 +153,14 @@ func (s *Supervisor) build(name string, seen time.Time, tentative bool) {
 // recorded now, and if it already finished, its result is handled now.
 func (s *Supervisor) commitBuild(name string, b *buildState) {
 	b.tentative = false
-	_ = s.record(&store.Record{Worker: name, Event: EventBuildStarted,
-		Detail: "begun " + time.Since(b.began).Round(time.Millisecond).String() + " ago, when the change settled"})
+	if err := s.record(&store.Record{Worker: name, Event: EventBuildStarted,
+		Detail: "begun " + time.Since(b.began).Round(time.Millisecond).String() + " ago, when the change settled"}); err != nil {
+		// Unrecorded, the early build is as if never made.
+		s.dropBuild(b)
+		delete(s.builds, name)
+		s.log.Error().Str("worker", name).Msg("build dropped: its build_started record could not be written; save again once the log is writable")
+		return
+	}
 	if b.done != nil {
 		ev := *b.done
 		b.done = nil
@@ -186,12 +197,6 @@ func (s *Supervisor) onBuildFinished(ev events.BuildFinished) {
 	if ev.Canceled {
 		return
 	}
-	if ev.Err == nil && ev.Staged != "" {
-		res := builder.Result{Worker: ev.Worker, Binary: filepath.Join(s.workersDir(), ev.Worker, "bin", ev.Worker), Staged: ev.Staged}
-		if err := builder.Install(&res); err != nil {
-			ev.Err = err
-		}
-	}
 	r := &store.Record{Worker: ev.Worker, Event: EventBuildOK, Detail: "built in " + ev.Duration.Round(time.Millisecond).String()}
 	if ev.Err != nil {
 		r.Event = EventBuildFailed
@@ -204,7 +209,24 @@ func (s *Supervisor) onBuildFinished(ev events.BuildFinished) {
 			s.log.Warn().Msg("server sources changed and were rebuilt into server/bin/tqserver: restart tqserver to run them")
 		}
 	}
-	_ = s.record(r)
+	if err := s.record(r); err != nil && ev.Err == nil && ev.Staged != "" {
+		// Write-ahead: a build that is not in the log is not installed
+		// and starts nothing. (A failed build is still shown below; the
+		// builds made before Run installed themselves and only miss
+		// their record.)
+		builder.Discard(&builder.Result{Staged: ev.Staged})
+		s.log.Error().Str("worker", ev.Worker).Msg("build not installed: its build_ok record could not be written; save again once the log is writable")
+		return
+	}
+	if ev.Err == nil && ev.Staged != "" {
+		res := builder.Result{Worker: ev.Worker, Binary: filepath.Join(s.workersDir(), ev.Worker, "bin", ev.Worker), Staged: ev.Staged}
+		if err := builder.Install(&res); err != nil {
+			ev.Err = err
+			// Nothing was installed; a failure to record that is logged
+			// by record and changes nothing that follows.
+			_ = s.record(&store.Record{Worker: ev.Worker, Event: EventBuildFailed, Detail: "install: " + err.Error()})
+		}
+	}
 	if ev.Err != nil {
 		s.log.Error().Str("worker", ev.Worker).Msg("build failed; the running instance keeps serving\n" + ev.Output)
 		if ev.Worker != "" {

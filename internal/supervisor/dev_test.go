@@ -46,6 +46,12 @@ type devRig struct{ *rig }
 
 func newDevRig(t *testing.T) *devRig {
 	t.Helper()
+	return newDevRigWith(t, nil)
+}
+
+// newDevRigWith is newDevRig with setup run on the supervisor before Run.
+func newDevRigWith(t *testing.T, setup func(*Supervisor)) *devRig {
+	t.Helper()
 	root := t.TempDir()
 	if err := os.WriteFile(filepath.Join(root, "go.mod"), []byte("module example.com/app\n\ngo 1.22\n"), 0o644); err != nil {
 		t.Fatal(err)
@@ -57,7 +63,7 @@ func newDevRig(t *testing.T) *devRig {
 	}
 	cfg := config.Default()
 	cfg.Workers.PortRangeStart, cfg.Workers.PortRangeEnd = 24000, 24999
-	r.rig = startRig(t, root, "dev", cfg, proxy.New(proxy.Options{}), nil)
+	r.rig = startRig(t, root, "dev", cfg, proxy.New(proxy.Options{}), setup)
 	r.waitBody("v1")
 	return r
 }
@@ -154,6 +160,11 @@ func TestDevTentativeBuildSupersededByLaterChange(t *testing.T) {
 	r.write("v2", true) // broken mid-edit
 	seen := time.Now()
 	r.send(events.FilesChanged{Tentative: true, First: seen, Last: seen})
+	// A reload is handled after the notice (one channel), so the early
+	// build has begun before the next edit is made.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	r.sup.Reload(ctx, "test")
 	r.write("v3", false)
 	last := time.Now()
 	r.send(events.FilesChanged{First: seen, Last: last})

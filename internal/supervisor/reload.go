@@ -65,12 +65,17 @@ func (s *Supervisor) checkChanges(ev events.Reload, p *pendingReload) {
 			msg := firstLine(err.Error())
 			res.Failures = append(res.Failures, "config rejected: "+msg)
 			res.Error = "config rejected: " + msg
+			// Nothing follows (the old config stays); a failure is logged.
 			_ = s.record(&store.Record{Event: EventConfigRejected, Detail: msg + " (previous configuration stays in force)"})
+		} else if detail, err := s.recordConfigReloaded(ncfg); err != nil {
+			// Write-ahead: a config that is not in the log is not applied;
+			// the stamps stay, so the next reload tries again.
+			res.Failures = append(res.Failures, "config not applied: "+err.Error())
+			res.Error = "config not applied: " + err.Error()
 		} else {
 			for _, f := range s.serverFiles()[:2] {
 				s.stamps[f] = statFile(f)
 			}
-			notes := serverSettingsChanged(s.cfg, ncfg)
 			s.cfg = ncfg
 			for _, name := range sortedKeys(s.workers) {
 				w := s.workers[name]
@@ -89,22 +94,21 @@ func (s *Supervisor) checkChanges(ev events.Reload, p *pendingReload) {
 					s.resizeWorker(w, n, true, res, p)
 				}
 			}
-			detail := "configuration reloaded"
-			if len(notes) > 0 {
-				detail += "; needs a server restart to apply: " + strings.Join(notes, ", ")
-			}
 			res.Changes = append(res.Changes, detail)
-			_ = s.record(&store.Record{Event: EventConfigReloaded, Detail: detail})
 		}
 	}
 
 	srv := filepath.Join(s.root, "server", "bin", "tqserver")
 	if st := statFile(srv); st != s.stamps[srv] {
-		s.stamps[srv] = st
-		if st.exists {
-			msg := "server/bin/tqserver changed: a server upgrade is pending (restart tqserver to run it)"
+		msg := "server/bin/tqserver changed: a server upgrade is pending (restart tqserver to run it)"
+		if !st.exists {
+			s.stamps[srv] = st
+		} else if err := s.record(&store.Record{Event: EventServerUpgradePending, Detail: msg}); err != nil {
+			// Not noted as seen: the next reload records it.
+			res.Failures = append(res.Failures, "server/bin/tqserver changed, but this could not be recorded: "+err.Error())
+		} else {
+			s.stamps[srv] = st
 			res.Changes = append(res.Changes, msg)
-			_ = s.record(&store.Record{Event: EventServerUpgradePending, Detail: msg})
 			s.log.Warn().Msg(msg)
 		}
 	}
@@ -208,6 +212,8 @@ func (s *Supervisor) removeWorker(w *worker, res *events.ReloadResult) {
 func (s *Supervisor) rejectBinary(p *pendingReload, name string, err error) {
 	msg := fmt.Sprintf("%s: %s: %v (the running instance keeps serving)", name, ReasonChecksumMismatch, err)
 	p.result.Failures = append(p.result.Failures, msg)
+	// Nothing follows either way (the binary is not started); a failure
+	// to record it is logged by record.
 	_ = s.record(&store.Record{Worker: name, Event: EventBinaryRejected, Reason: ReasonChecksumMismatch, Detail: err.Error()})
 }
 
@@ -260,7 +266,8 @@ func (s *Supervisor) abandon(inst *instance, reason, detail string) {
 	if inst.m.State() != sm.Starting {
 		return
 	}
-	if err := s.transition(inst, sm.Stop, reason, func(r *store.Record) { r.Detail = detail }); err != nil {
+	// It will never serve: stopped even when this cannot be recorded.
+	if err := s.transitionAnyway(inst, sm.Stop, reason, func(r *store.Record) { r.Detail = detail }); err != nil {
 		return
 	}
 	if inst.cancel != nil {

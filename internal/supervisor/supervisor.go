@@ -49,6 +49,7 @@ const (
 	EventBuildStarted         = "build_started"
 	EventBuildOK              = "build_ok"
 	EventBuildFailed          = "build_failed"
+	EventPortsExhausted       = "ports_exhausted"
 )
 
 // warmConns is the most connections a new instance gets before traffic
@@ -93,8 +94,10 @@ type Supervisor struct {
 	px      *proxy.Proxy
 	log     zerolog.Logger
 	reap    func(int, uint64, time.Duration) (bool, error)
-	initial []events.BuildFinished
-	dev     DevNotifier
+	// appendRecord is st.Append; tests wrap it to make chosen appends fail.
+	appendRecord func(*store.Record) error
+	initial      []events.BuildFinished
+	dev          DevNotifier
 
 	warmTimeout time.Duration // bounds a successor's warm-up (tests stretch it)
 
@@ -119,6 +122,8 @@ type Supervisor struct {
 	killAt   time.Time // shutdown hard deadline
 	lastPort int
 
+	routesStale bool // a worker was added: publish its route after this event
+
 	scaleTicker *time.Ticker // autoscaling samples (scale.go); nil when none autoscales
 
 	status atomic.Pointer[snapshot]
@@ -130,92 +135,6 @@ type Supervisor struct {
 type snapshot struct {
 	st       *Status
 	backends map[string]*proxy.Backend
-}
-
-type worker struct {
-	f        found
-	route    string
-	settings config.WorkerSettings
-	stamp    workerStamp
-	slots    []*slot // settings.Instances of them (autoscaled: min..max); each serves one instance
-	roll     *roll   // a replacement of every slot, one at a time
-	removed  bool
-	scale    scaleState // autoscaling (scale.go)
-}
-
-// slot is one of a worker's serving positions: its instance, the successor
-// being started, and its crash backoff.
-type slot struct {
-	w        *worker
-	idx      int
-	current  *instance // healthy and receiving traffic
-	next     *instance // starting successor
-	failures int       // consecutive failed starts / crashes, for backoff
-	timer    *time.Timer
-	retry    string // reason of the restart the timer will make
-}
-
-// roll replaces a worker's slots one after the other: the next slot starts
-// only once the previous one's successor is healthy; a failure stops it.
-type roll struct {
-	reason, detail string
-	batch          *pendingReload
-	pos            int       // slot being replaced
-	changedAt      time.Time // dev: when the change was seen
-}
-
-// serving lists the worker's healthy instances.
-func (w *worker) serving() []*instance {
-	var out []*instance
-	for _, sl := range w.slots {
-		if sl.current != nil {
-			out = append(out, sl.current)
-		}
-	}
-	return out
-}
-
-// idle reports whether no slot has an instance or a successor.
-func (w *worker) idle() bool {
-	for _, sl := range w.slots {
-		if sl.current != nil || sl.next != nil {
-			return false
-		}
-	}
-	return true
-}
-
-// resize makes len(w.slots) == n; it returns the slots removed.
-func (w *worker) resize(n int) []*slot {
-	n = max(n, 1)
-	for len(w.slots) < n {
-		w.slots = append(w.slots, &slot{w: w, idx: len(w.slots)})
-	}
-	gone := w.slots[n:]
-	w.slots = w.slots[:n]
-	return gone
-}
-
-type instance struct {
-	name        string
-	w           *worker
-	sl          *slot
-	port        int
-	m           *sm.Machine
-	proc        *process.Process
-	backend     *proxy.Backend
-	startReason string
-	drainReason string
-	since       time.Time
-	healthyAt   time.Time
-	cancel      context.CancelFunc // stops its health gate / probe
-	changedAt   time.Time          // dev: when the change that caused it was seen
-	roll        *roll              // the replacement it is part of
-	stopping    bool
-	batch       *pendingReload
-	// warming: healthy, its connections being warmed (Warmed ends it);
-	// still its slot's next, and its predecessor still serves.
-	warming bool
 }
 
 // New prepares a supervisor; Run starts it.
@@ -241,6 +160,10 @@ func New(o Options) *Supervisor {
 	if s.reap == nil {
 		s.reap = process.Reap
 	}
+	if o.Store != nil {
+		s.appendRecord = o.Store.Append
+	}
+	s.prepublishRoutes()
 	s.status.Store(&snapshot{st: &Status{Running: true, PID: os.Getpid(), Mode: s.mode, Listen: s.listen, Workers: []WorkerStatus{}}})
 	return s
 }
@@ -297,7 +220,11 @@ func (s *Supervisor) Run() error {
 	if err := s.recover(); err != nil {
 		return err
 	}
-	s.record(&store.Record{Event: EventServerStart, Detail: fmt.Sprintf("pid %d, mode %s, version %s, listen %s", os.Getpid(), s.mode, s.version, s.listen)})
+	if err := s.record(&store.Record{Event: EventServerStart, Detail: fmt.Sprintf("pid %d, mode %s, version %s, listen %s", os.Getpid(), s.mode, s.version, s.listen)}); err != nil {
+		// Nothing follows from this record itself; every start needs its
+		// own, so nothing starts until the log can be written again.
+		s.log.Error().Err(err).Msg("the log cannot be written: serving what can be recorded only; workers start once their start records can be written (retried with backoff)")
+	}
 	for _, b := range s.initial {
 		s.onBuildFinished(b)
 	}
@@ -310,8 +237,13 @@ func (s *Supervisor) Run() error {
 		s.log.Warn().Msg(w)
 	}
 	for _, name := range sortedKeys(found) {
-		w := s.addWorker(found[name])
-		for _, sl := range w.slots {
+		s.addWorker(found[name])
+	}
+	// Every route is in the table (503 + Retry-After until it serves)
+	// before the first instance starts; a worker gone since New loses its.
+	s.publishRoutes()
+	for _, name := range sortedKeys(found) {
+		for _, sl := range s.workers[name].slots {
 			s.start(sl, ReasonStartup, "", nil)
 		}
 	}
@@ -329,7 +261,8 @@ func (s *Supervisor) Run() error {
 		}
 		if s.shutting {
 			if len(s.insts) == 0 {
-				s.record(&store.Record{Event: EventServerStop, Reason: ReasonShutdown})
+				// A failure is logged by record; there is nothing left to skip.
+				_ = s.record(&store.Record{Event: EventServerStop, Reason: ReasonShutdown})
 				s.publish()
 				return nil
 			}
@@ -356,6 +289,7 @@ func (s *Supervisor) addWorker(f found) *worker {
 	w := &worker{f: f, route: route, settings: s.cfg.ForWorker(route), stamp: f.stamp}
 	w.resize(w.settings.ClampInstances(w.settings.Instances))
 	s.workers[f.name] = w
+	s.routesStale = true // its route is published (no backends) after this event
 	return w
 }
 
@@ -388,82 +322,10 @@ func (s *Supervisor) handle(ev events.Event) {
 	default:
 		s.log.Error().Str("event", fmt.Sprintf("%T", ev)).Msg("supervisor: unknown event")
 	}
+	if s.routesStale {
+		s.publishRoutes()
+	}
 	s.publish()
-}
-
-// record appends a record and logs it. The caller performs the effect only
-// when record returns nil: no effect without its record.
-func (s *Supervisor) record(r *store.Record) error {
-	err := s.st.Append(r)
-	ev := s.log.Info()
-	if err != nil {
-		ev = s.log.Error().Err(err)
-	}
-	if r.Worker != "" {
-		ev = ev.Str("worker", r.Worker)
-	}
-	if r.Instance != "" {
-		ev = ev.Str("instance", r.Instance).Str("from", r.From).Str("to", r.To)
-	}
-	ev = ev.Str("event", r.Event)
-	if r.Reason != "" {
-		ev = ev.Str("reason", r.Reason)
-	}
-	if r.PID != 0 {
-		ev = ev.Int("pid", r.PID)
-	}
-	if r.Port != 0 {
-		ev = ev.Int("port", r.Port)
-	}
-	if r.ExitCode != nil {
-		ev = ev.Int("exit_code", *r.ExitCode)
-	}
-	if r.Signal != "" {
-		ev = ev.Str("signal", r.Signal)
-	}
-	if r.Detail != "" {
-		ev = ev.Str("detail", r.Detail)
-	}
-	ev = ev.Uint64("seq", r.Seq)
-	if err != nil {
-		ev.Msg("could not record; effect skipped")
-		return fmt.Errorf("record %s: %w", r.Event, err)
-	}
-	if r.Instance != "" && r.From == "" {
-		ev.Msg(r.Instance + " → " + r.To)
-	} else if r.Instance != "" {
-		ev.Msg(r.Instance + " " + r.From + " → " + r.To)
-	} else {
-		ev.Msg(r.Event)
-	}
-	return nil
-}
-
-// transition fires event on inst's machine and records it. On a record
-// failure the machine is left unchanged.
-func (s *Supervisor) transition(inst *instance, event, reason string, fill func(*store.Record)) error {
-	from := inst.m.State()
-	to, err := sm.Next(from, event)
-	if err != nil {
-		s.log.Error().Err(err).Str("instance", inst.name).Msg("supervisor: refused transition")
-		return err
-	}
-	r := &store.Record{Worker: inst.w.f.name, Instance: inst.name, From: from, To: to, Event: event, Reason: reason, Port: inst.port}
-	if inst.proc != nil {
-		r.PID = inst.proc.PID
-		r.StartTicks = inst.proc.StartTicks
-	}
-	if fill != nil {
-		fill(r)
-	}
-	if err := s.record(r); err != nil {
-		return err
-	}
-	if _, _, err := inst.m.Fire(event); err != nil {
-		return err
-	}
-	inst.since = r.Time
-	return nil
 }
 
 // start launches a new instance of w (the successor, when one is serving).
@@ -478,9 +340,7 @@ func (s *Supervisor) start(sl *slot, reason, detail string, batch *pendingReload
 	}
 	port, err := process.FreePort(s.cfg.Workers.PortRangeStart, s.cfg.Workers.PortRangeEnd, s.portInUse)
 	if err != nil {
-		s.log.Error().Err(err).Str("worker", w.f.name).Msg("no free port")
-		s.failBatch(batch, fmt.Sprintf("%s: %v", w.f.name, err))
-		s.scheduleRestart(sl, reason)
+		s.noPort(sl, reason, batch, err)
 		return
 	}
 	num := s.nextNum[w.f.name] + 1
@@ -525,7 +385,12 @@ func (s *Supervisor) start(sl *slot, reason, detail string, batch *pendingReload
 	// Probing starts while the pid is being recorded: what the probe and
 	// the exit watcher report is handled after this event, in order.
 	go s.healthGate(ctx, inst.name, port, w.settings, delay)
-	_ = s.transition(inst, sm.Spawned, reason, nil) // an observation: the process exists either way
+	if err := s.transition(inst, sm.Spawned, reason, nil); err != nil {
+		// The pid is not in the log, so a crash of the server now could
+		// not reap this process: it never serves. Stop it; the start is
+		// retried with backoff.
+		s.failStart(inst, sm.Stop, "its pid could not be recorded: "+err.Error())
+	}
 }
 
 // failStart ends a starting instance that will never serve: its predecessor
@@ -542,7 +407,9 @@ func (s *Supervisor) failStart(inst *instance, event, detail string) {
 			detail += "\n" + t
 		}
 	}
-	_ = s.transition(inst, event, reason, func(r *store.Record) { r.Detail = detail })
+	// It will never serve: it is stopped even when this cannot be recorded
+	// (the log then shows it starting until the next server start closes it).
+	_ = s.transitionAnyway(inst, event, reason, func(r *store.Record) { r.Detail = detail })
 	if inst.cancel != nil {
 		inst.cancel()
 	}
@@ -626,6 +493,25 @@ func (s *Supervisor) onWarmed(ev events.Warmed) {
 func (s *Supervisor) swapIn(inst *instance) {
 	w, sl := inst.w, inst.sl
 	old := sl.current
+	drained := false
+	if old != nil && old.m.State() == sm.Healthy {
+		// Write-ahead: the predecessor's drain is recorded before the
+		// traffic moves. Until it can be, the predecessor keeps serving
+		// (as the log says) and inst waits, healthy, as while warming.
+		reason := old.drainReason
+		if reason == "" {
+			reason = ReasonReplaced
+		}
+		if err := s.transition(old, sm.Drain, reason, func(r *store.Record) { r.Detail = "replaced by " + inst.name }); err != nil {
+			// A reload waiting for it is told now, as for a start that
+			// could not be recorded; the swap goes ahead by itself later.
+			s.resolve(inst, false, fmt.Sprintf("%s: healthy, but %s keeps serving: %v (retrying with backoff)", inst.name, old.name, err))
+			s.retrySwap(inst)
+			return
+		}
+		old.drainReason = reason
+		drained = true
+	}
 	sl.current = inst
 	if sl.next == inst {
 		sl.next = nil
@@ -647,12 +533,8 @@ func (s *Supervisor) swapIn(inst *instance) {
 	if rollDone && (inst.startReason == ReasonSourceChanged || inst.startReason == ReasonBinaryChanged) {
 		s.notifyReloaded(w.f.name)
 	}
-	if old != nil {
-		reason := old.drainReason
-		if reason == "" {
-			reason = ReasonReplaced
-		}
-		s.drain(old, reason, "replaced by "+inst.name)
+	if drained {
+		s.drainEffects(old)
 	}
 }
 
@@ -683,67 +565,6 @@ func (s *Supervisor) onMaxRequests(ev events.MaxRequests) {
 	s.start(inst.sl, ReasonMaxRequests, fmt.Sprintf("%s served %d requests", inst.name, inst.w.settings.MaxRequests), nil)
 }
 
-// drain stops routing to inst, waits for its in-flight requests, then stops it.
-func (s *Supervisor) drain(inst *instance, reason, detail string) {
-	if inst.m.State() != sm.Healthy {
-		return
-	}
-	if err := s.transition(inst, sm.Drain, reason, func(r *store.Record) { r.Detail = detail }); err != nil {
-		return
-	}
-	inst.drainReason = reason
-	if inst.cancel != nil {
-		inst.cancel()
-	}
-	if inst.sl.current == inst {
-		inst.sl.current = nil
-		s.publishRoutes()
-	}
-	if inst.warming { // never swapped in: its slot may start another
-		inst.warming = false
-		if inst.sl.next == inst {
-			inst.sl.next = nil
-		}
-	}
-	b := inst.backend
-	b.Close()
-	timeout := time.Duration(s.cfg.Workers.DrainTimeoutMs) * time.Millisecond
-	name := inst.name
-	go func() {
-		deadline := time.Now().Add(timeout)
-		wait := time.Millisecond
-		for b.Inflight() > 0 && time.Now().Before(deadline) {
-			time.Sleep(wait) // polling an atomic counter; no event to wait on
-			if wait < 20*time.Millisecond {
-				wait *= 2
-			}
-		}
-		s.Send(events.Drained{Instance: name, TimedOut: b.Inflight() > 0})
-	}()
-}
-
-func (s *Supervisor) onDrained(ev events.Drained) {
-	inst := s.insts[ev.Instance]
-	if inst == nil || inst.m.State() != sm.Draining {
-		return
-	}
-	if ev.TimedOut {
-		s.log.Warn().Str("instance", inst.name).Msg("drain timeout: requests still in flight, stopping anyway")
-	}
-	s.stopProcess(inst)
-}
-
-// stopProcess sends SIGTERM, then SIGKILL after the grace period, to the
-// instance's process group. Its exit arrives as an Exited event.
-func (s *Supervisor) stopProcess(inst *instance) {
-	if inst.stopping || inst.proc == nil {
-		return
-	}
-	inst.stopping = true
-	grace := time.Duration(s.cfg.Workers.ShutdownGracePeriodMs) * time.Millisecond
-	go inst.proc.Stop(grace)
-}
-
 func (s *Supervisor) onExited(ev events.Exited) {
 	inst := s.insts[ev.Instance]
 	if inst == nil {
@@ -766,7 +587,8 @@ func (s *Supervisor) onExited(ev events.Exited) {
 		if beforeServing && sl.current != nil {
 			detail = strings.TrimSpace(fmt.Sprintf("exited before serving; %s keeps serving\n%s", sl.current.name, detail))
 		}
-		_ = s.transition(inst, sm.Exited, reason, func(r *store.Record) {
+		// An observation: the process is gone whether or not it is recorded.
+		_ = s.transitionAnyway(inst, sm.Exited, reason, func(r *store.Record) {
 			if ev.Signal != "" {
 				r.Signal = ev.Signal
 			} else {
@@ -824,111 +646,6 @@ func (s *Supervisor) hasInstances(w *worker) bool {
 	return false
 }
 
-// scheduleRestart restarts w after an exponential backoff.
-func (s *Supervisor) scheduleRestart(sl *slot, reason string) {
-	w := sl.w
-	if s.shutting || w.removed || sl.timer != nil || !s.slotAlive(sl) {
-		return
-	}
-	base := time.Duration(s.cfg.Workers.RestartDelayMs) * time.Millisecond
-	max := time.Duration(s.cfg.Workers.RestartBackoffMaxMs) * time.Millisecond
-	delay := backoff(base, max, sl.failures)
-	sl.failures++
-	name, idx := w.f.name, sl.idx
-	s.log.Warn().Str("worker", name).Int("slot", idx).Dur("delay", delay).Int("attempt", sl.failures).Msg("restart scheduled")
-	sl.retry = reason
-	sl.timer = time.AfterFunc(delay, func() { s.Send(events.RestartDue{Worker: name, Slot: idx}) })
-}
-
-// backoff is base·2^n capped at max.
-func backoff(base, max time.Duration, n int) time.Duration {
-	if base <= 0 {
-		base = time.Millisecond
-	}
-	d := base
-	for i := 0; i < n && d < max; i++ {
-		d *= 2
-	}
-	if max > 0 && d > max {
-		d = max
-	}
-	return d
-}
-
-func (s *Supervisor) onRestartDue(ev events.RestartDue) {
-	w := s.workers[ev.Worker]
-	if w == nil {
-		return
-	}
-	if ev.Slot >= len(w.slots) {
-		return
-	}
-	sl := w.slots[ev.Slot]
-	sl.timer = nil
-	switch {
-	case sl.current == nil && sl.next == nil:
-		s.start(sl, sl.retry, fmt.Sprintf("restart attempt %d", sl.failures), nil)
-	case w.roll != nil && w.roll.pos == sl.idx && sl.next == nil:
-		s.rollSlot(w) // a replacement that could not start before
-	}
-}
-
-func (s *Supervisor) onShutdown() {
-	if s.shutting {
-		return
-	}
-	s.shutting = true
-	grace := time.Duration(s.cfg.Workers.ShutdownGracePeriodMs) * time.Millisecond
-	s.killAt = time.Now().Add(time.Duration(s.cfg.Workers.DrainTimeoutMs)*time.Millisecond + grace + 5*time.Second)
-	for _, w := range s.workers {
-		w.roll = nil
-		for _, sl := range w.slots {
-			if sl.timer != nil {
-				sl.timer.Stop()
-				sl.timer = nil
-			}
-		}
-	}
-	for _, b := range s.builds {
-		s.dropBuild(b)
-	}
-	for _, name := range sortedKeys(s.insts) {
-		inst := s.insts[name]
-		switch inst.m.State() {
-		case sm.Starting:
-			if err := s.transition(inst, sm.Stop, ReasonShutdown, nil); err == nil {
-				if inst.cancel != nil {
-					inst.cancel()
-				}
-				if inst.sl.next == inst {
-					inst.sl.next = nil
-				}
-				s.resolve(inst, false, inst.name+": server shutting down")
-				if inst.proc == nil {
-					delete(s.insts, name)
-				} else {
-					s.stopProcess(inst)
-				}
-			}
-		case sm.Healthy:
-			s.drain(inst, ReasonShutdown, "server stopping")
-		}
-	}
-	s.failReloads("server is shutting down")
-}
-
-// forceKill runs when shutdown overran its deadline.
-func (s *Supervisor) forceKill() {
-	for _, inst := range s.insts {
-		if inst.proc != nil {
-			s.log.Error().Str("instance", inst.name).Msg("shutdown deadline passed; killing")
-			_ = inst.proc.Signal(9)
-		} else {
-			delete(s.insts, inst.name)
-		}
-	}
-}
-
 func (s *Supervisor) portInUse(port int) bool {
 	for _, in := range s.insts {
 		if in.port == port {
@@ -936,88 +653,6 @@ func (s *Supervisor) portInUse(port int) bool {
 		}
 	}
 	return false
-}
-
-// workerEnv is the server's environment, then the configured env entries,
-// then the contract variables, which always win.
-func (s *Supervisor) workerEnv(w *worker, port int) []string {
-	vars := map[string]string{
-		"WORKER_BASE": w.f.dir, "WORKER_NAME": w.f.name, "WORKER_ROUTE": w.route,
-		"WORKER_PORT": fmt.Sprint(port), "DEPLOYMENT_MODE": s.mode,
-	}
-	set := map[string]string{}
-	for k, v := range w.settings.Env {
-		set[k] = config.ExpandWorkerVars(v, vars)
-	}
-	set["PORT"] = fmt.Sprint(port)
-	set["TQ_WORKER_PORT"] = fmt.Sprint(port)
-	set["TQ_WORKER_NAME"] = w.f.name
-	set["TQ_WORKER_ROUTE"] = w.route
-	set["TQ_WORKER_BASE"] = w.f.dir
-	set["TQ_MODE"] = s.mode
-	set["TQ_READ_TIMEOUT_SECONDS"] = fmt.Sprint(w.settings.ReadTimeoutSeconds)
-	set["TQ_WRITE_TIMEOUT_SECONDS"] = fmt.Sprint(w.settings.WriteTimeoutSeconds)
-	set["TQ_IDLE_TIMEOUT_SECONDS"] = fmt.Sprint(w.settings.IdleTimeoutSeconds)
-	if w.settings.GoMaxProcs > 0 {
-		set["GOMAXPROCS"] = fmt.Sprint(w.settings.GoMaxProcs)
-	}
-	if w.settings.GoMemLimit != "" {
-		set["GOMEMLIMIT"] = w.settings.GoMemLimit
-	}
-	env := make([]string, 0, len(os.Environ())+len(set))
-	for _, kv := range os.Environ() {
-		k, _, _ := strings.Cut(kv, "=")
-		if _, ok := set[k]; ok {
-			continue
-		}
-		env = append(env, kv)
-	}
-	for _, k := range sortedKeys(set) {
-		env = append(env, k+"="+set[k])
-	}
-	return env
-}
-
-func (s *Supervisor) publishRoutes() {
-	routes := make([]proxy.Route, 0, len(s.workers))
-	for _, w := range s.workers {
-		if w.removed {
-			continue
-		}
-		r := proxy.Route{Prefix: w.route, Worker: w.f.name}
-		for _, in := range w.serving() {
-			r.Backends = append(r.Backends, in.backend)
-		}
-		routes = append(routes, r)
-	}
-	s.px.Swap(proxy.NewTable(routes))
-}
-
-// publish stores a fresh status snapshot for readers.
-func (s *Supervisor) publish() {
-	st := &Status{Running: !s.shutting || len(s.insts) > 0, PID: os.Getpid(), Mode: s.mode, Listen: s.listen, Workers: []WorkerStatus{}}
-	byWorker := map[string][]InstanceStatus{}
-	backends := map[string]*proxy.Backend{}
-	for _, name := range sortedKeys(s.insts) {
-		in := s.insts[name]
-		is := InstanceStatus{Instance: in.name, State: in.m.State(), Port: in.port, Since: in.since, Reason: in.startReason}
-		if in.proc != nil {
-			is.PID = in.proc.PID
-		}
-		if in.backend != nil {
-			backends[in.name] = in.backend
-		}
-		byWorker[in.w.f.name] = append(byWorker[in.w.f.name], is)
-	}
-	for _, name := range sortedKeys(s.workers) {
-		w := s.workers[name]
-		ins := byWorker[name]
-		if ins == nil {
-			ins = []InstanceStatus{}
-		}
-		st.Workers = append(st.Workers, WorkerStatus{Name: name, Route: w.route, Instances: ins})
-	}
-	s.status.Store(&snapshot{st: st, backends: backends})
 }
 
 func (s *Supervisor) waitExit(name string, p *process.Process) {
@@ -1036,74 +671,4 @@ func exitString(ev events.Exited) string {
 func firstLine(s string) string {
 	s, _, _ = strings.Cut(s, "\n")
 	return s
-}
-
-// slotAlive reports whether sl is still one of its worker's slots (a config
-// change may have removed it).
-func (s *Supervisor) slotAlive(sl *slot) bool {
-	return sl.idx < len(sl.w.slots) && sl.w.slots[sl.idx] == sl
-}
-
-// startRoll replaces every slot of w, one at a time, with reason.
-func (s *Supervisor) startRoll(w *worker, reason, detail string, batch *pendingReload, changedAt time.Time) {
-	for _, sl := range w.slots {
-		sl.failures = 0
-		if sl.next != nil {
-			s.abandon(sl.next, reason, "superseded by a newer change")
-		}
-		if sl.current != nil {
-			sl.current.drainReason = ReasonReplaced
-		}
-	}
-	w.roll = &roll{reason: reason, detail: detail, batch: batch, changedAt: changedAt}
-	s.rollSlot(w)
-}
-
-// rollSlot starts the successor of the roll's current slot.
-func (s *Supervisor) rollSlot(w *worker) {
-	r := w.roll
-	for r.pos < len(w.slots) {
-		sl := w.slots[r.pos]
-		s.start(sl, r.reason, r.detail, r.batch)
-		if sl.next != nil {
-			sl.next.roll = r
-			if !r.changedAt.IsZero() {
-				sl.next.changedAt = r.changedAt
-			}
-			return
-		}
-		if sl.timer != nil && sl.current != nil {
-			// Not started and nothing recorded (the log could not be
-			// written, no free port): the old instance keeps serving and
-			// the roll resumes here when the retry is due.
-			return
-		}
-		r.pos++ // could not start (recorded); move on
-	}
-	w.roll = nil
-}
-
-// advanceRoll moves the roll on after inst became healthy. It reports
-// whether the worker's roll (if inst was part of one) is complete.
-func (s *Supervisor) advanceRoll(inst *instance) bool {
-	w := inst.w
-	r := inst.roll
-	if r == nil || w.roll != r {
-		return true
-	}
-	r.pos++
-	if r.pos >= len(w.slots) {
-		w.roll = nil
-		return true
-	}
-	s.rollSlot(w)
-	return w.roll == nil
-}
-
-// abortRoll stops a roll whose instance failed: the remaining slots keep
-// their instances.
-func (s *Supervisor) abortRoll(inst *instance) {
-	if r := inst.roll; r != nil && inst.w.roll == r {
-		inst.w.roll = nil
-	}
 }
