@@ -320,9 +320,17 @@ func TestReloadAnswersWhileSwapWaitsForRecord(t *testing.T) {
 	old := instancesIn(r.sup, "healthy")[0]
 	faults.set(func(rec *store.Record) bool { return rec.Event == "drain" })
 
+	// A deploy, the way rsync makes one: new bytes (a trailing byte leaves
+	// the executable intact) in a temp file renamed over the binary.
 	bin := filepath.Join(root, "workers", "index", "bin", "index")
-	later := time.Now().Add(2 * time.Second)
-	if err := os.Chtimes(bin, later, later); err != nil { // a deploy, as SIGHUP sees it
+	data, err := os.ReadFile(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(bin+".deploy", append(data, 0), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(bin+".deploy", bin); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
