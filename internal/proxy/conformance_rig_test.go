@@ -50,7 +50,14 @@ var cfTight = engineTimeouts{Header: time.Second, Idle: time.Second, Read: time.
 func startEngine(t *testing.T, workerAddr string, tm engineTimeouts) (proxyAddr string) {
 	t.Helper()
 	log, _ := testLogger(t)
-	p := New(Options{Logger: log, WorkerTimeout: tm.Write})
+	opts := Options{Logger: log, WorkerTimeout: tm.Write}
+	if cfDev {
+		// Dev mode's engine: the same one, with local handlers and a body
+		// rewriter on every response.
+		opts.Local = map[string]http.Handler{"/__local": http.NotFoundHandler()}
+		opts.Rewrite = func(string, int, func(string) string) BodyRewriter { return passRewriter{} }
+	}
+	p := New(opts)
 	b := NewBackend("index", "index-1", workerAddr, 0)
 	p.Swap(NewTable([]Route{{Prefix: "/", Worker: "index", Backend: b}}))
 	srv := startProxyWith(t, p, func(s *ServerOptions) {
@@ -61,6 +68,16 @@ func startEngine(t *testing.T, workerAddr string, tm engineTimeouts) (proxyAddr 
 	})
 	return srv.Listener.Addr().String()
 }
+
+// cfDev makes startEngine configure the engine as dev mode does.
+var cfDev bool
+
+// passRewriter rewrites nothing, but makes the engine take its rewriting
+// path (no Content-Length, chunked out) for every response.
+type passRewriter struct{}
+
+func (passRewriter) Write(dst, p []byte) []byte { return append(dst, p...) }
+func (passRewriter) Close(dst []byte) []byte    { return dst }
 
 // cfSetup starts a worker answering with script and the engine in front of
 // it. When the test ends (passed or not), a fresh client sends an innocent

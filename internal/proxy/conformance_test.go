@@ -657,3 +657,18 @@ func TestConformanceUpgradeTunnel(t *testing.T) {
 		expect("echo:" + ping)
 	}
 }
+
+// Dev mode runs the same engine with local handlers and a body rewriter:
+// the attacks above fare no better there.
+func TestConformanceDevMode(t *testing.T) {
+	cfDev = true
+	defer func() { cfDev = false }()
+	t.Run("stray", TestConformanceStrayWorkerBytes)
+	t.Run("smuggling", TestConformanceBrokenChunkedSmuggling)
+	t.Run("cl-te", TestConformanceLengthAndTransferEncoding)
+	t.Run("bare-lf", TestConformanceBareLFHead)
+	t.Run("malformed-chunked", TestConformanceMalformedChunkedBody)
+	t.Run("bad-worker-head", TestConformanceBadWorkerHead)
+	t.Run("bad-worker-trailer", TestConformanceBadWorkerTrailer)
+	t.Run("bad-request-bytes", TestConformanceBadRequestBytes)
+}
