@@ -21,6 +21,7 @@ type chunkedReader struct {
 	err     error
 	line    []byte // scratch for size and trailer lines
 	trailer []byte
+	excess  int64 // framing bytes beyond the allowance (see readSize)
 	// block, when set, runs before a read that would wait for the peer
 	// (nothing buffered): the forwarder flushes what it has written.
 	block func()
@@ -41,8 +42,14 @@ func framing(format string, args ...any) error {
 	return &framingError{msg: fmt.Sprintf(format, args...)}
 }
 
-// maxTrailer bounds a trailer section.
-const maxTrailer = 64 << 10
+// maxTrailer bounds a trailer section (net/http, behind most workers and
+// clients, refuses one that does not end within its 4 KiB read buffer).
+const maxTrailer = 4000
+
+// maxExcess bounds the framing overhead a chunked body may carry beyond an
+// allowance of 16 bytes per chunk plus twice its data, net/http's rule: a
+// peer cannot make the engine read unbounded extensions for little data.
+const maxExcess = 16 << 10
 
 func (c *chunkedReader) reset(br *bufio.Reader) {
 	*c = chunkedReader{br: br, line: c.line[:0], trailer: c.trailer[:0], block: c.block}
@@ -129,6 +136,10 @@ func (c *chunkedReader) readSize() error {
 	}
 	if i == 0 || n > maxChunkSize {
 		return framing("chunk size %q", truncate(line))
+	}
+	c.excess = max(c.excess+int64(len(line))+2-16-2*n, 0) // as net/http counts it
+	if c.excess > maxExcess {
+		return framing("too much framing for the data it carries")
 	}
 	if err := checkChunkExt(line[i:]); err != nil {
 		return err
@@ -220,7 +231,7 @@ func (c *chunkedReader) readTrailer() error {
 			c.state = chunkDone
 			return nil
 		}
-		if total += len(line); total > maxTrailer || n >= maxFields {
+		if total += len(line) + 2; total > maxTrailer || n >= maxFields {
 			return framing("trailer section too large")
 		}
 		f, err := parseField(line)

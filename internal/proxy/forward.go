@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"runtime/debug"
 	"time"
 )
 
@@ -221,6 +222,14 @@ func (p *Proxy) exchange(c *conn, st *reqState, wc *workerConn, retryStale bool)
 // already came). On failure it closes the connection, which also ends the
 // response read.
 func (wc *workerConn) sendBody(body *reqBody, chunked bool, done chan<- error, timeout time.Duration) {
+	defer func() {
+		if r := recover(); r != nil {
+			wc.close()
+			body.c.p.log.Error().Interface("panic", r).Str("stack", string(debug.Stack())).Msg("request body sender panicked: closed")
+			body.c.nc.Close()
+			done <- fmt.Errorf("body sender panicked: %v", r)
+		}
+	}()
 	bufp := copyBuffers.Get().(*[]byte)
 	buf := *bufp
 	var err error

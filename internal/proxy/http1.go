@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
 	"net/http"
@@ -52,7 +53,6 @@ const (
 const (
 	clsToken  = 1 << iota // RFC 9110 tchar
 	clsTarget             // allowed in a request-target (besides '%' escapes)
-	clsHost               // allowed in Host
 	clsValue              // allowed in a field value: HTAB, SP, VCHAR, obs-text
 )
 
@@ -65,9 +65,6 @@ var byteClass = func() (t [256]uint8) {
 		// Visible ASCII but '#' (a fragment never reaches a server).
 		if 0x21 <= c && c <= 0x7e && c != '#' {
 			t[c] |= clsTarget
-		}
-		if alnum || c < 128 && c != 0 && bytesContain("-._~:[]!$&'()*+,;=%", byte(c)) {
-			t[c] |= clsHost
 		}
 		if c == '\t' || 0x20 <= c && c != 0x7f {
 			t[c] |= clsValue
@@ -381,4 +378,61 @@ func truncate(b []byte) string {
 		b = b[:64]
 	}
 	return string(b)
+}
+
+// checkTrailerDecl checks a Trailer field value: a list of field names,
+// none of which may frame the message (RFC 9110 §6.6.2; net/http refuses
+// these too).
+func checkTrailerDecl(v []byte) error {
+	for t := range tokens(v) {
+		if !isToken(t) {
+			return fmt.Errorf("malformed Trailer %q", truncate(v))
+		}
+		switch headerKind(t) {
+		case hdrContentLength, hdrTransferEncoding, hdrTrailer:
+			return fmt.Errorf("Trailer declares %q", t)
+		}
+	}
+	return nil
+}
+
+// validAuthority checks a Host value or an absolute-form authority:
+// host [ ":" port ], host an IP literal in brackets or a registered name
+// (letters, digits, "-._~!$&'()*+,;=", no escapes), port digits.
+func validAuthority(a []byte) bool {
+	host, port := a, []byte(nil)
+	if len(a) > 0 && a[0] == '[' {
+		end := bytes.IndexByte(a, ']')
+		if end < 0 {
+			return false
+		}
+		for _, c := range a[1:end] {
+			if !isHex(c) && c != ':' && c != '.' {
+				return false
+			}
+		}
+		host, port = a[:end+1], a[end+1:]
+		if len(port) > 0 {
+			if port[0] != ':' {
+				return false
+			}
+			port = port[1:]
+		}
+	} else {
+		if i := bytes.IndexByte(a, ':'); i >= 0 {
+			host, port = a[:i], a[i+1:]
+		}
+		for _, c := range host {
+			alnum := 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9'
+			if !alnum && !bytesContain("-._~!$&'()*+,;=", c) {
+				return false
+			}
+		}
+	}
+	for _, c := range port {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return true
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -253,3 +254,14 @@ func isTimeout(err error) bool {
 }
 
 var copyBuffers = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+// recoverConn is the last line of defence of a connection's goroutines: a
+// bug that panics on some input costs that connection, logged with its
+// stack, not the server and every other connection.
+func (p *Proxy) recoverConn(what string, nc net.Conn) {
+	if r := recover(); r != nil {
+		nc.Close()
+		p.log.Error().Str("remote", nc.RemoteAddr().String()).Interface("panic", r).
+			Str("stack", string(debug.Stack())).Msg(what + " panicked: closed")
+	}
+}

@@ -160,10 +160,8 @@ func parseRequest(head []byte, r *request) error {
 				return badRequest("more than one Host")
 			}
 			haveHost = true
-			for _, c := range f.v {
-				if byteClass[c]&clsHost == 0 {
-					return badRequest("malformed Host %q", truncate(f.v))
-				}
+			if !validAuthority(f.v) {
+				return badRequest("malformed Host %q", truncate(f.v))
 			}
 			r.host = f.v
 		case hdrContentLength:
@@ -206,6 +204,9 @@ func parseRequest(head []byte, r *request) error {
 				}
 			}
 		case hdrTrailer:
+			if err := checkTrailerDecl(f.v); err != nil {
+				return badRequest("%v", err)
+			}
 			r.trailer = f.v
 		case hdrUpgrade:
 			upgrade = f.v
@@ -261,13 +262,8 @@ func splitAbsolute(t []byte) (authority, rest []byte, ok bool) {
 		j++
 	}
 	authority = t[:j]
-	if len(authority) == 0 || bytes.IndexByte(authority, '@') >= 0 {
+	if len(authority) == 0 || !validAuthority(authority) {
 		return nil, nil, false
-	}
-	for _, c := range authority {
-		if byteClass[c]&clsHost == 0 {
-			return nil, nil, false
-		}
 	}
 	rest = t[j:]
 	if len(rest) == 0 || rest[0] == '?' {

@@ -65,7 +65,7 @@ func readResponseHead(br *bufio.Reader, buf []byte, resp *respHead) ([]byte, err
 	}
 	// status-line = HTTP-version SP 3DIGIT SP [ reason-phrase ]
 	if len(line) < 12 || string(line[:7]) != "HTTP/1." || (line[7] != '0' && line[7] != '1') || line[8] != ' ' ||
-		line[12] != ' ' && len(line) > 12 {
+		len(line) > 12 && line[12] != ' ' {
 		return line, fmt.Errorf("%w: status line %q", errMalformed, truncate(line))
 	}
 	code := 0
@@ -143,6 +143,9 @@ func readResponseHead(br *bufio.Reader, buf []byte, resp *respHead) ([]byte, err
 				}
 			}
 		case hdrTrailer:
+			if err := checkTrailerDecl(f.v); err != nil {
+				return buf, fmt.Errorf("%w: %v", errMalformed, err)
+			}
 			resp.trailer = f.v
 		case hdrUpgrade:
 			resp.upgrade = f.v

@@ -352,6 +352,7 @@ func (c *conn) serve() {
 	c.timer = time.AfterFunc(time.Hour, c.watchFire)
 	c.timer.Stop()
 	defer c.finish()
+	defer c.p.recoverConn("client connection", c.nc)
 
 	ht := s.opts.HeaderTimeout
 	if ht > 0 {
