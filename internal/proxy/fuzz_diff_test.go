@@ -158,6 +158,15 @@ func checkForwarded(t *testing.T, raw string, r *request) {
 	}
 }
 
+// short quotes b for a failure message, the middle of a long one left out.
+func short[T string | []byte](b T) string {
+	const keep = 120
+	if len(b) <= 2*keep {
+		return fmt.Sprintf("%q", b)
+	}
+	return fmt.Sprintf("%q...(%d bytes)...%q", b[:keep], len(b)-2*keep, b[len(b)-keep:])
+}
+
 // chunkedRequestHead and chunkedResponseHead frame the fuzzed bodies.
 const (
 	chunkedRequestHead  = "POST /upload HTTP/1.1\r\nHost: h\r\nTrailer: X-Checksum\r\nTransfer-Encoding: chunked\r\n\r\n"
@@ -193,30 +202,30 @@ func diffChunked(t *testing.T, head, next, body string, isResponse bool) {
 	ours := ourChunked(body)
 	if ours.err != nil {
 		if !isFraming(ours.err) && ours.err != io.ErrUnexpectedEOF {
-			t.Fatalf("body %q: engine fails with %v, neither a framing error nor an unexpected EOF", body, ours.err)
+			t.Fatalf("body %s: engine fails with %v, neither a framing error nor an unexpected EOF", short(body), ours.err)
 		}
 		return // the engine may be stricter than net/http
 	}
 	theirs := netChunked(head, body, isResponse)
 	if theirs.err != nil {
-		t.Fatalf("engine accepts chunked body %q (data %q, %d bytes consumed); net/http refuses it: %v",
-			body, ours.data, ours.consumed, theirs.err)
+		t.Fatalf("engine accepts chunked body %s (data %s, %d bytes consumed); net/http refuses it: %v",
+			short(body), short(ours.data), ours.consumed, theirs.err)
 	}
 	if !bytes.Equal(ours.data, theirs.data) {
-		t.Fatalf("body %q: engine reads data %q, net/http %q", body, ours.data, theirs.data)
+		t.Fatalf("body %s: engine reads data %s, net/http %s", short(body), short(ours.data), short(theirs.data))
 	}
 	if ours.consumed != theirs.consumed {
-		t.Fatalf("body %q: the engine's body ends after byte %d, net/http's after byte %d: the next message starts at %q for one, %q for the other",
-			body, ours.consumed, theirs.consumed, body[ours.consumed:], body[theirs.consumed:])
+		t.Fatalf("body %s: the engine's body ends after byte %d, net/http's after byte %d: the next message starts at %s for one, %s for the other",
+			short(body), ours.consumed, theirs.consumed, short(body[ours.consumed:]), short(body[theirs.consumed:]))
 	}
 	for k, v := range ours.trailer {
 		if !slices.Equal(theirs.trailer[k], v) {
-			t.Fatalf("body %q: trailer %s: engine passes on %q, net/http reads %q", body, k, v, theirs.trailer[k])
+			t.Fatalf("body %s: trailer %s: engine passes on %q, net/http reads %q", short(body), k, v, theirs.trailer[k])
 		}
 	}
 	for k, v := range theirs.trailer {
 		if _, ok := ours.trailer[k]; !ok && !slices.Contains(droppedTrailerFields, k) {
-			t.Fatalf("body %q: trailer %s: net/http reads %q, the engine drops it", body, k, v)
+			t.Fatalf("body %s: trailer %s: net/http reads %q, the engine drops it", short(body), k, v)
 		}
 	}
 
@@ -231,14 +240,14 @@ func diffChunked(t *testing.T, head, next, body string, isResponse bool) {
 		got := rd.res
 		switch {
 		case got.err != nil:
-			t.Fatalf("body %q re-framed by the engine as %q: %s refuses it: %v", body, enc, rd.name, got.err)
+			t.Fatalf("body %s re-framed by the engine as %s: %s refuses it: %v", short(body), short(enc), rd.name, got.err)
 		case !bytes.Equal(got.data, ours.data):
-			t.Fatalf("body %q re-framed as %q: %s reads data %q, want %q", body, enc, rd.name, got.data, ours.data)
+			t.Fatalf("body %s re-framed as %s: %s reads data %s, want %s", short(body), short(enc), rd.name, short(got.data), short(ours.data))
 		case got.consumed != len(enc):
-			t.Fatalf("body %q re-framed as %q: %s stops after %d bytes, not at the next message", body, enc, rd.name, got.consumed)
+			t.Fatalf("body %s re-framed as %s: %s stops after %d bytes, not at the next message", short(body), short(enc), rd.name, got.consumed)
 		}
 		if d := headerDiff(ours.trailer, got.trailer); d != "" {
-			t.Fatalf("body %q re-framed as %q: trailers differ (%s): %s", body, enc, rd.name, d)
+			t.Fatalf("body %s re-framed as %s: trailers differ (%s): %s", short(body), short(enc), rd.name, d)
 		}
 	}
 }
