@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"testing"
@@ -59,6 +60,7 @@ func FuzzRequestHead(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, raw string) {
+		defer failOnPanic(t, raw)
 		r, err := readOurRequest(raw)
 		if err != nil {
 			return // the engine may be stricter than net/http
@@ -158,6 +160,14 @@ func checkForwarded(t *testing.T, raw string, r *request) {
 	}
 }
 
+// failOnPanic, deferred, turns a panic on input into a failure of that
+// input, so the package's other tests still run.
+func failOnPanic(t *testing.T, input string) {
+	if p := recover(); p != nil {
+		t.Fatalf("panic on input %s: %v\n%s", short(input), p, debug.Stack())
+	}
+}
+
 // short quotes b for a failure message, the middle of a long one left out.
 func short[T string | []byte](b T) string {
 	const keep = 120
@@ -180,6 +190,7 @@ func FuzzRequestBody(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, body string) {
+		defer failOnPanic(t, body)
 		diffChunked(t, chunkedRequestHead, nextRequest, body, false)
 	})
 }
@@ -189,6 +200,7 @@ func FuzzResponseBody(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, body string) {
+		defer failOnPanic(t, body)
 		diffChunked(t, chunkedResponseHead, nextResponse, body, true)
 	})
 }
@@ -257,6 +269,7 @@ func FuzzResponseHead(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, raw string) {
+		defer failOnPanic(t, raw)
 		var resp respHead
 		br := bufio.NewReaderSize(strings.NewReader(raw), 8<<10)
 		if _, err := readResponseHead(br, nil, &resp); err != nil {
