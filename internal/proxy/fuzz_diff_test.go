@@ -24,18 +24,20 @@ import (
 // fuzzXFF is the X-Forwarded-For line the engine adds for a client.
 const fuzzXFF = "X-Forwarded-For: 192.0.2.1\r\n"
 
-// readOurRequest reads a request head the way the engine's server does.
-func readOurRequest(raw string) (*request, error) {
-	br := bufio.NewReaderSize(strings.NewReader(raw), clientReadBuf)
+// readOurRequest reads a request head the way the engine's server does;
+// n is the head's length (where the body starts).
+func readOurRequest(raw string) (r *request, n int, err error) {
+	src := strings.NewReader(raw)
+	br := bufio.NewReaderSize(src, clientReadBuf)
 	head, err := readRequestHead(br, nil, defaultMaxHeaderBytes)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
-	r := new(request)
+	r = new(request)
 	if err := parseRequest(head, r); err != nil {
-		return nil, err
+		return nil, 0, err
 	}
-	return r, nil
+	return r, consumed(len(raw), src, br), nil
 }
 
 // originTarget is the origin-form of net/http's RequestURI: itself, or for
@@ -61,13 +63,18 @@ func FuzzRequestHead(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, raw string) {
 		defer failOnPanic(t, raw)
-		r, err := readOurRequest(raw)
+		r, n, err := readOurRequest(raw)
 		if err != nil {
 			return // the engine may be stricter than net/http
 		}
-		req, err := netServerRequest(raw, bufio.NewReader(strings.NewReader(raw)))
+		src := strings.NewReader(raw)
+		br := bufio.NewReader(src)
+		req, err := netServerRequest(raw, br)
 		if err != nil {
 			t.Fatalf("engine accepts request %q; net/http's server refuses it: %v", raw, err)
+		}
+		if m := consumed(len(raw), src, br); m != n {
+			t.Fatalf("request %q: the engine's head ends after byte %d, net/http's after byte %d", raw, n, m)
 		}
 		if req.Method != r.method {
 			t.Fatalf("request %q: engine reads method %q, net/http %q", raw, r.method, req.Method)
@@ -271,14 +278,20 @@ func FuzzResponseHead(f *testing.F) {
 	f.Fuzz(func(t *testing.T, raw string) {
 		defer failOnPanic(t, raw)
 		var resp respHead
-		br := bufio.NewReaderSize(strings.NewReader(raw), 8<<10)
+		src := strings.NewReader(raw)
+		br := bufio.NewReaderSize(src, 8<<10)
 		if _, err := readResponseHead(br, nil, &resp); err != nil {
 			return // the engine may be stricter than net/http
 		}
 		for _, method := range []string{http.MethodGet, http.MethodHead} {
-			nr, err := http.ReadResponse(bufio.NewReader(strings.NewReader(raw)), &http.Request{Method: method})
+			nsrc := strings.NewReader(raw)
+			nbr := bufio.NewReader(nsrc)
+			nr, err := http.ReadResponse(nbr, &http.Request{Method: method})
 			if err != nil {
 				t.Fatalf("engine accepts response %q; net/http refuses it (to a %s): %v", raw, method, err)
+			}
+			if n, m := consumed(len(raw), src, br), consumed(len(raw), nsrc, nbr); n != m {
+				t.Fatalf("response %q: the engine's head ends after byte %d, net/http's after byte %d", raw, n, m)
 			}
 			checkResponse(t, raw, method, &resp, nr)
 		}
