@@ -1,0 +1,147 @@
+package proxy
+
+// Seeds of the differential fuzz targets (fuzz_diff_test.go): the framing
+// attacks of issue 15 and the ordinary messages around them. More seeds,
+// and any input a target once failed on, are under testdata/fuzz/<Target>/.
+
+const (
+	rq  = "POST /upload HTTP/1.1\r\nHost: h\r\n"
+	rsp = "HTTP/1.1 200 OK\r\n"
+)
+
+var requestHeadSeeds = []string{
+	// Ordinary requests.
+	"GET / HTTP/1.1\r\nHost: h\r\n\r\n",
+	"GET /a/b?x=1&y=%41 HTTP/1.1\r\nHost: example.com:8080\r\nAccept: */*\r\nX-Multi: 1\r\nx-multi: 2\r\n\r\n",
+	"GET / HTTP/1.0\r\n\r\n",
+	"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+	"GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
+	"GET / HTTP/1.1\r\nHost: h\r\nConnection: X-Hop, keep-alive\r\nX-Hop: 1\r\nX-Keep: 2\r\n\r\n",
+	"GET /ws HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+	"POST / HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\nabc",
+	"GET / HTTP/1.1\r\nHost: h\r\nTE: trailers\r\nPragma: no-cache\r\n\r\n",
+	"GET / HTTP/1.1\r\nHost: h\r\nForwarded: for=1.2.3.4\r\nX-Forwarded-For: 1.2.3.4\r\nKeep-Alive: 5\r\n\r\n",
+	"GET http://example.com:80/abs?q HTTP/1.1\r\nHost: other\r\n\r\n",
+	"GET http://[::1]:8080/ HTTP/1.1\r\nHost: h\r\n\r\n",
+	"GET /%2e%2e/%2F HTTP/1.1\r\nHost: h\r\n\r\n",
+	"GET / HTTP/1.1\r\nHost: h\r\nX-Empty:\r\nX-Tab:\tv\t\r\nX-Obs: caf\xe9\r\n\r\n",
+	// Content-Length and Transfer-Encoding together, and their variants.
+	rq + "Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+	rq + "Transfer-Encoding: chunked\r\nContent-Length: 0\r\n\r\n",
+	rq + "Transfer-Encoding: chunked\r\n\r\n",
+	rq + "Transfer-Encoding: Chunked\r\n\r\n",
+	rq + "Transfer-Encoding:\tchunked\r\n\r\n",
+	rq + "Transfer-Encoding: chunked\t\r\n\r\n",
+	rq + "Transfer-Encoding:\r\n chunked\r\n\r\n",
+	rq + "Transfer-Encoding: chunked, chunked\r\n\r\n",
+	rq + "Transfer-Encoding: gzip, chunked\r\n\r\n",
+	rq + "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+	rq + "Transfer-Encoding : chunked\r\n\r\n",
+	rq + "Transfer-Encoding: xchunked\r\n\r\n",
+	"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
+	rq + "Transfer-Encoding: chunked\r\nTrailer: X-Sum\r\n\r\n",
+	// Content-Length forms.
+	rq + "Content-Length: 5\r\nContent-Length: 5\r\n\r\n",
+	rq + "Content-Length: 5\r\nContent-Length: 6\r\n\r\n",
+	rq + "Content-Length: 5, 5\r\n\r\n",
+	rq + "Content-Length: +5\r\n\r\n",
+	rq + "Content-Length: -1\r\n\r\n",
+	rq + "Content-Length: 0x5\r\n\r\n",
+	rq + "Content-Length:  5 \r\n\r\n",
+	rq + "Content-Length: 999999999999999999\r\n\r\n",
+	rq + "Content-Length: 99999999999999999999\r\n\r\n",
+	// Malformed lines.
+	"GET / HTTP/1.1\r\nHost: h\r\nX-A: a\x00b\r\n\r\n",
+	"GET / HTTP/1.1\r\nHost: h\r\nX-A: a\r\n folded\r\n\r\n",
+	"GET / HTTP/1.1\r\nHost : h\r\n\r\n",
+	"GET / HTTP/1.1\r\nHost: h\r\nX-A: a\rb\r\n\r\n",
+	"GET / HTTP/1.1\rHost: h\r\n\r\n",
+	"GET / HTTP/1.1\nHost: h\n\n",
+	"GET / HTTP/1.1\r\nHost: h\nX-A: 1\r\n\r\n",
+	"GET / HTTP/1.1\r\nHost: h\r\nHost: i\r\n\r\n",
+	"GET / HTTP/1.1\r\nHost: h/x\r\n\r\n",
+	"GET  / HTTP/1.1\r\nHost: h\r\n\r\n",
+	"GET /\tx HTTP/1.1\r\nHost: h\r\n\r\n",
+	"GET / HTTP/1.2\r\nHost: h\r\n\r\n",
+	"GET / HTTP/2.0\r\nHost: h\r\n\r\n",
+	"CONNECT h:443 HTTP/1.1\r\nHost: h\r\n\r\n",
+	"\r\nGET / HTTP/1.1\r\nHost: h\r\n\r\n",
+}
+
+var chunkedBodySeeds = []string{
+	// Well-formed bodies, one followed by the next request.
+	"0\r\n\r\n",
+	"3\r\nabc\r\n0\r\n\r\n",
+	"3\r\nabc\r\n0\r\n\r\nGET /next HTTP/1.1\r\nHost: h\r\n\r\n",
+	"A\r\n0123456789\r\na\r\n0123456789\r\n0\r\n\r\n",
+	"0003\r\nabc\r\n000\r\n\r\n",
+	"3;name=value\r\nabc\r\n0;last\r\n\r\n",
+	"3 ;a\r\nabc\r\n0\r\n\r\n",
+	"3;a=\"q\\\"x\"\r\nabc\r\n0\r\n\r\n",
+	"0\r\nX-Checksum: 1\r\nX-Other: 2\r\n\r\n",
+	"0\r\nContent-Length: 5\r\nSet-Cookie: a=b\r\nX-Checksum: 1\r\n\r\n",
+	// Bare LF in a chunk-size line hiding a request in the chunk data.
+	"3\nabc\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: h\r\n\r\n",
+	"2;\nxx\r\n45\r\n0\r\n\r\nGET /admin HTTP/1.1\r\nHost: h\r\n\r\n",
+	"3\r\nabc\n0\r\n\r\n",
+	// Bad sizes.
+	"g\r\nabc\r\n0\r\n\r\n",
+	"0x3\r\nabc\r\n0\r\n\r\n",
+	"-3\r\nabc\r\n0\r\n\r\n",
+	" 3\r\nabc\r\n0\r\n\r\n",
+	"3 \r\nabc\r\n0\r\n\r\n",
+	"\r\n3\r\nabc\r\n0\r\n\r\n",
+	"ffffffffffffffffff\r\nabc\r\n0\r\n\r\n",
+	"10000000000000003\r\nabc\r\n0\r\n\r\n",
+	"7fffffffffffffff\r\nabc\r\n0\r\n\r\n",
+	// Chunk data not followed by exactly CRLF.
+	"3\r\nabcd\r\n0\r\n\r\n",
+	"3\r\nabc0\r\n\r\n",
+	"3\r\nabc\r0\r\n\r\n",
+	"3\r\nab",
+	"3\r\nabc\r\n",
+	// Bare CR.
+	"3\rx\r\nabc\r\n0\r\n\r\n",
+	"3;a\rb\r\nabc\r\n0\r\n\r\n",
+	// Malformed trailers.
+	"0\r\nX-T: a\x00b\r\n\r\n",
+	"0\r\nX-T: a\rb\r\n\r\n",
+	"0\r\nX-T: a\r\n b\r\n\r\n",
+	"0\r\nX-T : a\r\n\r\n",
+	"0\r\nX-T: a\n\r\n",
+	"0\r\nX-T: a\r\n",
+}
+
+var responseHeadSeeds = []string{
+	rsp + "Content-Length: 5\r\n\r\nhello",
+	rsp + "Transfer-Encoding: chunked\r\nTrailer: X-Sum\r\n\r\n",
+	rsp + "\r\n",
+	"HTTP/1.0 200 OK\r\n\r\n",
+	"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n",
+	rsp + "Connection: X-Hop\r\nX-Hop: 1\r\nDate: Mon, 01 Jan 2024 00:00:00 GMT\r\nContent-Length: 0\r\n\r\n",
+	rsp + "Pragma: no-cache\r\nContent-Length: 0\r\n\r\n",
+	"HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n",
+	"HTTP/1.1 304 Not Modified\r\nTransfer-Encoding: chunked\r\n\r\n",
+	"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+	"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n",
+	"HTTP/1.1 099 Low\r\n\r\n",
+	"HTTP/1.1 600 High\r\n\r\n",
+	"HTTP/1.1 +20 Sign\r\n\r\n",
+	"HTTP/1.1  200 OK\r\n\r\n",
+	"HTTP/1.2 200 OK\r\n\r\n",
+	rsp + "Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+	rsp + "Transfer-Encoding: chunked\r\nContent-Length: 0\r\n\r\n",
+	rsp + "Transfer-Encoding: chunked, chunked\r\n\r\n",
+	rsp + "Transfer-Encoding: gzip, chunked\r\n\r\n",
+	rsp + "Transfer-Encoding:\tchunked\r\n\r\n",
+	rsp + "Transfer-Encoding:\r\n chunked\r\n\r\n",
+	rsp + "Transfer-Encoding : chunked\r\n\r\n",
+	"HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+	rsp + "Content-Length: 5\r\nContent-Length: 5\r\n\r\n",
+	rsp + "Content-Length: +5\r\n\r\n",
+	rsp + "X-A: a\x00b\r\n\r\n",
+	rsp + "X-A: a\r\n folded\r\n\r\n",
+	rsp + "X-A: a\rb\r\n\r\n",
+	"HTTP/1.1 200 OK\nContent-Length: 0\n\n",
+	"HTTP/1.1 200 O\x01K\r\n\r\n",
+}
