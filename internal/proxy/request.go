@@ -223,10 +223,11 @@ func parseRequest(head []byte, r *request) error {
 	if chunked && r.http10 {
 		return badRequest("Transfer-Encoding in an HTTP/1.0 request")
 	}
+	if !haveHost && !r.http10 {
+		return badRequest("no Host") // also with an absolute-form target (RFC 9112 §3.2)
+	}
 	if authority != nil {
 		r.host = authority
-	} else if !haveHost && !r.http10 {
-		return badRequest("no Host")
 	}
 	if chunked {
 		r.length = -1

@@ -90,7 +90,7 @@ func readResponseHead(br *bufio.Reader, buf []byte, resp *respHead) ([]byte, err
 	// Field lines go into buf one after another; their views stay valid
 	// because buf only grows (it is sized up front for the limit).
 	buf = line[:0]
-	haveLength := false
+	haveLength, sawClose := false, false
 	spans := resp.spans
 	for n := 0; ; n++ {
 		start := len(buf)
@@ -132,7 +132,7 @@ func readResponseHead(br *bufio.Reader, buf []byte, resp *respHead) ([]byte, err
 				case !isToken(t):
 					return buf, fmt.Errorf("%w: Connection %q", errMalformed, truncate(f.v))
 				case foldEq(t, "close"):
-					keepAlive = false
+					sawClose = true
 				case foldEq(t, "keep-alive"):
 					if resp.http10 {
 						keepAlive = true
@@ -171,7 +171,7 @@ func readResponseHead(br *bufio.Reader, buf []byte, resp *respHead) ([]byte, err
 	if resp.hasDate && len(resp.connOpts) > 0 && resp.named([]byte("Date")) {
 		resp.hasDate = false
 	}
-	resp.keepAlive = keepAlive
+	resp.keepAlive = keepAlive && !sawClose // close wins (RFC 9112 §9.3)
 	return buf, nil
 }
 
