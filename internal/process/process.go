@@ -41,6 +41,11 @@ type Spec struct {
 	// WaitDelay bounds how long Done waits, after the leader exited, for
 	// processes outside its group that still hold its stdout/stderr; 0 means 1s.
 	WaitDelay time.Duration
+	// Mark, when set, is put in the environment as MarkEnv (see Mark). When
+	// the leader exits, every other process carrying it (descendants that
+	// left the group or session) is SIGKILLed too, and ReapMarked finds them
+	// after a crash of the server.
+	Mark string
 }
 
 // ExitStatus is how a process ended.
@@ -64,6 +69,8 @@ type Process struct {
 
 	cmd  *exec.Cmd
 	out  *output
+	log  zerolog.Logger
+	mark string
 	done chan struct{}
 
 	mu     sync.Mutex
@@ -109,6 +116,9 @@ func Start(spec Spec) (*Process, error) {
 	}
 	cmd.Dir = spec.Dir
 	cmd.Env = spec.Env
+	if spec.Mark != "" {
+		cmd.Env = withMark(spec.Env, spec.Mark)
+	}
 	cmd.Stdout = out.stdout
 	cmd.Stderr = out.stderr
 	cmd.WaitDelay = waitDelay
@@ -125,7 +135,7 @@ func Start(spec Spec) (*Process, error) {
 		_ = cmd.Wait()
 		return nil, fmt.Errorf("start %s: %w", spec.Path, err)
 	}
-	p := &Process{PID: pid, StartTicks: ticks, cmd: cmd, out: out, done: make(chan struct{})}
+	p := &Process{PID: pid, StartTicks: ticks, cmd: cmd, out: out, log: spec.Logger, mark: spec.Mark, done: make(chan struct{})}
 	go p.wait()
 	return p, nil
 }
@@ -156,6 +166,9 @@ func (p *Process) wait() {
 	}
 	p.reaped = true
 	p.mu.Unlock()
+	if err == nil {
+		p.killDescendants()
+	}
 
 	_ = p.cmd.Wait() // the status is in ProcessState; ErrWaitDelay only means output was cut off
 	p.out.flush()
