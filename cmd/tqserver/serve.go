@@ -22,6 +22,7 @@ import (
 	"github.com/mevdschee/tqserver/internal/config"
 	"github.com/mevdschee/tqserver/internal/devreload"
 	"github.com/mevdschee/tqserver/internal/events"
+	"github.com/mevdschee/tqserver/internal/process"
 	"github.com/mevdschee/tqserver/internal/proxy"
 	"github.com/mevdschee/tqserver/internal/store"
 	"github.com/mevdschee/tqserver/internal/supervisor"
@@ -60,6 +61,7 @@ func (c *serveCmd) Run() error {
 		listen = ":" + strconv.Itoa(cfg.Server.Port)
 	}
 	log := newLogger(mode)
+	logContainment(log)
 
 	if err := os.MkdirAll(filepath.Join(root, "var"), 0o755); err != nil {
 		return fmt.Errorf("create var/: %w", err)
@@ -195,6 +197,16 @@ func (c *serveCmd) Run() error {
 			return fmt.Errorf("http server: %w", err)
 		}
 	}
+}
+
+// logContainment makes the server a child subreaper and says, in one line,
+// how a worker's descendants are kept from outliving it.
+func logContainment(log zerolog.Logger) {
+	if err := process.EnableSubreaper(); err != nil {
+		log.Warn().Err(err).Msg("process containment: " + process.MarkEnv + " marker only; descendants of dead workers go to init")
+		return
+	}
+	log.Info().Msg("process containment: child subreaper + " + process.MarkEnv + " marker (no cgroups)")
 }
 
 func workersDir(root string, cfg *config.Config) string {
