@@ -20,12 +20,13 @@ import (
 
 var (
 	version   = "v0"
-	behaviour = "normal" // normal | crash | nohealth | orphan | spawnchild
+	behaviour = "normal" // normal | crash | nohealth | orphan | spawnchild | setsidchild
 )
 
 func main() {
 	if len(os.Args) > 1 && os.Args[1] == "sleeper" {
-		// A grandchild in the worker's process group.
+		// A grandchild: in the worker's process group (spawnchild) or in
+		// its own session (setsidchild).
 		signal.Ignore(syscall.SIGTERM)
 		time.Sleep(time.Hour)
 		return
@@ -45,6 +46,22 @@ func main() {
 			os.Exit(1)
 		}
 		os.WriteFile("child.pid", []byte(strconv.Itoa(cmd.Process.Pid)), 0o644)
+	case "setsidchild":
+		// A child that leaves the process group and the session, as a
+		// daemonizing helper does; one line per instance in setsid.pids.
+		cmd := exec.Command(os.Args[0], "sleeper")
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+		if err := cmd.Start(); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		f, err := os.OpenFile("setsid.pids", os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		fmt.Fprintf(f, "%d\n", cmd.Process.Pid)
+		f.Close()
 	}
 	port := os.Getenv("PORT")
 	var reloads, served atomic.Int64

@@ -1,0 +1,139 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/mevdschee/tqserver/internal/process"
+	"github.com/mevdschee/tqserver/internal/store"
+)
+
+// A worker's child that calls setsid() leaves its process group and session:
+// group signals and the parent-death signal miss it. CONTRACT §3/§4: it must
+// still not outlive its instance, the server, or a kill -9 of the server.
+
+// setsidKid is one setsid child of a "setsidchild" worker instance.
+type setsidKid struct {
+	pid   int
+	ticks uint64
+}
+
+func (k setsidKid) alive() bool { return process.Alive(k.pid, k.ticks) }
+
+// setsidKids waits until the worker has written n pids to setsid.pids and
+// returns them, in start order; the test kills any still alive at its end.
+func setsidKids(t *testing.T, root, worker string, n int) []setsidKid {
+	t.Helper()
+	var kids []setsidKid
+	waitFor(t, 10*time.Second, fmt.Sprintf("%d setsid child pid(s)", n), func() bool {
+		b, err := os.ReadFile(filepath.Join(root, "workers", worker, "setsid.pids"))
+		if err != nil {
+			return false
+		}
+		kids = kids[:0]
+		for _, f := range strings.Fields(string(b)) {
+			pid, err := strconv.Atoi(f)
+			if err != nil {
+				return false
+			}
+			ticks, _ := process.StartTicks(pid) // 0 when already gone: alive() is false
+			kids = append(kids, setsidKid{pid, ticks})
+		}
+		return len(kids) >= n
+	})
+	for _, k := range kids {
+		t.Cleanup(func() { // never leave the test's orphans behind
+			if k.alive() {
+				syscall.Kill(k.pid, syscall.SIGKILL)
+			}
+		})
+	}
+	return kids
+}
+
+// setsidServer starts a server whose only worker, index, has a setsid child.
+func setsidServer(t *testing.T) (*server, string, setsidKid) {
+	t.Helper()
+	root := newRoot(t, fastConfig)
+	install(t, root, "index", "v1", "setsidchild")
+	s := startServer(t, root)
+	waitBody(t, s.url("/"), "v1 index", 10*time.Second)
+	kid := setsidKids(t, root, "index", 1)[0]
+	if !kid.alive() {
+		t.Fatal("test setup: the setsid child is not running")
+	}
+	return s, root, kid
+}
+
+func TestSetsidChildDiesWithReplacedInstance(t *testing.T) {
+	// (a) Replacing the instance stops the old one's setsid child.
+	s, root, first := setsidServer(t)
+	install(t, root, "index", "v2", "setsidchild")
+	s.signal(syscall.SIGHUP)
+	waitBody(t, s.url("/"), "v2 index", 10*time.Second)
+	second := setsidKids(t, root, "index", 2)[1]
+	waitFor(t, 10*time.Second, fmt.Sprintf("setsid child %d of the replaced index-1 to die", first.pid), func() bool { return !first.alive() })
+	if !second.alive() {
+		t.Fatalf("setsid child %d of the serving instance died", second.pid)
+	}
+}
+
+func TestSetsidChildDiesWithServer(t *testing.T) {
+	// (b) SIGTERM of the server stops the serving instance's setsid child
+	// before the server exits.
+	s, _, kid := setsidServer(t)
+	s.signal(syscall.SIGTERM)
+	if err := s.wait(30 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if kid.alive() {
+		t.Fatalf("setsid child %d outlived the server", kid.pid)
+	}
+	if !strings.Contains(s.logs.String(), "process containment: child subreaper") {
+		t.Errorf("no containment line in the server log")
+	}
+}
+
+func TestKill9ThenRestartReapsSetsidChild(t *testing.T) {
+	s, root, kid := setsidServer(t)
+	leader := s.status().Workers[0].Instances[0].PID
+
+	// (c) kill -9: the leader dies through its parent-death signal, the
+	// setsid child does not; the next start must find and stop it.
+	s.signal(syscall.SIGKILL)
+	s.wait(10 * time.Second)
+	waitFor(t, 10*time.Second, "the leader to die with the server", func() bool { return !pidAlive(leader) })
+	if !kid.alive() {
+		t.Fatal("test setup: the setsid child died with the server")
+	}
+	s2 := startServer(t, root)
+	waitFor(t, 10*time.Second, fmt.Sprintf("setsid child %d reaped", kid.pid), func() bool { return !kid.alive() })
+	waitBody(t, s2.url("/"), "v1 index", 10*time.Second)
+	var rec *store.Record
+	for _, r := range history(t, root) {
+		if r.Instance == "index-1" && r.Reason == "orphan_reaped" {
+			rec = &r
+		}
+	}
+	if rec == nil {
+		t.Fatal("no orphan_reaped record for index-1")
+	}
+	if want := "1 process(es) it started still running"; !strings.Contains(rec.Detail, want) {
+		t.Errorf("orphan_reaped detail = %q, want it to contain %q", rec.Detail, want)
+	}
+	s2.signal(syscall.SIGTERM)
+	if err := s2.wait(30 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range setsidKids(t, root, "index", 2) {
+		if k.alive() {
+			t.Errorf("setsid child %d still running after a clean stop", k.pid)
+		}
+	}
+}
