@@ -61,7 +61,6 @@ func (c *serveCmd) Run() error {
 		listen = ":" + strconv.Itoa(cfg.Server.Port)
 	}
 	log := newLogger(mode)
-	logContainment(log)
 
 	if err := os.MkdirAll(filepath.Join(root, "var"), 0o755); err != nil {
 		return fmt.Errorf("create var/: %w", err)
@@ -74,6 +73,8 @@ func (c *serveCmd) Run() error {
 		return err
 	}
 	defer st.Close()
+	// With the log's lock held: no other server uses this root's cgroups.
+	defer contain(root, log)()
 
 	ln, err := net.Listen("tcp", listen)
 	if err != nil {
@@ -199,14 +200,36 @@ func (c *serveCmd) Run() error {
 	}
 }
 
-// logContainment makes the server a child subreaper and says, in one line,
-// how a worker's descendants are kept from outliving it.
-func logContainment(log zerolog.Logger) {
-	if err := process.EnableSubreaper(); err != nil {
-		log.Warn().Err(err).Msg("process containment: " + process.MarkEnv + " marker only; descendants of dead workers go to init")
-		return
+// contain makes the server a child subreaper, puts instances in cgroups
+// where the machine allows it (TQ_CGROUPS=0 turns that off), and says in
+// one line how a worker's descendants are kept from outliving it. The
+// returned func removes the app's cgroup directory.
+func contain(root string, log zerolog.Logger) func() {
+	var how []string
+	cg, cgErr := "", errors.New("TQ_CGROUPS=0")
+	if os.Getenv("TQ_CGROUPS") != "0" {
+		cg, cgErr = process.EnableCgroups(root)
 	}
-	log.Info().Msg("process containment: child subreaper + " + process.MarkEnv + " marker (no cgroups)")
+	if cgErr == nil {
+		how = append(how, "cgroup v2 per instance ("+cg+")")
+	}
+	subErr := process.EnableSubreaper()
+	if subErr == nil {
+		how = append(how, "child subreaper")
+	}
+	how = append(how, process.MarkEnv+" marker")
+	ev := log.Info()
+	if subErr != nil {
+		ev = log.Warn()
+	}
+	if cgErr != nil {
+		ev = ev.Str("no_cgroups", cgErr.Error())
+	}
+	if subErr != nil {
+		ev = ev.Str("no_subreaper", subErr.Error())
+	}
+	ev.Msg("process containment: " + strings.Join(how, " + "))
+	return process.DisableCgroups
 }
 
 func workersDir(root string, cfg *config.Config) string {

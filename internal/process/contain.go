@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"strconv"
 	"strings"
@@ -24,9 +26,11 @@ const MarkEnv = "TQ_INSTANCE_MARK"
 // Mark is the marker value for instance of the app at root: a hash of the
 // root's path (two app roots never share markers) and the instance name
 // (never reused within a root).
-func Mark(root, instance string) string {
+func Mark(root, instance string) string { return rootHash(root) + "/" + instance }
+
+func rootHash(root string) string {
 	sum := sha256.Sum256([]byte(root))
-	return hex.EncodeToString(sum[:8]) + "/" + instance
+	return hex.EncodeToString(sum[:8])
 }
 
 // EnableSubreaper makes the calling process a child subreaper
@@ -182,24 +186,42 @@ func killMarked(mark string, notBefore uint64, except int, sig syscall.Signal, f
 }
 
 // Marked counts the live processes carrying mark that started at or after
-// notBefore (clock ticks after boot).
+// notBefore (clock ticks after boot), and those in mark's cgroup.
 func Marked(mark string, notBefore uint64) int {
+	seen := map[int]bool{}
 	ms := markedProcs(mark, notBefore, 0)
+	if dir, rel := instanceCgroup(mark); dir != "" {
+		ms = append(ms, cgroupMembers(dir, rel)...)
+	}
 	for _, m := range ms {
+		seen[m.pid] = true
 		unix.Close(m.fd)
 	}
-	return len(ms)
+	return len(seen)
 }
 
-// ReapMarked stops what is left of a crashed server's instance: every live
-// process whose environment carries mark (see Spec.Mark) and that started
-// at or after notBefore, the instance leader's start. They get SIGTERM, up
-// to grace to go, then SIGKILL. It returns how many there were.
+// ReapMarked stops what is left of a crashed server's instance: the
+// processes in its cgroup (when cgroups are on) and every live process
+// whose environment carries mark (see Spec.Mark) and that started at or
+// after notBefore, the instance leader's start. They get SIGTERM, up to
+// grace to go, then SIGKILL. It returns how many there were.
 func ReapMarked(mark string, notBefore uint64, grace time.Duration) (int, error) {
 	if mark == "" {
 		return 0, fmt.Errorf("reap marked processes: empty mark")
 	}
-	return killMarked(mark, notBefore, 0, unix.SIGTERM, grace)
+	n := Marked(mark, notBefore)
+	var cgErr error
+	if dir, rel := instanceCgroup(mark); dir != "" {
+		ms := cgroupMembers(dir, rel)
+		for _, m := range ms {
+			_ = unix.PidfdSendSignal(m.fd, unix.SIGTERM, nil, 0)
+		}
+		waitExited(ms, grace)
+		reapAndClose(ms)
+		_, cgErr = killCgroup(dir, rel, killWait)
+	}
+	_, err := killMarked(mark, notBefore, 0, unix.SIGTERM, grace)
+	return n, errors.Join(cgErr, err)
 }
 
 // withMark returns env (nil: the server's own) with MarkEnv set to mark,
@@ -218,19 +240,31 @@ func withMark(env []string, mark string) []string {
 }
 
 // killDescendants runs once the leader has exited (still an unreaped
-// zombie, so neither its PID nor its group id can be reused): it SIGKILLs
-// every other process carrying the instance's mark (those that left the
-// group or session), and, when this process is a subreaper, reaps the
-// zombies of the leader's group that were reparented to it.
+// zombie, so neither its PID nor its group id can be reused): it kills the
+// instance's cgroup, or without one every other process carrying its mark
+// (those that left the group or session), and, when this process is a
+// subreaper, reaps the instance's zombies that were reparented to it.
 func (p *Process) killDescendants() {
-	if p.mark != "" {
-		if _, err := killMarked(p.mark, p.StartTicks, p.PID, unix.SIGKILL, killWait); err != nil {
-			p.log.Error().Err(err).Msg("could not stop every process the worker started")
+	var err error
+	switch {
+	case p.cgDir != "":
+		_, err = killCgroup(p.cgDir, p.cgRel, killWait)
+	case p.mark != "":
+		_, err = killMarked(p.mark, p.StartTicks, p.PID, unix.SIGKILL, killWait)
+	}
+	if err != nil {
+		p.log.Error().Err(err).Msg("could not stop every process the worker started")
+	}
+	if !isSubreaper() {
+		return
+	}
+	if p.cgDir == "" {
+		// Group members killed by the group SIGKILL: let them die first.
+		for deadline := time.Now().Add(killWait); len(groupMembers(p.PID, p.StartTicks)) > 0 && time.Now().Before(deadline); {
+			time.Sleep(time.Millisecond) // not (necessarily) our children: nothing to wait on
 		}
 	}
-	if isSubreaper() {
-		reapGroupZombies(p.PID, p.StartTicks)
-	}
+	reapZombies(p.PID, p.cgRel)
 }
 
 func isSubreaper() bool {
@@ -239,27 +273,60 @@ func isSubreaper() bool {
 	return err == nil && on != 0
 }
 
-// reapGroupZombies waits (up to killWait) for the SIGKILLed members of
-// group pgid to die and reaps those that are zombies of this process. Only
-// the leader's descendants can be in its group, and the leader itself (the
-// one os/exec waits for) is excluded, so no other child's status is taken.
-func reapGroupZombies(pgid int, notBefore uint64) {
-	for deadline := time.Now().Add(killWait); len(groupMembers(pgid, notBefore)) > 0 && time.Now().Before(deadline); {
-		time.Sleep(time.Millisecond) // not (necessarily) our children: nothing to wait on
+// reapZombies reaps the zombie children of this process that belonged to
+// the instance whose leader is pgid: members of its process group or of its
+// cgroup rel. Only the leader's descendants can be in either, and the
+// leader itself (the one os/exec waits for) is left alone, so no other
+// child's status is taken. A zombie's PID stays ours until it is reaped.
+func reapZombies(pgid int, rel string) {
+	for _, pid := range children() {
+		if pid == pgid {
+			continue
+		}
+		st, err := readStat(pid)
+		if err != nil || st.state != 'Z' || st.ppid != os.Getpid() {
+			continue
+		}
+		if st.pgrp == pgid || (rel != "" && cgroupOf(pid) == rel) {
+			var ws unix.WaitStatus
+			_, _ = unix.Wait4(pid, &ws, unix.WNOHANG, nil)
+		}
 	}
-	entries, err := os.ReadDir("/proc")
-	if err != nil {
-		return
+}
+
+// children lists this process's children, from the children file of each
+// of its threads (a reparented orphan may be the child of any of them), or,
+// without CONFIG_PROC_CHILDREN, from a scan of /proc.
+func children() []int {
+	tasks, err := os.ReadDir("/proc/self/task")
+	ok := err == nil
+	var out []int
+	for _, t := range tasks {
+		b, err := os.ReadFile("/proc/self/task/" + t.Name() + "/children")
+		if errors.Is(err, fs.ErrNotExist) && t.Name() == strconv.Itoa(os.Getpid()) {
+			ok = false // no CONFIG_PROC_CHILDREN (a thread that just ended only lacks its own)
+			break
+		}
+		for _, f := range strings.Fields(string(b)) {
+			if pid, err := strconv.Atoi(f); err == nil {
+				out = append(out, pid)
+			}
+		}
 	}
+	if ok {
+		return out
+	}
+	out = nil
+	entries, _ := os.ReadDir("/proc")
 	self := os.Getpid()
 	for _, e := range entries {
 		pid, err := strconv.Atoi(e.Name())
-		if err != nil || pid == pgid {
+		if err != nil {
 			continue
 		}
-		if st, err := readStat(pid); err == nil && st.state == 'Z' && st.ppid == self && st.pgrp == pgid {
-			var ws unix.WaitStatus
-			_, _ = unix.Wait4(pid, &ws, unix.WNOHANG, nil) // our zombie: its PID is pinned until this call
+		if st, err := readStat(pid); err == nil && st.ppid == self {
+			out = append(out, pid)
 		}
 	}
+	return out
 }

@@ -39,8 +39,9 @@ func TestMain(m *testing.M) {
 //	echo                    print "got SIGWINCH" for each SIGWINCH (SIGTERM kills it)
 //	phases                  out 1-3 on stdout; SIGUSR1; err 4-6 on stderr; SIGUSR1; out 7-9
 //	long                    a 200000-byte line and "end" on stdout, "partial" (no newline) on stderr
-//	spawn MODE same|own|setsid THEN  start a child helper in MODE (in this group,
-//	                        its own, or its own session)
+//	spawn MODE same|own|setsid|bare THEN  start a child helper in MODE (in this
+//	                        group, its own, its own session, or its own session
+//	                        with a clean environment)
 //	                        sharing stdout/stderr, print "child PID TICKS", then THEN:
 //	                        sleep, ignoreterm or exit
 //	middle                  Start a "sleep" helper, print "grandchild PID TICKS", run
@@ -97,7 +98,10 @@ func runHelper(args []string) {
 		}
 		cmd := exec.Command(exePath(), mode)
 		cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
-		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: group == "own", Setsid: group == "setsid"}
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: group == "own", Setsid: group == "setsid" || group == "bare"}
+		if group == "bare" { // a new session and a clean environment: no mark
+			cmd.Env = []string{helperEnv + "=1", "GORACE=atexit_sleep_ms=0"}
+		}
 		if err := cmd.Start(); err != nil {
 			fail(err.Error())
 		}

@@ -67,11 +67,13 @@ type Process struct {
 	PID        int
 	StartTicks uint64 // see StartTicks; with PID it names this process, ever
 
-	cmd  *exec.Cmd
-	out  *output
-	log  zerolog.Logger
-	mark string
-	done chan struct{}
+	cmd   *exec.Cmd
+	out   *output
+	log   zerolog.Logger
+	mark  string
+	cgDir string // its cgroup (EnableCgroups), "" without
+	cgRel string // the same as /proc/PID/cgroup shows it
+	done  chan struct{}
 
 	mu     sync.Mutex
 	reaped bool // set before the leader is reaped; from then on its PID may be reused
@@ -110,20 +112,44 @@ func Start(spec Spec) (*Process, error) {
 	}
 
 	out := newOutput(spec.Logger, tailLines)
-	cmd := exec.Command(spec.Path, spec.Args...)
+	newCmd := func() *exec.Cmd {
+		cmd := exec.Command(spec.Path, spec.Args...)
+		cmd.Dir = spec.Dir
+		cmd.Env = spec.Env
+		if spec.Mark != "" {
+			cmd.Env = withMark(spec.Env, spec.Mark)
+		}
+		cmd.Stdout = out.stdout
+		cmd.Stderr = out.stderr
+		cmd.WaitDelay = waitDelay
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: deathSig}
+		return cmd
+	}
+	cmd := newCmd()
 	if cmd.Err != nil {
 		return nil, startError(spec.Path, cmd.Err)
 	}
-	cmd.Dir = spec.Dir
-	cmd.Env = spec.Env
-	if spec.Mark != "" {
-		cmd.Env = withMark(spec.Env, spec.Mark)
+	cgDir, cgRel, cgFD, err := openCgroup(spec.Mark)
+	if err != nil {
+		spec.Logger.Warn().Err(err).Msg("starting without a cgroup")
 	}
-	cmd.Stdout = out.stdout
-	cmd.Stderr = out.stderr
-	cmd.WaitDelay = waitDelay
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: deathSig}
-	if err := cmd.Start(); err != nil {
+	if cgFD >= 0 {
+		cmd.SysProcAttr.UseCgroupFD, cmd.SysProcAttr.CgroupFD = true, cgFD
+	}
+	err = cmd.Start()
+	if cgFD >= 0 {
+		unix.Close(cgFD)
+		if err != nil {
+			// Maybe the cgroup refused the process: one more try without.
+			_ = unix.Rmdir(cgDir)
+			cgDir, cgRel = "", ""
+			if retry := newCmd(); retry.Start() == nil {
+				spec.Logger.Warn().Err(err).Msg("could not start in a cgroup; started without")
+				cmd, err = retry, nil
+			}
+		}
+	}
+	if err != nil {
 		return nil, startError(spec.Path, err)
 	}
 	pid := cmd.Process.Pid
@@ -135,7 +161,8 @@ func Start(spec Spec) (*Process, error) {
 		_ = cmd.Wait()
 		return nil, fmt.Errorf("start %s: %w", spec.Path, err)
 	}
-	p := &Process{PID: pid, StartTicks: ticks, cmd: cmd, out: out, log: spec.Logger, mark: spec.Mark, done: make(chan struct{})}
+	p := &Process{PID: pid, StartTicks: ticks, cmd: cmd, out: out, log: spec.Logger, mark: spec.Mark,
+		cgDir: cgDir, cgRel: cgRel, done: make(chan struct{})}
 	go p.wait()
 	return p, nil
 }
