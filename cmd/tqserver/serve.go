@@ -203,7 +203,7 @@ func (c *serveCmd) Run() error {
 // contain makes the server a child subreaper, puts instances in cgroups
 // where the machine allows it (TQ_CGROUPS=0 turns that off), and says in
 // one line how a worker's descendants are kept from outliving it. The
-// returned func removes the app's cgroup directory.
+// returned func removes the app's cgroup directory and stops the reaper.
 func contain(root string, log zerolog.Logger) func() {
 	var how []string
 	cg, cgErr := "", errors.New("TQ_CGROUPS=0")
@@ -213,7 +213,7 @@ func contain(root string, log zerolog.Logger) func() {
 	if cgErr == nil {
 		how = append(how, "cgroup v2 per instance ("+cg+")")
 	}
-	subErr := process.EnableSubreaper()
+	stopReaper, subErr := process.EnableSubreaper()
 	if subErr == nil {
 		how = append(how, "child subreaper")
 	}
@@ -229,7 +229,10 @@ func contain(root string, log zerolog.Logger) func() {
 		ev = ev.Str("no_subreaper", subErr.Error())
 	}
 	ev.Msg("process containment: " + strings.Join(how, " + "))
-	return process.DisableCgroups
+	return func() {
+		process.DisableCgroups()
+		stopReaper()
+	}
 }
 
 func workersDir(root string, cfg *config.Config) string {

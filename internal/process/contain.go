@@ -6,13 +6,11 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -31,17 +29,6 @@ func Mark(root, instance string) string { return rootHash(root) + "/" + instance
 func rootHash(root string) string {
 	sum := sha256.Sum256([]byte(root))
 	return hex.EncodeToString(sum[:8])
-}
-
-// EnableSubreaper makes the calling process a child subreaper
-// (PR_SET_CHILD_SUBREAPER): a worker's descendant whose parent dies is
-// reparented to it instead of to init, and its zombie is reaped by the
-// descendant kill (see Process.Stop). Call it once, at start.
-func EnableSubreaper() error {
-	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
-		return fmt.Errorf("become child subreaper (prctl PR_SET_CHILD_SUBREAPER): %w", err)
-	}
-	return nil
 }
 
 // marked is one live process that carries a marker, pinned by a pidfd.
@@ -265,68 +252,4 @@ func (p *Process) killDescendants() {
 		}
 	}
 	reapZombies(p.PID, p.cgRel)
-}
-
-func isSubreaper() bool {
-	var on int32
-	err := unix.Prctl(unix.PR_GET_CHILD_SUBREAPER, uintptr(unsafe.Pointer(&on)), 0, 0, 0)
-	return err == nil && on != 0
-}
-
-// reapZombies reaps the zombie children of this process that belonged to
-// the instance whose leader is pgid: members of its process group or of its
-// cgroup rel. Only the leader's descendants can be in either, and the
-// leader itself (the one os/exec waits for) is left alone, so no other
-// child's status is taken. A zombie's PID stays ours until it is reaped.
-func reapZombies(pgid int, rel string) {
-	for _, pid := range children() {
-		if pid == pgid {
-			continue
-		}
-		st, err := readStat(pid)
-		if err != nil || st.state != 'Z' || st.ppid != os.Getpid() {
-			continue
-		}
-		if st.pgrp == pgid || (rel != "" && cgroupOf(pid) == rel) {
-			var ws unix.WaitStatus
-			_, _ = unix.Wait4(pid, &ws, unix.WNOHANG, nil)
-		}
-	}
-}
-
-// children lists this process's children, from the children file of each
-// of its threads (a reparented orphan may be the child of any of them), or,
-// without CONFIG_PROC_CHILDREN, from a scan of /proc.
-func children() []int {
-	tasks, err := os.ReadDir("/proc/self/task")
-	ok := err == nil
-	var out []int
-	for _, t := range tasks {
-		b, err := os.ReadFile("/proc/self/task/" + t.Name() + "/children")
-		if errors.Is(err, fs.ErrNotExist) && t.Name() == strconv.Itoa(os.Getpid()) {
-			ok = false // no CONFIG_PROC_CHILDREN (a thread that just ended only lacks its own)
-			break
-		}
-		for _, f := range strings.Fields(string(b)) {
-			if pid, err := strconv.Atoi(f); err == nil {
-				out = append(out, pid)
-			}
-		}
-	}
-	if ok {
-		return out
-	}
-	out = nil
-	entries, _ := os.ReadDir("/proc")
-	self := os.Getpid()
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		if st, err := readStat(pid); err == nil && st.ppid == self {
-			out = append(out, pid)
-		}
-	}
-	return out
 }

@@ -2,6 +2,7 @@ package process
 
 import (
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"strconv"
@@ -22,10 +23,14 @@ func markedSpec(t *testing.T, args ...string) Spec {
 // subreaper makes the test process a child subreaper for one test.
 func subreaper(t *testing.T) {
 	t.Helper()
-	if err := EnableSubreaper(); err != nil {
+	stop, err := EnableSubreaper()
+	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0) })
+	t.Cleanup(func() {
+		stop()
+		_ = unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
+	})
 }
 
 // procGone reports whether /proc has no entry for pid: not even a zombie.
@@ -161,5 +166,21 @@ func TestWithMark(t *testing.T) {
 		if got[i] != want[i] {
 			t.Fatalf("withMark = %q, want %q", got, want)
 		}
+	}
+}
+
+func TestSubreaperReapsOrphanZombies(t *testing.T) {
+	// The worker's child exits; its own child (the worker's grandchild, in
+	// the worker's group) is reparented to this process and then exits on
+	// its own, while the worker still runs: nobody kills it, and its zombie
+	// must still not linger.
+	subreaper(t)
+	p := start(t, markedSpec(t, "spawn", "orphanmaker", "same", "sleep"))
+	gpid, _ := childOf(t, waitLine(t, p, "grandchild "))
+	eventually(t, fmt.Sprintf("orphaned grandchild %d reaped", gpid), func() bool { return procGone(gpid) })
+	select {
+	case <-p.Done():
+		t.Fatal("the worker exited; the test proves nothing")
+	default:
 	}
 }

@@ -44,6 +44,9 @@ func TestMain(m *testing.M) {
 //	                        with a clean environment)
 //	                        sharing stdout/stderr, print "child PID TICKS", then THEN:
 //	                        sleep, ignoreterm or exit
+//	orphanmaker             start a "waitorphan" helper in this group, print
+//	                        "grandchild PID TICKS", exit
+//	waitorphan PPID         exit as soon as the parent PPID has exited
 //	middle                  Start a "sleep" helper, print "grandchild PID TICKS", run
 func runHelper(args []string) {
 	if len(args) == 0 {
@@ -114,6 +117,26 @@ func runHelper(args []string) {
 			os.Exit(0)
 		}
 		block()
+	case "orphanmaker":
+		cmd := exec.Command(exePath(), "waitorphan", strconv.Itoa(os.Getpid()))
+		cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+		if err := cmd.Start(); err != nil {
+			fail(err.Error())
+		}
+		ticks, err := StartTicks(cmd.Process.Pid)
+		if err != nil {
+			fail(err.Error())
+		}
+		fmt.Printf("grandchild %d %d\n", cmd.Process.Pid, ticks)
+		os.Exit(0)
+	case "waitorphan":
+		parent, _ := strconv.Atoi(args[1])
+		for deadline := time.Now().Add(10 * time.Second); os.Getppid() == parent; {
+			if time.Now().After(deadline) {
+				fail("parent did not exit")
+			}
+			time.Sleep(time.Millisecond)
+		}
 	case "middle":
 		p, err := Start(Spec{Path: exePath(), Args: []string{"sleep"}, Logger: zerolog.Nop()})
 		if err != nil {

@@ -153,12 +153,14 @@ func Start(spec Spec) (*Process, error) {
 		return nil, startError(spec.Path, err)
 	}
 	pid := cmd.Process.Pid
+	leaders.Store(pid, struct{}{}) // os/exec collects its status, never reapOrphans
 	// Not reaped yet (wait starts below), so /proc/PID is this process even if
 	// it already exited.
 	ticks, err := StartTicks(pid)
 	if err != nil {
 		_ = unix.Kill(-pid, unix.SIGKILL)
 		_ = cmd.Wait()
+		leaders.Delete(pid)
 		return nil, fmt.Errorf("start %s: %w", spec.Path, err)
 	}
 	p := &Process{PID: pid, StartTicks: ticks, cmd: cmd, out: out, log: spec.Logger, mark: spec.Mark,
@@ -198,6 +200,7 @@ func (p *Process) wait() {
 	}
 
 	_ = p.cmd.Wait() // the status is in ProcessState; ErrWaitDelay only means output was cut off
+	leaders.Delete(p.PID)
 	p.out.flush()
 
 	st := ExitStatus{Code: -1}
