@@ -6,20 +6,28 @@ import (
 	"time"
 )
 
-// BenchmarkStop measures Start-to-Done of a worker that exits on SIGTERM,
-// without a mark (group kill only) and with one (group kill plus the /proc
-// scan for descendants that left the group or session).
+// BenchmarkStop measures Stop of a worker that exits on SIGTERM: without a
+// mark (group kill only), with one (group kill plus the /proc scan for
+// descendants that left the group or session), and in a cgroup (group kill
+// plus cgroup.kill, no scan).
 func BenchmarkStop(b *testing.B) {
 	exe, err := os.Executable()
 	if err != nil {
 		b.Fatal(err)
 	}
-	for _, mark := range []string{"", Mark(b.TempDir(), "bench-1")} {
-		name := "unmarked"
-		if mark != "" {
-			name = "marked"
+	root := b.TempDir()
+	for _, name := range []string{"unmarked", "marked", "cgroup"} {
+		mark := ""
+		if name != "unmarked" {
+			mark = Mark(root, "bench-1")
 		}
 		b.Run(name, func(b *testing.B) {
+			if name == "cgroup" {
+				if _, err := EnableCgroups(root); err != nil {
+					b.Skip(err)
+				}
+				defer DisableCgroups()
+			}
 			var stopping time.Duration
 			for b.Loop() {
 				p, err := Start(Spec{Path: exe, Args: []string{"sleep"}, Env: helperEnviron(), Mark: mark})
