@@ -122,6 +122,30 @@ func TestSetsidChildDiesWithServer(t *testing.T) {
 	})
 }
 
+func TestSetsidChildDiesWithInterruptedShutdown(t *testing.T) {
+	// A second signal during shutdown makes the server exit at once, while
+	// its worker (which ignores SIGTERM) still runs: the leader dies of its
+	// parent-death signal, its setsid child must die too.
+	bothContainments(t, func(t *testing.T) {
+		root := newRoot(t, fastConfig)
+		install(t, root, "index", "v1", "setsidstubborn")
+		s := startServer(t, root)
+		waitBody(t, s.url("/"), "v1 index", 10*time.Second)
+		kid := setsidKids(t, root, "index", 1)[0]
+		s.signal(syscall.SIGTERM)
+		s.signal(syscall.SIGINT) // another signal than the first, so the two are not merged
+		if err := s.wait(30 * time.Second); err == nil {
+			t.Fatalf("server exited cleanly; the test needs the interrupted shutdown\n%s", s.logs.String())
+		}
+		if !strings.Contains(s.logs.String(), "second signal: exiting now") {
+			t.Fatalf("no interrupted shutdown in the log\n%s", s.logs.String())
+		}
+		if kid.alive() {
+			t.Fatalf("setsid child %d outlived an interrupted shutdown", kid.pid)
+		}
+	})
+}
+
 func TestKill9ThenRestartReapsSetsidChild(t *testing.T) {
 	bothContainments(t, func(t *testing.T) {
 		s, root, kid := setsidServer(t)

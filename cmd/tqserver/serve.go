@@ -203,7 +203,8 @@ func (c *serveCmd) Run() error {
 // contain makes the server a child subreaper, puts instances in cgroups
 // where the machine allows it (TQ_CGROUPS=0 turns that off), and says in
 // one line how a worker's descendants are kept from outliving it. The
-// returned func removes the app's cgroup directory and stops the reaper.
+// returned func, run as the server exits, kills what is left of the
+// instances, removes the app's cgroup directory and stops the reaper.
 func contain(root string, log zerolog.Logger) func() {
 	var how []string
 	cg, cgErr := "", errors.New("TQ_CGROUPS=0")
@@ -230,6 +231,7 @@ func contain(root string, log zerolog.Logger) func() {
 	}
 	ev.Msg("process containment: " + strings.Join(how, " + "))
 	return func() {
+		process.StopAll(root) // an interrupted shutdown leaves descendants
 		process.DisableCgroups()
 		stopReaper()
 	}

@@ -43,7 +43,11 @@ type marked struct {
 // was read once its pidfd is open (same start ticks, not exited), so a
 // reused PID is never returned.
 func markedProcs(mark string, notBefore uint64, except int) []marked {
-	want := []byte(MarkEnv + "=" + mark + "\x00")
+	return scanEnv([]byte(MarkEnv+"="+mark+"\x00"), notBefore, except)
+}
+
+// scanEnv is markedProcs for any environment entry that starts with want.
+func scanEnv(want []byte, notBefore uint64, except int) []marked {
 	entries, err := os.ReadDir("/proc")
 	if err != nil {
 		return nil
@@ -79,8 +83,8 @@ func markedProcs(mark string, notBefore uint64, except int) []marked {
 	return out
 }
 
-// hasVar reports whether the NUL-separated environment env holds the
-// NUL-terminated entry want.
+// hasVar reports whether the NUL-separated environment env holds an entry
+// that starts with want (with want's trailing NUL: is want).
 func hasVar(env, want []byte) bool {
 	for len(env) > 0 {
 		if bytes.HasPrefix(env, want) {
@@ -252,4 +256,36 @@ func (p *Process) killDescendants() {
 		}
 	}
 	reapZombies(p.PID, p.cgRel)
+}
+
+// StopAll kills, as the server exits, whatever is left of the instances of
+// the app at root: its whole cgroup tree and every process carrying one of
+// its marks. After a clean shutdown nothing is; after an interrupted one
+// the leaders die of their parent-death signal but their descendants would
+// not. It does not reap: os/exec may still be waiting for a leader.
+func StopAll(root string) {
+	hash := rootHash(root)
+	if cg := activeCgroups.Load(); cg != nil && cg.hash == hash {
+		if populated(cg.dir) {
+			_ = writeKill(cg.dir) // recursive: every instance cgroup below
+			for deadline := time.Now().Add(killWait); populated(cg.dir) && time.Now().Before(deadline); {
+				time.Sleep(time.Millisecond)
+			}
+		}
+		if ents, err := os.ReadDir(cg.dir); err == nil {
+			for _, e := range ents {
+				if e.IsDir() {
+					_ = unix.Rmdir(cg.dir + "/" + e.Name())
+				}
+			}
+		}
+	}
+	ms := scanEnv([]byte(MarkEnv+"="+hash+"/"), 0, 0)
+	for _, m := range ms {
+		_ = unix.PidfdSendSignal(m.fd, unix.SIGKILL, nil, 0)
+	}
+	waitExited(ms, killWait)
+	for _, m := range ms {
+		unix.Close(m.fd)
+	}
 }

@@ -20,7 +20,7 @@ import (
 
 var (
 	version   = "v0"
-	behaviour = "normal" // normal | crash | nohealth | orphan | spawnchild | setsidchild
+	behaviour = "normal" // normal | crash | nohealth | orphan | spawnchild | setsidchild | setsidstubborn
 )
 
 func main() {
@@ -46,9 +46,10 @@ func main() {
 			os.Exit(1)
 		}
 		os.WriteFile("child.pid", []byte(strconv.Itoa(cmd.Process.Pid)), 0o644)
-	case "setsidchild":
+	case "setsidchild", "setsidstubborn":
 		// A child that leaves the process group and the session, as a
 		// daemonizing helper does; one line per instance in setsid.pids.
+		// setsidstubborn also ignores SIGTERM: it stops only at SIGKILL.
 		cmd := exec.Command(os.Args[0], "sleeper")
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 		if err := cmd.Start(); err != nil {
@@ -126,7 +127,11 @@ func main() {
 	}
 	srv := &http.Server{Handler: mux}
 	term := make(chan os.Signal, 1)
-	signal.Notify(term, syscall.SIGTERM, syscall.SIGINT)
+	if behaviour == "setsidstubborn" {
+		signal.Ignore(syscall.SIGTERM)
+	} else {
+		signal.Notify(term, syscall.SIGTERM, syscall.SIGINT)
+	}
 	go func() {
 		<-term
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
