@@ -41,10 +41,11 @@ type Spec struct {
 	// WaitDelay bounds how long Done waits, after the leader exited, for
 	// processes outside its group that still hold its stdout/stderr; 0 means 1s.
 	WaitDelay time.Duration
-	// Mark, when set, is put in the environment as MarkEnv (see Mark). When
-	// the leader exits, every other process carrying it (descendants that
-	// left the group or session) is SIGKILLed too, and ReapMarked finds them
-	// after a crash of the server.
+	// Mark, when set, is put in the environment as MarkEnv (see Mark) and,
+	// once EnableCgroups succeeded, names the instance's cgroup. When the
+	// leader exits, the cgroup (or, without one, every other process
+	// carrying the mark: descendants that left the group or session) is
+	// killed too, and ReapMarked finds them after a crash of the server.
 	Mark string
 }
 
@@ -161,6 +162,9 @@ func Start(spec Spec) (*Process, error) {
 		_ = unix.Kill(-pid, unix.SIGKILL)
 		_ = cmd.Wait()
 		leaders.Delete(pid)
+		if cgDir != "" {
+			_, _ = killCgroup(cgDir, cgRel, killWait)
+		}
 		return nil, fmt.Errorf("start %s: %w", spec.Path, err)
 	}
 	p := &Process{PID: pid, StartTicks: ticks, cmd: cmd, out: out, log: spec.Logger, mark: spec.Mark,
