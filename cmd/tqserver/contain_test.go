@@ -70,11 +70,27 @@ func setsidKids(t *testing.T, root, worker string, n int) []setsidKid {
 	return kids
 }
 
+// killKidsAtEnd kills, once the test and its server are done, every setsid
+// child of root's index worker still running (whatever failed before).
+func killKidsAtEnd(t *testing.T, root string) {
+	t.Cleanup(func() { // registered before startServer: runs after its cleanup
+		b, _ := os.ReadFile(filepath.Join(root, "workers", "index", "setsid.pids"))
+		for _, f := range strings.Fields(string(b)) {
+			pid, _ := strconv.Atoi(f)
+			cmd, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+			if pid > 0 && pidAlive(pid) && strings.HasPrefix(string(cmd), root+"/") {
+				syscall.Kill(pid, syscall.SIGKILL)
+			}
+		}
+	})
+}
+
 // setsidServer starts a server whose only worker, index, has a setsid child.
 func setsidServer(t *testing.T) (*server, string, setsidKid) {
 	t.Helper()
 	root := newRoot(t, fastConfig)
 	install(t, root, "index", "v1", "setsidchild")
+	killKidsAtEnd(t, root)
 	s := startServer(t, root)
 	waitBody(t, s.url("/"), "v1 index", 10*time.Second)
 	kid := setsidKids(t, root, "index", 1)[0]
@@ -129,6 +145,7 @@ func TestSetsidChildDiesWithInterruptedShutdown(t *testing.T) {
 	bothContainments(t, func(t *testing.T) {
 		root := newRoot(t, fastConfig)
 		install(t, root, "index", "v1", "setsidstubborn")
+		killKidsAtEnd(t, root)
 		s := startServer(t, root)
 		waitBody(t, s.url("/"), "v1 index", 10*time.Second)
 		kid := setsidKids(t, root, "index", 1)[0]
