@@ -162,7 +162,7 @@ func openCgroup(mark string) (dir, rel string, fd int, err error) {
 
 // cgroupMembers opens every live process in the cgroup at dir (rel as
 // /proc/PID/cgroup shows it). A PID counts only if, with its pidfd open,
-// it is still alive and still in that cgroup.
+// it is still alive (not exiting) and still in that cgroup.
 func cgroupMembers(dir, rel string) []marked {
 	b, err := os.ReadFile(filepath.Join(dir, "cgroup.procs"))
 	if err != nil {
@@ -178,7 +178,8 @@ func cgroupMembers(dir, rel string) []marked {
 		if err != nil {
 			continue
 		}
-		if cgroupOf(pid) != rel || exited(fd) {
+		// A leader whose other threads are still exiting is listed but dying.
+		if st, err := readStat(pid); err != nil || st.state == 'Z' || st.state == 'X' || cgroupOf(pid) != rel || exited(fd) {
 			unix.Close(fd)
 			continue
 		}
