@@ -184,3 +184,35 @@ func TestSubreaperReapsOrphanZombies(t *testing.T) {
 	default:
 	}
 }
+
+func TestStopAll(t *testing.T) {
+	// What an interrupted shutdown leaves: a crashed leader's setsid child.
+	root := t.TempDir()
+	mine := startOrphanEnv(t, append(helperEnviron(), MarkEnv+"="+Mark(root, "a-1")), "spawn", "ignoreterm", "setsid", "sleep")
+	other := startOrphanEnv(t, append(helperEnviron(), MarkEnv+"="+Mark(t.TempDir(), "a-1")), "spawn", "ignoreterm", "setsid", "sleep")
+	mpid, mticks := childOf(t, mine.expect(t, "child "))
+	opid, oticks := childOf(t, other.expect(t, "child "))
+	StopAll(root)
+	if Alive(mpid, mticks) {
+		t.Errorf("child %d of the app's instance alive after StopAll", mpid)
+	}
+	if st := mine.wait(t); signalOf(t, st) != "SIGKILL" {
+		t.Errorf("the app's leader ended with %s, want SIGKILL", signalOf(t, st))
+	}
+	if !Alive(opid, oticks) {
+		t.Errorf("child %d of another app root's instance killed by StopAll", opid)
+	}
+}
+
+func TestStopAllCgroup(t *testing.T) {
+	root := withCgroups(t)
+	spec := helperSpec(t, "spawn", "ignoreterm", "bare", "sleep")
+	spec.Mark = Mark(root, "b-1")
+	p := start(t, spec)
+	cpid, cticks := childOf(t, waitLine(t, p, "child "))
+	StopAll(root)
+	waitDone(t, p)
+	if Alive(cpid, cticks) {
+		t.Errorf("child %d (no mark, in the cgroup) alive after StopAll", cpid)
+	}
+}
