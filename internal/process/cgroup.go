@@ -1,7 +1,6 @@
 package process
 
 import (
-	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
@@ -75,11 +74,19 @@ func DisableCgroups() {
 // ownCgroup finds the cgroup2 mount point and this process's cgroup path in
 // it (from /proc/self/mountinfo and the "0::" line of /proc/self/cgroup).
 func ownCgroup() (mount, own string, err error) {
-	b, err := os.ReadFile("/proc/self/cgroup")
+	cg, err := os.ReadFile("/proc/self/cgroup")
 	if err != nil {
 		return "", "", fmt.Errorf("read /proc/self/cgroup: %w", err)
 	}
-	for _, l := range strings.Split(string(b), "\n") {
+	mi, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return "", "", fmt.Errorf("read /proc/self/mountinfo: %w", err)
+	}
+	return parseOwnCgroup(cg, mi)
+}
+
+func parseOwnCgroup(cgroupFile, mountinfo []byte) (mount, own string, err error) {
+	for _, l := range strings.Split(string(cgroupFile), "\n") {
 		if p, ok := strings.CutPrefix(l, "0::"); ok {
 			own = p
 		}
@@ -87,27 +94,22 @@ func ownCgroup() (mount, own string, err error) {
 	if !strings.HasPrefix(own, "/") || strings.HasSuffix(own, " (deleted)") {
 		return "", "", errors.New("no cgroup v2 membership in /proc/self/cgroup")
 	}
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return "", "", fmt.Errorf("read /proc/self/mountinfo: %w", err)
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		pre, post, ok := strings.Cut(sc.Text(), " - ")
+	for _, l := range strings.Split(string(mountinfo), "\n") {
+		pre, post, ok := strings.Cut(l, " - ")
 		fields, fs := strings.Fields(pre), strings.Fields(post)
 		if !ok || len(fields) < 5 || len(fs) < 1 || fs[0] != "cgroup2" {
 			continue
 		}
 		root, point := unescapeMount(fields[3]), unescapeMount(fields[4])
+		path := own
 		if root != "/" {
 			rest, ok := strings.CutPrefix(own, root)
 			if !ok || (rest != "" && !strings.HasPrefix(rest, "/")) {
 				continue // this mount does not show our cgroup
 			}
-			own = "/" + strings.TrimPrefix(rest, "/")
+			path = "/" + strings.TrimPrefix(rest, "/")
 		}
-		return point, own, nil
+		return point, path, nil
 	}
 	return "", "", errors.New("no cgroup2 file system mounted")
 }

@@ -178,3 +178,29 @@ func TestEnableCgroupsRemovesEmptyLeftovers(t *testing.T) {
 		t.Errorf("mark %q maps to cgroup %s", Mark(root, ".."), d)
 	}
 }
+
+func TestParseOwnCgroup(t *testing.T) {
+	const hybrid = "9:name=systemd:/\n4:memory:/x\n0::/\n"
+	const mi = "41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw\n"
+	for _, tc := range []struct {
+		name, cgroup, mountinfo string
+		mount, own              string
+		wantErr                 bool
+	}{
+		{"hybrid, root cgroup", hybrid, "30 1 0:30 / /sys/fs/cgroup rw - tmpfs tmpfs rw\n" + mi, "/sys/fs/cgroup/unified", "/", false},
+		{"unified, service", "0::/system.slice/tq.service\n", "25 1 0:26 / /sys/fs/cgroup rw,nosuid shared:4 - cgroup2 cgroup2 rw\n", "/sys/fs/cgroup", "/system.slice/tq.service", false},
+		{"mount root below the hierarchy root", "0::/a/b/c\n", "25 1 0:26 /a/b /mnt/c\\040g rw - cgroup2 none rw\n", "/mnt/c g", "/c", false},
+		{"mount root elsewhere", "0::/a/b\n", "25 1 0:26 /x /mnt/cg rw - cgroup2 none rw\n", "", "", true},
+		{"prefix of a name is not a parent", "0::/ab\n", "25 1 0:26 /a /mnt/cg rw - cgroup2 none rw\n", "", "", true},
+		{"no cgroup2 line", "1:cpu:/\n", mi, "", "", true},
+		{"deleted cgroup", "0::/gone (deleted)\n", mi, "", "", true},
+		{"no cgroup2 mount", "0::/\n", "30 1 0:30 / /sys/fs/cgroup rw - tmpfs tmpfs rw\n", "", "", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			mount, own, err := parseOwnCgroup([]byte(tc.cgroup), []byte(tc.mountinfo))
+			if (err != nil) != tc.wantErr || mount != tc.mount || own != tc.own {
+				t.Errorf("= %q, %q, %v; want %q, %q, error %v", mount, own, err, tc.mount, tc.own, tc.wantErr)
+			}
+		})
+	}
+}
