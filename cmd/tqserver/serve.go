@@ -21,6 +21,7 @@ import (
 	"github.com/mevdschee/tqserver/internal/config"
 	"github.com/mevdschee/tqserver/internal/devreload"
 	"github.com/mevdschee/tqserver/internal/events"
+	"github.com/mevdschee/tqserver/internal/process"
 	"github.com/mevdschee/tqserver/internal/proxy"
 	"github.com/mevdschee/tqserver/internal/store"
 	"github.com/mevdschee/tqserver/internal/supervisor"
@@ -75,6 +76,8 @@ func (c *serveCmd) Run() error {
 		return err
 	}
 	defer st.Close()
+	// With the log's lock held: no other server uses this root's cgroups.
+	defer contain(root, log)()
 
 	ln, err := net.Listen("tcp", listen)
 	if err != nil {
@@ -197,6 +200,43 @@ func (c *serveCmd) Run() error {
 			<-runErr
 			return fmt.Errorf("http server: %w", err)
 		}
+	}
+}
+
+// contain makes the server a child subreaper, puts instances in cgroups
+// where the machine allows it (TQ_CGROUPS=0 turns that off), and says in
+// one line how a worker's descendants are kept from outliving it. The
+// returned func, run as the server exits, kills what is left of the
+// instances, removes the app's cgroup directory and stops the reaper.
+func contain(root string, log zerolog.Logger) func() {
+	var how []string
+	cg, cgErr := "", errors.New("TQ_CGROUPS=0")
+	if os.Getenv("TQ_CGROUPS") != "0" {
+		cg, cgErr = process.EnableCgroups(root)
+	}
+	if cgErr == nil {
+		how = append(how, "cgroup v2 per instance ("+cg+")")
+	}
+	stopReaper, subErr := process.EnableSubreaper()
+	if subErr == nil {
+		how = append(how, "child subreaper")
+	}
+	how = append(how, process.MarkEnv+" marker")
+	ev := log.Info()
+	if subErr != nil {
+		ev = log.Warn()
+	}
+	if cgErr != nil {
+		ev = ev.Str("no_cgroups", cgErr.Error())
+	}
+	if subErr != nil {
+		ev = ev.Str("no_subreaper", subErr.Error())
+	}
+	ev.Msg("process containment: " + strings.Join(how, " + "))
+	return func() {
+		process.StopAll(root) // an interrupted shutdown leaves descendants
+		process.DisableCgroups()
+		stopReaper()
 	}
 }
 

@@ -10,12 +10,23 @@
 //     own or when stopped), the rest of its group is SIGKILLed while the
 //     leader is still an unreaped zombie: the zombie holds the PID, so the
 //     group id cannot have been reused by then. A worker's helper processes
-//     therefore never outlive it (like systemd's KillMode=control-group);
-//     descendants that moved to another group or session are out of reach,
-//     and Done waits for their copy of the output pipes only Spec.WaitDelay.
+//     therefore never outlive it (like systemd's KillMode=control-group).
+//     Descendants that moved to another group or session are found through
+//     the instance's cgroup (EnableCgroups) or, without one, through
+//     Spec.Mark, which every descendant inherits in its environment
+//     (MarkEnv); they are killed at the same moment. Without a mark they are
+//     out of reach, and Done waits for their copy of the output pipes only
+//     Spec.WaitDelay.
+//   - ReapMarked finds a crashed server's instance's processes again by
+//     mark and cgroup; EnableSubreaper makes the server reap the zombies of
+//     descendants reparented to it, never a child os/exec waits for.
 //   - StartTicks, Alive and Reap identify a process by PID plus start time
 //     (field 22 of /proc/PID/stat), so a reused PID is never signalled.
 //   - PortFree and FreePort pick loopback ports for new instances.
+//
+// EnableCgroups and EnableSubreaper change process-wide state (the
+// package's cgroup directory, the prctl flag, a SIGCHLD watcher): the
+// server calls them once at start.
 //
 // Concurrency: every exported function and method is safe for concurrent
 // use. Each Process has one goroutine that waits for the leader, drains its

@@ -39,9 +39,14 @@ func TestMain(m *testing.M) {
 //	echo                    print "got SIGWINCH" for each SIGWINCH (SIGTERM kills it)
 //	phases                  out 1-3 on stdout; SIGUSR1; err 4-6 on stderr; SIGUSR1; out 7-9
 //	long                    a 200000-byte line and "end" on stdout, "partial" (no newline) on stderr
-//	spawn MODE same|own THEN  start a child helper in MODE (in this group or its own)
+//	spawn MODE same|own|setsid|bare THEN  start a child helper in MODE (in this
+//	                        group, its own, its own session, or its own session
+//	                        with a clean environment)
 //	                        sharing stdout/stderr, print "child PID TICKS", then THEN:
 //	                        sleep, ignoreterm or exit
+//	orphanmaker             start a "waitorphan" helper in this group, print
+//	                        "grandchild PID TICKS", exit
+//	waitorphan PPID         exit as soon as the parent PPID has exited
 //	middle                  Start a "sleep" helper, print "grandchild PID TICKS", run
 func runHelper(args []string) {
 	if len(args) == 0 {
@@ -96,7 +101,10 @@ func runHelper(args []string) {
 		}
 		cmd := exec.Command(exePath(), mode)
 		cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
-		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: group == "own"}
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: group == "own", Setsid: group == "setsid" || group == "bare"}
+		if group == "bare" { // a new session and a clean environment: no mark
+			cmd.Env = []string{helperEnv + "=1", "GORACE=atexit_sleep_ms=0"}
+		}
 		if err := cmd.Start(); err != nil {
 			fail(err.Error())
 		}
@@ -109,6 +117,26 @@ func runHelper(args []string) {
 			os.Exit(0)
 		}
 		block()
+	case "orphanmaker":
+		cmd := exec.Command(exePath(), "waitorphan", strconv.Itoa(os.Getpid()))
+		cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+		if err := cmd.Start(); err != nil {
+			fail(err.Error())
+		}
+		ticks, err := StartTicks(cmd.Process.Pid)
+		if err != nil {
+			fail(err.Error())
+		}
+		fmt.Printf("grandchild %d %d\n", cmd.Process.Pid, ticks)
+		os.Exit(0)
+	case "waitorphan":
+		parent, _ := strconv.Atoi(args[1])
+		for deadline := time.Now().Add(10 * time.Second); os.Getppid() == parent; {
+			if time.Now().After(deadline) {
+				fail("parent did not exit")
+			}
+			time.Sleep(time.Millisecond)
+		}
 	case "middle":
 		p, err := Start(Spec{Path: exePath(), Args: []string{"sleep"}, Logger: zerolog.Nop()})
 		if err != nil {

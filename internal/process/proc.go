@@ -17,6 +17,7 @@ const killWait = 5 * time.Second
 
 type procStat struct {
 	state byte   // field 3: R, S, D, Z, X, ...
+	ppid  int    // field 4
 	pgrp  int    // field 5
 	start uint64 // field 22: start time in clock ticks after boot
 }
@@ -43,6 +44,10 @@ func parseStat(b []byte) (procStat, error) {
 	if len(f) < 20 {
 		return procStat{}, fmt.Errorf("malformed /proc stat: %d fields after comm", len(f))
 	}
+	ppid, err := strconv.Atoi(string(f[1]))
+	if err != nil {
+		return procStat{}, fmt.Errorf("malformed /proc stat: ppid: %w", err)
+	}
 	pgrp, err := strconv.Atoi(string(f[2]))
 	if err != nil {
 		return procStat{}, fmt.Errorf("malformed /proc stat: pgrp: %w", err)
@@ -51,7 +56,7 @@ func parseStat(b []byte) (procStat, error) {
 	if err != nil {
 		return procStat{}, fmt.Errorf("malformed /proc stat: starttime: %w", err)
 	}
-	return procStat{state: f[0][0], pgrp: pgrp, start: start}, nil
+	return procStat{state: f[0][0], ppid: ppid, pgrp: pgrp, start: start}, nil
 }
 
 // StartTicks returns when pid started, in clock ticks after boot (field 22

@@ -29,6 +29,11 @@ type orphan struct {
 
 func startOrphan(t *testing.T, args ...string) *orphan {
 	t.Helper()
+	return startOrphanEnv(t, helperEnviron(), args...)
+}
+
+func startOrphanEnv(t *testing.T, env []string, args ...string) *orphan {
+	t.Helper()
 	exe, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
@@ -38,7 +43,7 @@ func startOrphan(t *testing.T, args ...string) *orphan {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(exe, args...)
-	cmd.Env = helperEnviron()
+	cmd.Env = env
 	cmd.Stdout, cmd.Stderr = w, w
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	err = cmd.Start()
@@ -216,12 +221,13 @@ func TestParseStat(t *testing.T) {
 		want       procStat
 		wantErr    bool
 	}{
-		{"plain", "4242 (worker) S" + rest, procStat{'S', 4242, 123456}, false},
-		{"spaces and parens", "4242 (a b) (c) R" + rest, procStat{'R', 4242, 123456}, false},
-		{"comm mimics fields", "4242 (x) S 1 1 1 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 9) Z" + rest, procStat{'Z', 4242, 123456}, false},
+		{"plain", "4242 (worker) S" + rest, procStat{'S', 1, 4242, 123456}, false},
+		{"spaces and parens", "4242 (a b) (c) R" + rest, procStat{'R', 1, 4242, 123456}, false},
+		{"comm mimics fields", "4242 (x) S 1 1 1 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 9) Z" + rest, procStat{'Z', 1, 4242, 123456}, false},
 		{"no paren", "4242 worker S" + rest, procStat{}, true},
 		{"too short", "4242 (worker) S 1 4242", procStat{}, true},
 		{"bad starttime", "4242 (worker) S" + strings.Replace(rest, "123456", "12x", 1), procStat{}, true},
+		{"bad ppid", "4242 (worker) S x" + rest[2:], procStat{}, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, err := parseStat([]byte(tc.stat + "\n"))

@@ -41,6 +41,12 @@ type Spec struct {
 	// WaitDelay bounds how long Done waits, after the leader exited, for
 	// processes outside its group that still hold its stdout/stderr; 0 means 1s.
 	WaitDelay time.Duration
+	// Mark, when set, is put in the environment as MarkEnv (see Mark) and,
+	// once EnableCgroups succeeded, names the instance's cgroup. When the
+	// leader exits, the cgroup (or, without one, every other process
+	// carrying the mark: descendants that left the group or session) is
+	// killed too, and ReapMarked finds them after a crash of the server.
+	Mark string
 }
 
 // ExitStatus is how a process ended.
@@ -62,9 +68,13 @@ type Process struct {
 	PID        int
 	StartTicks uint64 // see StartTicks; with PID it names this process, ever
 
-	cmd  *exec.Cmd
-	out  *output
-	done chan struct{}
+	cmd   *exec.Cmd
+	out   *output
+	log   zerolog.Logger
+	mark  string
+	cgDir string // its cgroup (EnableCgroups), "" without
+	cgRel string // the same as /proc/PID/cgroup shows it
+	done  chan struct{}
 
 	mu     sync.Mutex
 	reaped bool // set before the leader is reaped; from then on its PID may be reused
@@ -103,29 +113,62 @@ func Start(spec Spec) (*Process, error) {
 	}
 
 	out := newOutput(spec.Logger, tailLines)
-	cmd := exec.Command(spec.Path, spec.Args...)
+	newCmd := func() *exec.Cmd {
+		cmd := exec.Command(spec.Path, spec.Args...)
+		cmd.Dir = spec.Dir
+		cmd.Env = spec.Env
+		if spec.Mark != "" {
+			cmd.Env = withMark(spec.Env, spec.Mark)
+		}
+		cmd.Stdout = out.stdout
+		cmd.Stderr = out.stderr
+		cmd.WaitDelay = waitDelay
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: deathSig}
+		return cmd
+	}
+	cmd := newCmd()
 	if cmd.Err != nil {
 		return nil, startError(spec.Path, cmd.Err)
 	}
-	cmd.Dir = spec.Dir
-	cmd.Env = spec.Env
-	cmd.Stdout = out.stdout
-	cmd.Stderr = out.stderr
-	cmd.WaitDelay = waitDelay
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: deathSig}
-	if err := cmd.Start(); err != nil {
+	cgDir, cgRel, cgFD, err := openCgroup(spec.Mark)
+	if err != nil {
+		spec.Logger.Warn().Err(err).Msg("starting without a cgroup")
+	}
+	if cgFD >= 0 {
+		cmd.SysProcAttr.UseCgroupFD, cmd.SysProcAttr.CgroupFD = true, cgFD
+	}
+	err = cmd.Start()
+	if cgFD >= 0 {
+		unix.Close(cgFD)
+		if err != nil {
+			// Maybe the cgroup refused the process: one more try without.
+			_ = unix.Rmdir(cgDir)
+			cgDir, cgRel = "", ""
+			if retry := newCmd(); retry.Start() == nil {
+				spec.Logger.Warn().Err(err).Msg("could not start in a cgroup; started without")
+				cmd, err = retry, nil
+			}
+		}
+	}
+	if err != nil {
 		return nil, startError(spec.Path, err)
 	}
 	pid := cmd.Process.Pid
+	leaders.Store(pid, struct{}{}) // os/exec collects its status, never reapOrphans
 	// Not reaped yet (wait starts below), so /proc/PID is this process even if
 	// it already exited.
 	ticks, err := StartTicks(pid)
 	if err != nil {
 		_ = unix.Kill(-pid, unix.SIGKILL)
 		_ = cmd.Wait()
+		leaders.Delete(pid)
+		if cgDir != "" {
+			_, _ = killCgroup(cgDir, cgRel, killWait)
+		}
 		return nil, fmt.Errorf("start %s: %w", spec.Path, err)
 	}
-	p := &Process{PID: pid, StartTicks: ticks, cmd: cmd, out: out, done: make(chan struct{})}
+	p := &Process{PID: pid, StartTicks: ticks, cmd: cmd, out: out, log: spec.Logger, mark: spec.Mark,
+		cgDir: cgDir, cgRel: cgRel, done: make(chan struct{})}
 	go p.wait()
 	return p, nil
 }
@@ -156,8 +199,12 @@ func (p *Process) wait() {
 	}
 	p.reaped = true
 	p.mu.Unlock()
+	if err == nil {
+		p.killDescendants()
+	}
 
 	_ = p.cmd.Wait() // the status is in ProcessState; ErrWaitDelay only means output was cut off
+	leaders.Delete(p.PID)
 	p.out.flush()
 
 	st := ExitStatus{Code: -1}

@@ -27,12 +27,19 @@ func (s *Supervisor) recover() error {
 		if !alive && in.PID > 0 {
 			remnants = len(process.GroupMembers(in.PID, in.StartTicks))
 		}
+		// Processes it started that left its group or session (setsid).
+		mark, strays := process.Mark(s.root, in.Instance), 0
+		if in.PID > 0 {
+			strays = process.Marked(mark, in.StartTicks)
+		}
 		detail := "process already gone"
 		switch {
 		case alive:
 			detail = fmt.Sprintf("pid %d still running after a server crash; stopping it", in.PID)
 		case remnants > 0:
 			detail = fmt.Sprintf("pid %d gone, but %d process(es) of its group still running; stopping them", in.PID, remnants)
+		case strays > 0:
+			detail = fmt.Sprintf("pid %d gone, but %d process(es) it started still running; stopping them", in.PID, strays)
 		case in.PID == 0:
 			detail = "never got a pid"
 		}
@@ -47,6 +54,11 @@ func (s *Supervisor) recover() error {
 			_, rerr = s.reap(in.PID, in.StartTicks, grace)
 		case remnants > 0:
 			_, rerr = process.ReapGroup(in.PID, in.StartTicks, grace)
+		}
+		if in.PID > 0 && (alive || remnants > 0 || strays > 0) {
+			if _, err := process.ReapMarked(mark, in.StartTicks, grace); err != nil && rerr == nil {
+				rerr = err
+			}
 		}
 		if rerr != nil {
 			s.log.Error().Err(rerr).Str("instance", in.Instance).Int("pid", in.PID).Msg("could not reap orphan")

@@ -369,6 +369,7 @@ func (s *Supervisor) start(sl *slot, reason, detail string, batch *pendingReload
 		Path: w.f.bin, Dir: w.f.dir, Env: s.workerEnv(w, port),
 		Logger:    s.log.With().Str("worker", w.f.name).Str("instance", inst.name).Logger(),
 		TailLines: 20,
+		Mark:      process.Mark(s.root, inst.name), // finds its descendants, also after a crash
 	})
 	if err != nil {
 		s.failStart(inst, sm.StartFailed, err.Error())

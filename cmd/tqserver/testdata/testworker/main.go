@@ -20,12 +20,13 @@ import (
 
 var (
 	version   = "v0"
-	behaviour = "normal" // normal | crash | nohealth | orphan | spawnchild
+	behaviour = "normal" // normal | crash | nohealth | orphan | spawnchild | setsidchild | setsidstubborn
 )
 
 func main() {
 	if len(os.Args) > 1 && os.Args[1] == "sleeper" {
-		// A grandchild in the worker's process group.
+		// A grandchild: in the worker's process group (spawnchild) or in
+		// its own session (setsidchild).
 		signal.Ignore(syscall.SIGTERM)
 		time.Sleep(time.Hour)
 		return
@@ -45,6 +46,23 @@ func main() {
 			os.Exit(1)
 		}
 		os.WriteFile("child.pid", []byte(strconv.Itoa(cmd.Process.Pid)), 0o644)
+	case "setsidchild", "setsidstubborn":
+		// A child that leaves the process group and the session, as a
+		// daemonizing helper does; one line per instance in setsid.pids.
+		// setsidstubborn also ignores SIGTERM: it stops only at SIGKILL.
+		cmd := exec.Command(os.Args[0], "sleeper")
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+		if err := cmd.Start(); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		f, err := os.OpenFile("setsid.pids", os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		fmt.Fprintf(f, "%d\n", cmd.Process.Pid)
+		f.Close()
 	}
 	port := os.Getenv("PORT")
 	var reloads, served atomic.Int64
@@ -109,7 +127,11 @@ func main() {
 	}
 	srv := &http.Server{Handler: mux}
 	term := make(chan os.Signal, 1)
-	signal.Notify(term, syscall.SIGTERM, syscall.SIGINT)
+	if behaviour == "setsidstubborn" {
+		signal.Ignore(syscall.SIGTERM)
+	} else {
+		signal.Notify(term, syscall.SIGTERM, syscall.SIGINT)
+	}
 	go func() {
 		<-term
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
