@@ -7,9 +7,9 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"time"
 
+	"github.com/mevdschee/tqserver/internal/layout"
 	"github.com/mevdschee/tqserver/internal/store"
 	bolt "go.etcd.io/bbolt"
 )
@@ -21,7 +21,7 @@ import (
 // Seq set). Appending them one by one through store.Append (one fsync'd
 // transaction each) would take hours.
 func genHistory(root string, n int) (string, error) {
-	path := filepath.Join(root, "var", "tqserver.db")
+	path := layout.New(root, layout.Options{}).DB()
 	st, err := store.Open(path, store.Options{})
 	if err != nil {
 		return "", err

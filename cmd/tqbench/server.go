@@ -16,6 +16,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/mevdschee/tqserver/internal/layout"
 )
 
 // moduleRoot is the directory of the tqserver module (where go.mod is),
@@ -62,10 +64,11 @@ func newAppRoot(dir string, names []string, bin string) (string, error) {
 // newAppRootConfig is newAppRoot with cfg as config/server.yaml.
 func newAppRootConfig(dir string, names []string, bin, cfg string) (string, error) {
 	root := filepath.Join(dir, "app")
-	if err := os.MkdirAll(filepath.Join(root, "config"), 0o755); err != nil {
+	lay := layout.New(root, layout.Options{})
+	if err := os.MkdirAll(lay.ConfigDir(), 0o755); err != nil {
 		return "", err
 	}
-	if err := os.WriteFile(filepath.Join(root, "config", "server.yaml"), []byte(cfg), 0o644); err != nil {
+	if err := os.WriteFile(lay.ServerConfig(), []byte(cfg), 0o644); err != nil {
 		return "", err
 	}
 	for _, n := range names {
@@ -84,7 +87,7 @@ func newAppRootConfig(dir string, names []string, bin, cfg string) (string, erro
 }
 
 func workerBinPath(root, name string) string {
-	return filepath.Join(root, "workers", name, "bin", name)
+	return layout.New(root, layout.Options{}).Worker(name).Binary()
 }
 
 // installWorker puts bin at workers/{name}/bin/{name}: a copy to a temporary
@@ -339,7 +342,7 @@ func rssMiB(pid int) (float64, error) {
 
 // adminClient talks HTTP to the server's admin socket (var/tqserver.sock).
 func adminClient(root string, timeout time.Duration) *http.Client {
-	sock := filepath.Join(root, "var", "tqserver.sock")
+	sock := layout.New(root, layout.Options{}).Socket()
 	return &http.Client{Timeout: timeout, Transport: &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			var d net.Dialer
@@ -353,7 +356,7 @@ func adminClient(root string, timeout time.Duration) *http.Client {
 // reload` does, without starting a process) and returns how long the
 // server took to answer.
 func adminReload(root string) (time.Duration, error) {
-	sock := filepath.Join(root, "var", "tqserver.sock")
+	sock := layout.New(root, layout.Options{}).Socket()
 	c := adminClient(root, 60*time.Second)
 	// Connect before timing, so the figure is the check, not the dial.
 	conn, err := net.DialTimeout("unix", sock, time.Second)

@@ -269,3 +269,31 @@ func TestServerSources(t *testing.T) {
 		t.Errorf("ServerSources = %q, want %q", got, want)
 	}
 }
+
+// The cases that proxy and supervisor tested for their own copies.
+func TestWorkerRoute(t *testing.T) {
+	for name, want := range map[string]string{
+		"index":       "/",
+		"api":         "/api",
+		"api_users":   "/api/users",
+		"a_b_c":       "/a/b/c",
+		"blog-admin":  "/blog-admin",
+		"index_stats": "/index/stats",
+	} {
+		if got := Route(name); got != want {
+			t.Errorf("Route(%q) = %q, want %q", name, got, want)
+		}
+	}
+}
+
+func TestValidWorkerName(t *testing.T) {
+	for name, want := range map[string]bool{
+		"index": true, "api_users": true, "a-b": true, "0": true, "9x_": true, "9x": true,
+		"": false, "_a": false, "-a": false, "Index": false, "a.b": false, "a/b": false,
+		"..": false, "a b": false, "é": false, "_x": false, "-x": false,
+	} {
+		if got := ValidName(name); got != want {
+			t.Errorf("ValidName(%q) = %v, want %v", name, got, want)
+		}
+	}
+}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/mevdschee/tqserver/internal/builder"
 	"github.com/mevdschee/tqserver/internal/events"
+	"github.com/mevdschee/tqserver/internal/layout"
 	"github.com/mevdschee/tqserver/internal/store"
 )
 
@@ -101,11 +102,11 @@ func (s *Supervisor) dropBuild(b *buildState) {
 // progress. At most parallel_builds run at once. A tentative build starts
 // on the watcher's early notice and stays unrecorded until commitBuild.
 func (s *Supervisor) build(name string, seen time.Time, tentative bool) {
-	if !ValidWorkerName(name) {
+	if !layout.ValidName(name) {
 		return
 	}
-	dir := filepath.Join(s.workersDir(), name)
-	if !builder.HasSource(dir) {
+	lw := s.layout().Worker(name)
+	if !lw.HasSource() {
 		return
 	}
 	if seen.IsZero() {
@@ -139,7 +140,7 @@ func (s *Supervisor) build(name string, seen time.Time, tentative bool) {
 			return
 		}
 		defer func() { <-sem }()
-		r := builder.Build(ctx, dir, builder.Options{LDFlags: bo.LDFlags, Stage: true})
+		r := builder.Build(ctx, lw.Dir, builder.Options{LDFlags: bo.LDFlags, Stage: true})
 		ev := events.BuildFinished{Worker: name, ID: id, Duration: r.Duration, Err: r.Err, Output: r.Output, Canceled: r.Canceled, Staged: r.Staged}
 		select {
 		case s.events <- ev:
@@ -219,7 +220,7 @@ func (s *Supervisor) onBuildFinished(ev events.BuildFinished) {
 		return
 	}
 	if ev.Err == nil && ev.Staged != "" {
-		res := builder.Result{Worker: ev.Worker, Binary: filepath.Join(s.workersDir(), ev.Worker, "bin", ev.Worker), Staged: ev.Staged}
+		res := builder.Result{Worker: ev.Worker, Binary: s.layout().Worker(ev.Worker).Binary(), Staged: ev.Staged}
 		if err := builder.Install(&res); err != nil {
 			ev.Err = err
 			// Nothing was installed; a failure to record that is logged
@@ -269,7 +270,7 @@ func (s *Supervisor) onBuildFinished(ev events.BuildFinished) {
 }
 
 func (s *Supervisor) findWorker(name string) (found, bool) {
-	all, _, err := discover(s.workersDir())
+	all, _, err := discover(s.layout())
 	if err != nil {
 		return found{}, false
 	}
@@ -283,7 +284,8 @@ func (s *Supervisor) findWorker(name string) (found, bool) {
 // buildServer rebuilds server/bin/tqserver when the app root is the
 // tqserver repository itself (it has cmd/tqserver).
 func (s *Supervisor) buildServer() {
-	if _, err := os.Stat(filepath.Join(s.root, "cmd", "tqserver", "main.go")); err != nil {
+	lay := s.layout()
+	if !lay.IsServerRepo() {
 		return
 	}
 	if s.serverBuild != nil {
@@ -296,7 +298,7 @@ func (s *Supervisor) buildServer() {
 	root := s.root
 	go func() {
 		start := time.Now()
-		out := filepath.Join(root, "server", "bin", "tqserver")
+		out := lay.ServerBinary()
 		tmp := out + ".build"
 		os.MkdirAll(filepath.Dir(out), 0o755)
 		cmd := exec.CommandContext(ctx, "go", "build", "-o", tmp, "./cmd/tqserver")

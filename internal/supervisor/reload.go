@@ -3,7 +3,6 @@ package supervisor
 import (
 	"errors"
 	"fmt"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -16,11 +15,8 @@ import (
 
 // serverFiles are compared on every reload besides the workers.
 func (s *Supervisor) serverFiles() []string {
-	return []string{
-		filepath.Join(s.root, "config", "server.yaml"),
-		filepath.Join(s.root, "config", "deployment.yaml"),
-		filepath.Join(s.root, "server", "bin", "tqserver"),
-	}
+	lay := s.layout()
+	return []string{lay.ServerConfig(), lay.DeploymentConfig(), lay.ServerBinary()}
 }
 
 func (s *Supervisor) stampServerFiles() {
@@ -98,7 +94,7 @@ func (s *Supervisor) checkChanges(ev events.Reload, p *pendingReload) {
 		}
 	}
 
-	srv := filepath.Join(s.root, "server", "bin", "tqserver")
+	srv := s.layout().ServerBinary()
 	if st := statFile(srv); st != s.stamps[srv] {
 		msg := "server/bin/tqserver changed: a server upgrade is pending (restart tqserver to run it)"
 		if !st.exists {
@@ -119,7 +115,7 @@ func (s *Supervisor) checkChanges(ev events.Reload, p *pendingReload) {
 		s.log.Warn().Msg(msg)
 		return
 	}
-	found, warnings, err := discover(s.workersDir())
+	found, warnings, err := discover(s.layout())
 	if err != nil {
 		res.Error = err.Error()
 		return

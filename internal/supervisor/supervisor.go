@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -13,6 +12,7 @@ import (
 
 	"github.com/mevdschee/tqserver/internal/config"
 	"github.com/mevdschee/tqserver/internal/events"
+	"github.com/mevdschee/tqserver/internal/layout"
 	"github.com/mevdschee/tqserver/internal/process"
 	"github.com/mevdschee/tqserver/internal/proxy"
 	sm "github.com/mevdschee/tqserver/internal/statemachine"
@@ -229,7 +229,7 @@ func (s *Supervisor) Run() error {
 		s.onBuildFinished(b)
 	}
 	s.stampServerFiles()
-	found, warnings, err := discover(s.workersDir())
+	found, warnings, err := discover(s.layout())
 	if err != nil {
 		return err
 	}
@@ -273,19 +273,11 @@ func (s *Supervisor) Run() error {
 	}
 }
 
-func (s *Supervisor) workersDir() string {
-	d := s.cfg.Workers.WorkersDir
-	if d == "" {
-		d = "workers"
-	}
-	if filepath.IsAbs(d) {
-		return d
-	}
-	return filepath.Join(s.root, d)
-}
+// layout is the app root's layout under the current config.
+func (s *Supervisor) layout() layout.Root { return s.cfg.Layout(s.root) }
 
 func (s *Supervisor) addWorker(f found) *worker {
-	route := proxy.WorkerRoute(f.name)
+	route := layout.Route(f.name)
 	w := &worker{f: f, route: route, settings: s.cfg.ForWorker(route), stamp: f.stamp}
 	w.resize(w.settings.ClampInstances(w.settings.Instances))
 	s.workers[f.name] = w
