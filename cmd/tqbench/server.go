@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/mevdschee/tqserver/internal/layout"
+	sm "github.com/mevdschee/tqserver/internal/statemachine"
 )
 
 // moduleRoot is the directory of the tqserver module (where go.mod is),
@@ -292,7 +293,7 @@ func (s *server) waitSteadySocket(want int, timeout time.Duration) error {
 func (st *statusJSON) healthy() int {
 	n := 0
 	for _, w := range st.Workers {
-		if len(w.Instances) == 1 && w.Instances[0].State == "healthy" {
+		if len(w.Instances) == 1 && w.Instances[0].State == sm.Healthy {
 			n++
 		}
 	}
@@ -310,7 +311,7 @@ func (st *statusJSON) workerPort(name string) int {
 	for _, w := range st.Workers {
 		if w.Name == name {
 			for _, in := range w.Instances {
-				if in.State == "healthy" {
+				if in.State == sm.Healthy {
 					return in.Port
 				}
 			}

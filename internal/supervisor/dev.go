@@ -12,6 +12,7 @@ import (
 	"github.com/mevdschee/tqserver/internal/builder"
 	"github.com/mevdschee/tqserver/internal/events"
 	"github.com/mevdschee/tqserver/internal/layout"
+	sm "github.com/mevdschee/tqserver/internal/statemachine"
 	"github.com/mevdschee/tqserver/internal/store"
 )
 
@@ -120,7 +121,7 @@ func (s *Supervisor) build(name string, seen time.Time, tentative bool) {
 		}
 	}
 	if !tentative {
-		if err := s.record(&store.Record{Worker: name, Event: EventBuildStarted}); err != nil {
+		if err := s.record(&store.Record{Worker: name, Event: sm.EventBuildStarted}); err != nil {
 			// No build without its record; the next save tries again.
 			s.log.Error().Str("worker", name).Msg("build not started: its build_started record could not be written; save again once the log is writable")
 			return
@@ -154,7 +155,7 @@ func (s *Supervisor) build(name string, seen time.Time, tentative bool) {
 // recorded now, and if it already finished, its result is handled now.
 func (s *Supervisor) commitBuild(name string, b *buildState) {
 	b.tentative = false
-	if err := s.record(&store.Record{Worker: name, Event: EventBuildStarted,
+	if err := s.record(&store.Record{Worker: name, Event: sm.EventBuildStarted,
 		Detail: "begun " + time.Since(b.began).Round(time.Millisecond).String() + " ago, when the change settled"}); err != nil {
 		// Unrecorded, the early build is as if never made.
 		s.dropBuild(b)
@@ -198,9 +199,9 @@ func (s *Supervisor) onBuildFinished(ev events.BuildFinished) {
 	if ev.Canceled {
 		return
 	}
-	r := &store.Record{Worker: ev.Worker, Event: EventBuildOK, Detail: "built in " + ev.Duration.Round(time.Millisecond).String()}
+	r := &store.Record{Worker: ev.Worker, Event: sm.EventBuildOK, Detail: "built in " + ev.Duration.Round(time.Millisecond).String()}
 	if ev.Err != nil {
-		r.Event = EventBuildFailed
+		r.Event = sm.EventBuildFailed
 		r.Detail = strings.TrimSpace(ev.Err.Error() + "\n" + ev.Output)
 	}
 	if ev.Worker == "" {
@@ -225,7 +226,7 @@ func (s *Supervisor) onBuildFinished(ev events.BuildFinished) {
 			ev.Err = err
 			// Nothing was installed; a failure to record that is logged
 			// by record and changes nothing that follows.
-			_ = s.record(&store.Record{Worker: ev.Worker, Event: EventBuildFailed, Detail: "install: " + err.Error()})
+			_ = s.record(&store.Record{Worker: ev.Worker, Event: sm.EventBuildFailed, Detail: "install: " + err.Error()})
 		}
 	}
 	if ev.Err != nil {
@@ -258,7 +259,7 @@ func (s *Supervisor) onBuildFinished(ev events.BuildFinished) {
 		w = s.addWorker(f)
 		s.publishRoutes()
 		for _, sl := range w.slots {
-			s.start(sl, ReasonSourceChanged, "new worker; "+detail, nil)
+			s.start(sl, sm.ReasonSourceChanged, "new worker; "+detail, nil)
 			if sl.next != nil {
 				sl.next.changedAt = started
 			}
@@ -266,7 +267,7 @@ func (s *Supervisor) onBuildFinished(ev events.BuildFinished) {
 		return
 	}
 	w.stamp = stampWorker(w.f)
-	s.startRoll(w, ReasonSourceChanged, detail, nil, started)
+	s.startRoll(w, sm.ReasonSourceChanged, detail, nil, started)
 }
 
 func (s *Supervisor) findWorker(name string) (found, bool) {
