@@ -39,7 +39,8 @@ type Found struct {
 // bin/{name} is skipped with a warning that says what it lacks; with
 // Sources, directories no include pattern selects, or without src/main.go,
 // are left out silently (they may be prod deploys or assets). A missing
-// workers directory is a warning, not an error.
+// workers directory is no error: Binaries warns about it, Sources finds
+// nothing (in dev mode both run at start; one warning is enough).
 func (r Root) Discover(want Want) ([]Found, []string, error) {
 	if want != Sources && want != Binaries {
 		return nil, nil, fmt.Errorf("discover workers: unknown want %d", want)
@@ -47,6 +48,9 @@ func (r Root) Discover(want Want) ([]Found, []string, error) {
 	entries, err := os.ReadDir(r.workers)
 	if err != nil {
 		if os.IsNotExist(err) {
+			if want == Sources {
+				return nil, nil, nil
+			}
 			return nil, []string{fmt.Sprintf("%s: no workers directory", r.workers)}, nil
 		}
 		return nil, nil, fmt.Errorf("discover workers in %s: %w", r.workers, err)

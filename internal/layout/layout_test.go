@@ -211,11 +211,13 @@ func TestDiscoverConfiguredWorkersDir(t *testing.T) {
 
 func TestDiscoverMissingAndUnreadable(t *testing.T) {
 	root := t.TempDir()
-	for _, want := range []Want{Sources, Binaries} {
-		found, warnings, err := New(root, Options{}).Discover(want)
-		if err != nil || len(found) != 0 || len(warnings) != 1 || !strings.Contains(warnings[0], "no workers directory") {
-			t.Errorf("missing workers dir: %v %q %v", found, warnings, err)
-		}
+	found, warnings, err := New(root, Options{}).Discover(Binaries)
+	if err != nil || len(found) != 0 || len(warnings) != 1 || !strings.Contains(warnings[0], "no workers directory") {
+		t.Errorf("missing workers dir: %v %q %v", found, warnings, err)
+	}
+	found, warnings, err = New(root, Options{}).Discover(Sources)
+	if err != nil || len(found) != 0 || len(warnings) != 0 {
+		t.Errorf("missing workers dir, Sources: %v %q %v", found, warnings, err)
 	}
 	mk(t, root, "workers", "a file where the directory should be")
 	if _, _, err := New(root, Options{}).Discover(Binaries); err == nil || !strings.Contains(err.Error(), filepath.Join(root, "workers")) {
