@@ -7,11 +7,13 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"time"
 
-	"github.com/mevdschee/tqserver/internal/store"
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/mevdschee/tqserver/internal/layout"
+	sm "github.com/mevdschee/tqserver/internal/statemachine"
+	"github.com/mevdschee/tqserver/internal/store"
 )
 
 // genHistory writes n records to root/var/tqserver.db. store.Open creates the
@@ -21,7 +23,7 @@ import (
 // Seq set). Appending them one by one through store.Append (one fsync'd
 // transaction each) would take hours.
 func genHistory(root string, n int) (string, error) {
-	path := filepath.Join(root, "var", "tqserver.db")
+	path := layout.New(root, layout.Options{}).DB()
 	st, err := store.Open(path, store.Options{})
 	if err != nil {
 		return "", err
@@ -39,10 +41,10 @@ func genHistory(root string, n int) (string, error) {
 	// server's log would hold after a long time.
 	workers := []string{"index", "api_users", "api_orders", "admin", "blog", "shop_cart", "search", "auth"}
 	steps := []struct{ from, to, event, reason string }{
-		{"", "starting", "start", "binary_changed"},
-		{"starting", "healthy", "health_ok", "binary_changed"},
-		{"healthy", "draining", "drain", "replaced"},
-		{"draining", "stopped", "exited", "replaced"},
+		{"", sm.Starting, sm.Start, sm.ReasonBinaryChanged},
+		{sm.Starting, sm.Healthy, sm.HealthOK, sm.ReasonBinaryChanged},
+		{sm.Healthy, sm.Draining, sm.Drain, sm.ReasonReplaced},
+		{sm.Draining, sm.Stopped, sm.Exited, sm.ReasonReplaced},
 	}
 	t := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	const perTx = 50000
@@ -70,14 +72,14 @@ func genHistory(root string, n int) (string, error) {
 					Event:    s.event,
 					Reason:   s.reason,
 				}
-				if s.to != "starting" {
+				if s.to != sm.Starting {
 					r.PID = 10000 + k%50000
 					r.Port = 20000 + k%10000
 					r.StartTicks = uint64(123456 + k)
 				} else {
 					r.Route = "/" + w
 				}
-				if s.to == "stopped" {
+				if s.to == sm.Stopped {
 					code := 0
 					r.ExitCode = &code
 				}

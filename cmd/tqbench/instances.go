@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"path/filepath"
 	"time"
+
+	sm "github.com/mevdschee/tqserver/internal/statemachine"
 )
 
 // The several-instances part: the same CPU-bound load (GET /work?n=…, each
@@ -129,7 +131,7 @@ func (st *statusJSON) instancesOf(name string) (healthy, other int) {
 			continue
 		}
 		for _, in := range w.Instances {
-			if in.State == "healthy" {
+			if in.State == sm.Healthy {
 				healthy++
 			} else {
 				other++

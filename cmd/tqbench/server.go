@@ -16,6 +16,9 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/mevdschee/tqserver/internal/layout"
+	sm "github.com/mevdschee/tqserver/internal/statemachine"
 )
 
 // moduleRoot is the directory of the tqserver module (where go.mod is),
@@ -62,10 +65,11 @@ func newAppRoot(dir string, names []string, bin string) (string, error) {
 // newAppRootConfig is newAppRoot with cfg as config/server.yaml.
 func newAppRootConfig(dir string, names []string, bin, cfg string) (string, error) {
 	root := filepath.Join(dir, "app")
-	if err := os.MkdirAll(filepath.Join(root, "config"), 0o755); err != nil {
+	lay := layout.New(root, layout.Options{})
+	if err := os.MkdirAll(lay.ConfigDir(), 0o755); err != nil {
 		return "", err
 	}
-	if err := os.WriteFile(filepath.Join(root, "config", "server.yaml"), []byte(cfg), 0o644); err != nil {
+	if err := os.WriteFile(lay.ServerConfig(), []byte(cfg), 0o644); err != nil {
 		return "", err
 	}
 	for _, n := range names {
@@ -84,7 +88,7 @@ func newAppRootConfig(dir string, names []string, bin, cfg string) (string, erro
 }
 
 func workerBinPath(root, name string) string {
-	return filepath.Join(root, "workers", name, "bin", name)
+	return layout.New(root, layout.Options{}).Worker(name).Binary()
 }
 
 // installWorker puts bin at workers/{name}/bin/{name}: a copy to a temporary
@@ -289,7 +293,7 @@ func (s *server) waitSteadySocket(want int, timeout time.Duration) error {
 func (st *statusJSON) healthy() int {
 	n := 0
 	for _, w := range st.Workers {
-		if len(w.Instances) == 1 && w.Instances[0].State == "healthy" {
+		if len(w.Instances) == 1 && w.Instances[0].State == sm.Healthy {
 			n++
 		}
 	}
@@ -307,7 +311,7 @@ func (st *statusJSON) workerPort(name string) int {
 	for _, w := range st.Workers {
 		if w.Name == name {
 			for _, in := range w.Instances {
-				if in.State == "healthy" {
+				if in.State == sm.Healthy {
 					return in.Port
 				}
 			}
@@ -339,7 +343,7 @@ func rssMiB(pid int) (float64, error) {
 
 // adminClient talks HTTP to the server's admin socket (var/tqserver.sock).
 func adminClient(root string, timeout time.Duration) *http.Client {
-	sock := filepath.Join(root, "var", "tqserver.sock")
+	sock := layout.New(root, layout.Options{}).Socket()
 	return &http.Client{Timeout: timeout, Transport: &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			var d net.Dialer
@@ -353,7 +357,7 @@ func adminClient(root string, timeout time.Duration) *http.Client {
 // reload` does, without starting a process) and returns how long the
 // server took to answer.
 func adminReload(root string) (time.Duration, error) {
-	sock := filepath.Join(root, "var", "tqserver.sock")
+	sock := layout.New(root, layout.Options{}).Socket()
 	c := adminClient(root, 60*time.Second)
 	// Connect before timing, so the figure is the check, not the dial.
 	conn, err := net.DialTimeout("unix", sock, time.Second)

@@ -7,7 +7,7 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/mevdschee/tqserver/internal/admin"
+	"github.com/mevdschee/tqserver/internal/layout"
 	"github.com/mevdschee/tqserver/internal/store"
 )
 
@@ -25,7 +25,7 @@ func (c *logCheckCmd) Run() error {
 	if err != nil {
 		return err
 	}
-	res, err := store.Check(admin.DBPath(root), time.Second)
+	res, err := store.Check(layout.New(root, layout.Options{}).DB(), time.Second)
 	if err != nil {
 		return logFileError(root, err)
 	}
@@ -49,7 +49,7 @@ func (c *logSalvageCmd) Run() error {
 	if err != nil {
 		return err
 	}
-	path := admin.DBPath(root)
+	path := layout.New(root, layout.Options{}).DB()
 	res, err := store.Salvage(path, time.Now())
 	if err != nil {
 		return logFileError(root, err)
@@ -76,9 +76,9 @@ func (c *logSalvageCmd) Run() error {
 func logFileError(root string, err error) error {
 	switch {
 	case errors.Is(err, store.ErrLocked):
-		return fmt.Errorf("var/tqserver.db is in use (a server runs on %s): stop it first", root)
+		return fmt.Errorf("%s is in use (a server runs on %s): stop it first", layout.DBFile, root)
 	case errors.Is(err, os.ErrNotExist):
-		return fmt.Errorf("no log at %s (the server has never run on this root)", admin.DBPath(root))
+		return fmt.Errorf("no log at %s (the server has never run on this root)", layout.New(root, layout.Options{}).DB())
 	}
 	return err
 }

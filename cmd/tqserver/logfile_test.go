@@ -16,6 +16,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	sm "github.com/mevdschee/tqserver/internal/statemachine"
 	"github.com/mevdschee/tqserver/internal/store"
 	"github.com/mevdschee/tqserver/internal/supervisor"
 )
@@ -257,7 +258,7 @@ func TestVarDeletedWhileServing(t *testing.T) {
 	}
 	recreated := -1
 	for i, r := range recs {
-		if r.Event == store.EventLogRecreated {
+		if r.Event == sm.EventLogRecreated {
 			recreated = i
 		}
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/mevdschee/tqserver/internal/admin"
 	"github.com/mevdschee/tqserver/internal/builder"
 	"github.com/mevdschee/tqserver/internal/config"
+	"github.com/mevdschee/tqserver/internal/layout"
 	"github.com/mevdschee/tqserver/internal/store"
 	"github.com/mevdschee/tqserver/internal/supervisor"
 )
@@ -27,13 +28,14 @@ type historyCmd struct {
 
 // openLog opens the log read-only, for when no server answers.
 func openLog(root string) (*store.Store, error) {
-	st, err := store.Open(admin.DBPath(root), store.Options{Timeout: time.Second, ReadOnly: true})
+	db := layout.New(root, layout.Options{}).DB()
+	st, err := store.Open(db, store.Options{Timeout: time.Second, ReadOnly: true})
 	if err != nil {
 		if errors.Is(err, store.ErrLocked) {
-			return nil, fmt.Errorf("var/tqserver.db is locked but no server answers on var/tqserver.sock")
+			return nil, fmt.Errorf("%s is locked but no server answers on %s", layout.DBFile, layout.SocketFile)
 		}
 		if errors.Is(err, os.ErrNotExist) {
-			return nil, fmt.Errorf("no log at %s (the server has never run on this root)", admin.DBPath(root))
+			return nil, fmt.Errorf("no log at %s (the server has never run on this root)", db)
 		}
 		return nil, err
 	}
@@ -181,7 +183,7 @@ func (c *reloadCmd) Run() error {
 type buildCmd struct {
 	rootFlag
 	Prod    bool     `help:"Production build: prod ldflags and a .sha256 next to each binary."`
-	Workers []string `arg:"" optional:"" name:"name" help:"Workers to build (default: all with src/main.go)."`
+	Workers []string `arg:"" optional:"" name:"name" help:"Workers to build (default: all with src/main.go that workers.discovery.include_patterns select)."`
 }
 
 func (c *buildCmd) Run() error {
@@ -193,25 +195,28 @@ func (c *buildCmd) Run() error {
 	if err != nil {
 		return err
 	}
-	dir := workersDir(root, cfg)
-	names := c.Workers
-	if len(names) == 0 {
-		entries, err := os.ReadDir(dir)
+	lay := cfg.Layout(root)
+	var dirs []string
+	for _, n := range c.Workers {
+		if !layout.ValidName(n) {
+			return fmt.Errorf("build: %q is not a valid worker name (names must match %s)", n, layout.NamePattern)
+		}
+		dirs = append(dirs, lay.Worker(n).Dir)
+	}
+	if len(c.Workers) == 0 {
+		if _, err := os.Stat(lay.WorkersDir()); err != nil {
+			return fmt.Errorf("build: %w", err)
+		}
+		found, warnings, err := lay.Discover(layout.Sources)
 		if err != nil {
 			return fmt.Errorf("build: %w", err)
 		}
-		for _, e := range entries {
-			if e.IsDir() && supervisor.ValidWorkerName(e.Name()) && builder.HasSource(dir+"/"+e.Name()) {
-				names = append(names, e.Name())
-			}
+		for _, w := range warnings {
+			fmt.Fprintln(os.Stderr, "warning: "+w)
 		}
-	}
-	var dirs []string
-	for _, n := range names {
-		if !supervisor.ValidWorkerName(n) {
-			return fmt.Errorf("build: %q is not a valid worker name", n)
+		for _, f := range found {
+			dirs = append(dirs, f.Dir)
 		}
-		dirs = append(dirs, dir+"/"+n)
 	}
 	o := builder.Options{LDFlags: cfg.Deployment.Dev.Build.LDFlags}
 	par := cfg.Deployment.Dev.Build.ParallelBuilds

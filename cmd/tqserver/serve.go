@@ -7,8 +7,6 @@ import (
 	"net"
 	"os"
 	"os/signal"
-	"path/filepath"
-	"sort"
 	"strconv"
 	"strings"
 	"syscall"
@@ -21,6 +19,7 @@ import (
 	"github.com/mevdschee/tqserver/internal/config"
 	"github.com/mevdschee/tqserver/internal/devreload"
 	"github.com/mevdschee/tqserver/internal/events"
+	"github.com/mevdschee/tqserver/internal/layout"
 	"github.com/mevdschee/tqserver/internal/process"
 	"github.com/mevdschee/tqserver/internal/proxy"
 	"github.com/mevdschee/tqserver/internal/store"
@@ -60,18 +59,19 @@ func (c *serveCmd) Run() error {
 		listen = ":" + strconv.Itoa(cfg.Server.Port)
 	}
 	log := newLogger(mode)
+	lay := cfg.Layout(root)
 
-	if err := os.MkdirAll(filepath.Join(root, "var"), 0o755); err != nil {
-		return fmt.Errorf("create var/: %w", err)
+	if err := os.MkdirAll(lay.VarDir(), 0o755); err != nil {
+		return fmt.Errorf("create %s/: %w", layout.VarDir, err)
 	}
-	st, err := store.Open(admin.DBPath(root), store.Options{Timeout: time.Second,
+	st, err := store.Open(lay.DB(), store.Options{Timeout: time.Second,
 		// A log deleted under the running server is recreated by the next
 		// append; say so loudly, once.
-		Recreated: func(detail string) { log.Error().Str("log", admin.DBPath(root)).Msg(detail) },
+		Recreated: func(detail string) { log.Error().Str("log", lay.DB()).Msg(detail) },
 	})
 	if err != nil {
 		if errors.Is(err, store.ErrLocked) {
-			return fmt.Errorf("another tqserver is running on %s (var/tqserver.db is locked)", root)
+			return fmt.Errorf("another tqserver is running on %s (%s is locked)", root, layout.DBFile)
 		}
 		return err
 	}
@@ -86,12 +86,12 @@ func (c *serveCmd) Run() error {
 
 	var builds []events.BuildFinished
 	if mode == "dev" {
-		builds = buildAll(root, cfg, log)
+		builds = buildAll(lay, cfg, log)
 	}
 
 	var sup *supervisor.Supervisor
 	popts := proxy.Options{
-		WorkersDir:        staticDir(root, cfg),
+		WorkersDir:        lay.StaticDir(),
 		StaticEnabled:     cfg.Server.Static.Enabled,
 		StaticPrefix:      cfg.Server.Static.URLPrefix,
 		CacheMaxAge:       cfg.Server.Static.CacheMaxAgeSeconds,
@@ -125,7 +125,7 @@ func (c *serveCmd) Run() error {
 		return err
 	}
 	defer stopAdmin()
-	pidFile := admin.PIDPath(root)
+	pidFile := lay.PID()
 	os.WriteFile(pidFile, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644)
 	defer os.Remove(pidFile)
 
@@ -143,7 +143,7 @@ func (c *serveCmd) Run() error {
 
 	runErr := make(chan error, 1)
 	go func() { runErr <- sup.Run() }()
-	stopWatch := startWatcher(root, mode, cfg, sup, log)
+	stopWatch := startWatcher(lay, mode, cfg, sup, log)
 	defer stopWatch()
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- front.Serve(ln) }()
@@ -240,32 +240,16 @@ func contain(root string, log zerolog.Logger) func() {
 	}
 }
 
-func workersDir(root string, cfg *config.Config) string {
-	d := cfg.Workers.WorkersDir
-	if filepath.IsAbs(d) {
-		return d
-	}
-	return filepath.Join(root, d)
-}
-
 // startWatcher runs the dev-mode file watcher (when enabled); its events go
 // to the supervisor loop. A watcher that cannot start is reported and the
 // server keeps serving without it.
-func startWatcher(root, mode string, cfg *config.Config, sup *supervisor.Supervisor, log zerolog.Logger) func() {
+func startWatcher(lay layout.Root, mode string, cfg *config.Config, sup *supervisor.Supervisor, log zerolog.Logger) func() {
 	fw := cfg.Deployment.FileWatcher(mode)
 	if mode != "dev" || !fw.Enabled {
 		return func() {}
 	}
-	var serverSrc []string
-	if _, err := os.Stat(filepath.Join(root, "cmd", "tqserver", "main.go")); err == nil {
-		for _, d := range []string{"cmd", "internal", "pkg"} {
-			if fi, err := os.Stat(filepath.Join(root, d)); err == nil && fi.IsDir() {
-				serverSrc = append(serverSrc, filepath.Join(root, d))
-			}
-		}
-	}
 	w, err := watcher.New(watcher.Options{
-		Root: root, WorkersDir: workersDir(root, cfg), ServerSrc: serverSrc,
+		Root: lay.Dir(), WorkersDir: lay.WorkersDir(), ServerSrc: lay.ServerSources(),
 		Debounce: time.Duration(fw.DebounceMs) * time.Millisecond,
 		Send:     func(ev events.FilesChanged) { sup.Send(ev) },
 		Logger:   log,
@@ -286,49 +270,20 @@ func startWatcher(root, mode string, cfg *config.Config, sup *supervisor.Supervi
 	return func() { cancel(); <-done }
 }
 
-// buildCandidates lists the worker directories that
-// workers.discovery.include_patterns (relative to workers_dir) select: the
-// top directory of every match, once, in name order.
-func buildCandidates(root string, cfg *config.Config, log zerolog.Logger) []string {
-	dir := workersDir(root, cfg)
-	seen := map[string]bool{}
-	var dirs []string
-	for _, pat := range cfg.Workers.Discovery.IncludePatterns {
-		matches, _ := filepath.Glob(filepath.Join(dir, pat))
-		for _, m := range matches {
-			rel, err := filepath.Rel(dir, m)
-			if err != nil {
-				continue
-			}
-			name, _, _ := strings.Cut(filepath.ToSlash(rel), "/")
-			if seen[name] {
-				continue
-			}
-			seen[name] = true
-			if !supervisor.ValidWorkerName(name) {
-				log.Warn().Str("dir", filepath.Join(dir, name)).Msg("skipped: not a valid worker name")
-				continue
-			}
-			if builder.HasSource(filepath.Join(dir, name)) {
-				dirs = append(dirs, filepath.Join(dir, name))
-			}
-		}
+// buildAll builds every worker that has sources and that
+// workers.discovery.include_patterns select (dev mode, at start).
+func buildAll(lay layout.Root, cfg *config.Config, log zerolog.Logger) []events.BuildFinished {
+	found, warnings, err := lay.Discover(layout.Sources)
+	if err != nil {
+		log.Error().Err(err).Msg("nothing built")
 	}
-	sort.Strings(dirs)
-	return dirs
-}
-
-func staticDir(root string, cfg *config.Config) string {
-	d := cfg.Server.Static.DevRoot
-	if filepath.IsAbs(d) {
-		return d
+	for _, w := range warnings {
+		log.Warn().Msg(w)
 	}
-	return filepath.Join(root, d)
-}
-
-// buildAll builds every worker that has sources (dev mode, at start).
-func buildAll(root string, cfg *config.Config, log zerolog.Logger) []events.BuildFinished {
-	dirs := buildCandidates(root, cfg, log)
+	dirs := make([]string, 0, len(found))
+	for _, f := range found {
+		dirs = append(dirs, f.Dir)
+	}
 	var out []events.BuildFinished
 	for _, r := range builder.BuildAll(context.Background(), dirs, cfg.Deployment.Dev.Build.ParallelBuilds, builder.Options{LDFlags: cfg.Deployment.Dev.Build.LDFlags}) {
 		if r.Err != nil {

@@ -12,19 +12,14 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"path/filepath"
 	"strconv"
 	"time"
 
 	"github.com/mevdschee/tqserver/internal/events"
+	"github.com/mevdschee/tqserver/internal/layout"
 	"github.com/mevdschee/tqserver/internal/store"
 	"github.com/mevdschee/tqserver/internal/supervisor"
 )
-
-// Paths of the state files under an app root.
-func DBPath(root string) string     { return filepath.Join(root, "var", "tqserver.db") }
-func SocketPath(root string) string { return filepath.Join(root, "var", "tqserver.sock") }
-func PIDPath(root string) string    { return filepath.Join(root, "var", "tqserver.pid") }
 
 // Backend is what the socket serves from.
 type Backend interface {
@@ -156,7 +151,7 @@ var ErrNotRunning = errors.New("no server answers on the socket")
 // Dial returns a client when a server answers on root's socket, else
 // ErrNotRunning.
 func Dial(root string) (*Client, error) {
-	sock := SocketPath(root)
+	sock := layout.New(root, layout.Options{}).Socket()
 	conn, err := net.DialTimeout("unix", sock, time.Second)
 	if err != nil {
 		return nil, fmt.Errorf("%w (%s)", ErrNotRunning, sock)
@@ -282,7 +277,7 @@ func (c *Client) Reload(ctx context.Context) (events.ReloadResult, error) {
 // Serve listens on root's socket (removing a stale one: the caller holds the
 // log's file lock, so no other server owns it) and serves h until ctx ends.
 func Serve(root string, h http.Handler) (stop func(), err error) {
-	sock := SocketPath(root)
+	sock := layout.New(root, layout.Options{}).Socket()
 	os.Remove(sock)
 	ln, err := net.Listen("unix", sock)
 	if err != nil {

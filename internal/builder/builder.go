@@ -15,6 +15,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/mevdschee/tqserver/internal/layout"
 )
 
 // Options tune a build.
@@ -43,19 +45,14 @@ type Result struct {
 	prod      bool // the build wrote bin/{name}.sha256
 }
 
-// HasSource reports whether workerDir has src/main.go.
-func HasSource(workerDir string) bool {
-	fi, err := os.Stat(filepath.Join(workerDir, "src", "main.go"))
-	return err == nil && fi.Mode().IsRegular()
-}
-
 // Build compiles workerDir/src to workerDir/bin/{name}.
 func Build(ctx context.Context, workerDir string, o Options) (res Result) {
-	name := filepath.Base(workerDir)
-	res = Result{Worker: name, Binary: filepath.Join(workerDir, "bin", name)}
+	lw := layout.WorkerOf(workerDir)
+	name := lw.Name
+	res = Result{Worker: name, Binary: lw.Binary()}
 	start := time.Now()
 	defer func() { res.Duration = time.Since(start) }()
-	if !HasSource(workerDir) {
+	if !lw.HasSource() {
 		res.Err = fmt.Errorf("build %s: no src/main.go in %s", name, workerDir)
 		return res
 	}
@@ -82,7 +79,7 @@ func Build(ctx context.Context, workerDir string, o Options) (res Result) {
 		gocmd = "go"
 	}
 	cmd := exec.CommandContext(ctx, gocmd, args...)
-	cmd.Dir = filepath.Join(workerDir, "src")
+	cmd.Dir = lw.Src()
 	// Cancelling kills the whole build (go and its compile/link children).
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
@@ -113,7 +110,7 @@ func Build(ctx context.Context, workerDir string, o Options) (res Result) {
 			res.Err = fmt.Errorf("build %s: %w", name, err)
 			return res
 		}
-		if err := writeIfChanged(res.Binary+".sha256", []byte(sum+"  "+name+"\n")); err != nil {
+		if err := writeIfChanged(layout.ChecksumOf(res.Binary), []byte(sum+"  "+name+"\n")); err != nil {
 			os.Remove(tmp)
 			res.Err = fmt.Errorf("build %s: %w", name, err)
 			return res
@@ -132,7 +129,7 @@ func Build(ctx context.Context, workerDir string, o Options) (res Result) {
 			// a new mtime, and rsync a file to copy.
 			Discard(&res)
 			if !o.Prod {
-				os.Remove(res.Binary + ".sha256")
+				os.Remove(layout.ChecksumOf(res.Binary))
 			}
 			res.Unchanged = true
 			return res
@@ -204,7 +201,7 @@ func Install(res *Result) error {
 		return fmt.Errorf("build %s: nothing staged to install", res.Worker)
 	}
 	if !res.prod {
-		os.Remove(res.Binary + ".sha256")
+		os.Remove(layout.ChecksumOf(res.Binary))
 	}
 	tmp := res.Staged
 	res.Staged = ""

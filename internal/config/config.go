@@ -5,13 +5,15 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/mevdschee/tqserver/internal/layout"
 )
 
-// Names of the two configuration files, relative to the app root. Error
-// messages and Config.Files use exactly these spellings.
+// Names of the two configuration files, relative to the app root (layout
+// owns them). Error messages and Config.Files use exactly these spellings.
 const (
-	ServerFile     = "config/server.yaml"
-	DeploymentFile = "config/deployment.yaml"
+	ServerFile     = layout.ServerConfigFile
+	DeploymentFile = layout.DeploymentConfigFile
 )
 
 // Deployment modes.
@@ -235,11 +237,11 @@ func Default() *Config {
 				Enabled:            true,
 				URLPrefix:          "/static",
 				CacheMaxAgeSeconds: 3600,
-				DevRoot:            "workers",
+				DevRoot:            layout.DefaultWorkersDir,
 			},
 		},
 		Workers: Workers{
-			WorkersDir:            "workers",
+			WorkersDir:            layout.DefaultWorkersDir,
 			PortRangeStart:        9000,
 			PortRangeEnd:          9999,
 			StartupDelayMs:        100,
@@ -251,8 +253,8 @@ func Default() *Config {
 			TimestampCheck:        TimestampCheck{Enabled: true, Trigger: "sighup"},
 			Discovery: Discovery{
 				Mode:            "filesystem",
-				WorkersDir:      "workers",
-				IncludePatterns: []string{"*/src/main.go"},
+				WorkersDir:      layout.DefaultWorkersDir,
+				IncludePatterns: []string{layout.DefaultIncludePattern},
 			},
 			Default: DefaultWorkerSettings(),
 			Paths:   map[string]WorkerOverride{},
@@ -269,19 +271,19 @@ func Default() *Config {
 						"config/*.yaml",
 					},
 				},
-				Build:     Build{OutputDir: "bin", ParallelBuilds: 4, LDFlags: ""},
-				Resources: Resources{BasePath: "workers", WatchResourceChanges: true},
+				Build:     Build{OutputDir: layout.BinDir, ParallelBuilds: 4, LDFlags: ""},
+				Resources: Resources{BasePath: layout.DefaultWorkersDir, WatchResourceChanges: true},
 			},
 			Prod: ProdSettings{
 				FileWatcher:    FileWatcher{Enabled: false, DebounceMs: 100, WatchPatterns: []string{}},
 				TimestampCheck: TimestampCheck{Enabled: true, Trigger: "sighup"},
-				Build:          Build{OutputDir: "workers", ParallelBuilds: 8, LDFlags: "-s -w"},
-				Resources:      Resources{BasePath: "workers", WatchResourceChanges: false},
+				Build:          Build{OutputDir: layout.DefaultWorkersDir, ParallelBuilds: 8, LDFlags: "-s -w"},
+				Resources:      Resources{BasePath: layout.DefaultWorkersDir, WatchResourceChanges: false},
 			},
 		},
 		Binaries: Binaries{
-			Format: "{worker_name}",
-			Path:   "workers/{worker_name}/bin/{worker_name}",
+			Format: workerNamePlaceholder,
+			Path:   layout.DefaultWorkersDir + "/" + workerNamePlaceholder + "/" + layout.BinDir + "/" + workerNamePlaceholder,
 		},
 	}
 }
@@ -532,3 +534,15 @@ func (b Binaries) BinaryName(name string) string {
 }
 
 const workerNamePlaceholder = "{worker_name}"
+
+// Layout is the layout of the app root root under this configuration:
+// workers.workers_dir, server.static.dev_root and
+// workers.discovery.include_patterns. The defaults are layout's (Default
+// uses them); an include_patterns set to [] stays empty.
+func (c *Config) Layout(root string) layout.Root {
+	return layout.New(root, layout.Options{
+		WorkersDir:      c.Workers.WorkersDir,
+		StaticDir:       c.Server.Static.DevRoot,
+		IncludePatterns: append([]string{}, c.Workers.Discovery.IncludePatterns...),
+	})
+}

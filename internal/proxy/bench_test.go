@@ -4,12 +4,14 @@ import (
 	"io"
 	"net/http"
 	"testing"
+
+	"github.com/mevdschee/tqserver/internal/layout"
 )
 
 func benchTable() *Table {
 	var routes []Route
 	for _, name := range []string{"index", "api", "api_users", "api_orders", "api_users_admin", "blog", "blog_admin", "shop", "shop_cart", "docs"} {
-		routes = append(routes, Route{Prefix: WorkerRoute(name), Worker: name})
+		routes = append(routes, Route{Prefix: layout.Route(name), Worker: name})
 	}
 	return NewTable(routes)
 }

@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/mevdschee/tqserver/internal/layout"
 )
 
 func FuzzCleanStaticPath(f *testing.F) {
@@ -17,7 +19,7 @@ func FuzzCleanStaticPath(f *testing.F) {
 			}
 			return
 		}
-		if !validWorkerName(worker) {
+		if !layout.ValidName(worker) {
 			t.Fatalf("%q: invalid worker %q accepted", raw, worker)
 		}
 		if rel == "" || strings.HasPrefix(rel, "/") || strings.ContainsAny(rel, "\\\x00") {

@@ -18,6 +18,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/mevdschee/tqserver/internal/layout"
 )
 
 func TestForwarding(t *testing.T) {
@@ -38,8 +40,8 @@ func TestForwarding(t *testing.T) {
 	log, _ := testLogger(t)
 	p := New(Options{Logger: log})
 	p.Swap(table(
-		Route{Prefix: WorkerRoute("index"), Worker: "index", Backend: NewBackend("index", "index-1", indexAddr, 0)},
-		Route{Prefix: WorkerRoute("api_users"), Worker: "api_users", Backend: NewBackend("api_users", "api_users-2", usersAddr, 0)},
+		Route{Prefix: layout.Route("index"), Worker: "index", Backend: NewBackend("index", "index-1", indexAddr, 0)},
+		Route{Prefix: layout.Route("api_users"), Worker: "api_users", Backend: NewBackend("api_users", "api_users-2", usersAddr, 0)},
 	))
 	srv := startProxy(t, p)
 	c := newClient(t)

@@ -4,8 +4,9 @@ import (
 	"fmt"
 	"net/http"
 	"os"
-	"path/filepath"
 	"strings"
+
+	"github.com/mevdschee/tqserver/internal/layout"
 )
 
 // CleanStaticPath validates the part of a static request path after the
@@ -22,7 +23,7 @@ func CleanStaticPath(rawPath string) (worker, rel string, ok bool) {
 		return "", "", false
 	}
 	worker, rel, found := strings.Cut(rawPath[1:], "/")
-	if !found || !validWorkerName(worker) || rel == "" {
+	if !found || !layout.ValidName(worker) || rel == "" {
 		return "", "", false
 	}
 	if strings.ContainsAny(rel, "\\\x00") {
@@ -52,7 +53,7 @@ func (p *Proxy) serveStatic(w http.ResponseWriter, r *http.Request, rest string)
 	// Opening the root per request keeps a redeployed public/ (new directory
 	// renamed into place) visible at once. os.Root refuses paths and symlinks
 	// that leave public/.
-	root, err := os.OpenRoot(filepath.Join(p.workersDir, worker, "public"))
+	root, err := os.OpenRoot(layout.WorkerAt(p.workersDir, worker).Public())
 	if err != nil {
 		http.NotFound(w, r)
 		return

@@ -142,29 +142,3 @@ func hasSegmentPrefix(path, prefix string) bool {
 	}
 	return len(path) == len(prefix) || prefix[len(prefix)-1] == '/' || path[len(prefix)] == '/'
 }
-
-// WorkerRoute returns the route of a worker (CONTRACT §1): "index" is "/",
-// any other name maps "_" to "/", so "api_users" is "/api/users".
-func WorkerRoute(name string) string {
-	if name == "index" {
-		return "/"
-	}
-	return "/" + strings.ReplaceAll(name, "_", "/")
-}
-
-// validWorkerName reports whether name matches ^[a-z0-9][a-z0-9_-]*$.
-func validWorkerName(name string) bool {
-	if name == "" {
-		return false
-	}
-	for i := 0; i < len(name); i++ {
-		c := name[i]
-		switch {
-		case 'a' <= c && c <= 'z', '0' <= c && c <= '9':
-		case (c == '_' || c == '-') && i > 0:
-		default:
-			return false
-		}
-	}
-	return true
-}

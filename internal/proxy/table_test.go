@@ -4,33 +4,6 @@ import (
 	"testing"
 )
 
-func TestWorkerRoute(t *testing.T) {
-	for name, want := range map[string]string{
-		"index":       "/",
-		"api":         "/api",
-		"api_users":   "/api/users",
-		"a_b_c":       "/a/b/c",
-		"blog-admin":  "/blog-admin",
-		"index_stats": "/index/stats",
-	} {
-		if got := WorkerRoute(name); got != want {
-			t.Errorf("WorkerRoute(%q) = %q, want %q", name, got, want)
-		}
-	}
-}
-
-func TestValidWorkerName(t *testing.T) {
-	for name, want := range map[string]bool{
-		"index": true, "api_users": true, "a-b": true, "0": true, "9x_": true,
-		"": false, "_a": false, "-a": false, "Index": false, "a.b": false, "a/b": false,
-		"..": false, "a b": false, "é": false,
-	} {
-		if got := validWorkerName(name); got != want {
-			t.Errorf("validWorkerName(%q) = %v, want %v", name, got, want)
-		}
-	}
-}
-
 func TestLookup(t *testing.T) {
 	tb := NewTable([]Route{
 		{Prefix: "/", Worker: "index"},

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	sm "github.com/mevdschee/tqserver/internal/statemachine"
 )
 
 // damagedLog builds a log of n records spread over many pages (appended in
@@ -208,7 +210,7 @@ func TestSalvage(t *testing.T) {
 			if res.LastSeq == 0 {
 				wantNote = "nothing in it was readable"
 			}
-			if last.Event != EventLogSalvaged || !strings.Contains(last.Detail, wantNote) {
+			if last.Event != sm.EventLogSalvaged || !strings.Contains(last.Detail, wantNote) {
 				t.Fatalf("last record: %+v", last)
 			}
 			next := Record{Event: "server_start"}

@@ -12,11 +12,9 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
-)
 
-// EventLogRecreated is the server-level record a recreated log holds after
-// the records copied from the old file.
-const EventLogRecreated = "log_recreated"
+	sm "github.com/mevdschee/tqserver/internal/statemachine"
+)
 
 // floorKey, in the meta bucket, holds per worker the highest instance number
 // of records that are not in this file (a recreated or salvaged log), as a
@@ -151,7 +149,7 @@ func (s *Store) recreate(statErr error) (detail string, err error) {
 	if aside != "" {
 		note += "; the file found in its place was moved to " + aside
 	}
-	rec := Record{Time: time.Now().UTC(), Event: EventLogRecreated, Detail: note}
+	rec := Record{Time: time.Now().UTC(), Event: sm.EventLogRecreated, Detail: note}
 	if err := c.finish(lastSeq, &rec); err != nil {
 		return fail(err)
 	}

@@ -8,6 +8,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	sm "github.com/mevdschee/tqserver/internal/statemachine"
 )
 
 // lifecycle appends a start/healthy pair for each instance name given.
@@ -71,7 +73,7 @@ func TestAppendRecreatesDeletedLog(t *testing.T) {
 	if got := seqs(recs); len(got) != 10 || got[0] != 1 || got[9] != 10 {
 		t.Fatalf("seqs after reopen: %v", got)
 	}
-	if recs[6].Event != EventLogRecreated || recs[6].Detail != d || recs[6].Worker != "" || recs[6].Instance != "" {
+	if recs[6].Event != sm.EventLogRecreated || recs[6].Detail != d || recs[6].Worker != "" || recs[6].Instance != "" {
 		t.Fatalf("record 7: %+v", recs[6])
 	}
 	g, err := Replay(s, time.Time{})
@@ -109,7 +111,7 @@ func TestAppendMovesReplacedLogAside(t *testing.T) {
 		t.Fatalf("the replacing file: %q, %v", b, err)
 	}
 	recs, err := s.Records(Filter{})
-	if err != nil || len(recs) != 4 || recs[2].Event != EventLogRecreated || !strings.Contains(recs[2].Detail, aside[0]) {
+	if err != nil || len(recs) != 4 || recs[2].Event != sm.EventLogRecreated || !strings.Contains(recs[2].Detail, aside[0]) {
 		t.Fatalf("records %+v, %v", recs, err)
 	}
 }
@@ -159,7 +161,7 @@ func TestAppendFailsWhileLogCannotBeRecreated(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := seqs(recs); len(got) != 4 || got[2] != 3 || got[3] != 4 || recs[2].Event != EventLogRecreated {
+	if got := seqs(recs); len(got) != 4 || got[2] != 3 || got[3] != 4 || recs[2].Event != sm.EventLogRecreated {
 		t.Fatalf("records after recovery: %+v", recs)
 	}
 	if ms, _ := filepath.Glob(filepath.Join(varDir, "*.recreating")); len(ms) != 0 {

@@ -11,23 +11,9 @@ import (
 	"strconv"
 	"strings"
 	"time"
-)
 
-// The instance states of CONTRACT.md §4, as they appear in From/To.
-const (
-	stateStarting = "starting"
-	stateHealthy  = "healthy"
-	stateDraining = "draining"
-	stateStopped  = "stopped"
+	sm "github.com/mevdschee/tqserver/internal/statemachine"
 )
-
-func validState(s string) bool {
-	switch s {
-	case stateStarting, stateHealthy, stateDraining, stateStopped:
-		return true
-	}
-	return false
-}
 
 // Instance is one process as the log last recorded it.
 type Instance struct {
@@ -62,12 +48,6 @@ type Registry struct {
 	// left it.
 	Server Server `json:"server"`
 }
-
-// The server-level records Replay follows (CONTRACT.md §5).
-const (
-	eventServerStart = "server_start"
-	eventServerStop  = "server_stop"
-)
 
 // Server is the tqserver process as the log last recorded it. A server
 // killed with -9 records no stop: the log shows it running until the next
@@ -108,13 +88,13 @@ func (g *Registry) Apply(r Record) error {
 	if r.Worker == "" {
 		return fmt.Errorf("record %d: transition of %s without worker", r.Seq, r.Instance)
 	}
-	if !validState(r.To) {
+	if !sm.ValidState(r.To) {
 		return fmt.Errorf("record %d: %s: unknown state %q", r.Seq, r.Instance, r.To)
 	}
 	in := g.Instances[r.Instance]
 	switch {
 	case in == nil:
-		if r.From != "" || r.To != stateStarting {
+		if r.From != "" || r.To != sm.Starting {
 			return fmt.Errorf("record %d: %s: first record goes from %q to %q, want from \"\" to starting", r.Seq, r.Instance, r.From, r.To)
 		}
 		in = &Instance{Instance: r.Instance, Worker: r.Worker}
@@ -122,7 +102,7 @@ func (g *Registry) Apply(r Record) error {
 		return fmt.Errorf("record %d: %s belongs to worker %s, not %s", r.Seq, r.Instance, in.Worker, r.Worker)
 	case r.From == "":
 		return fmt.Errorf("record %d: %s starts again; instance names are never reused", r.Seq, r.Instance)
-	case in.State == stateStopped:
+	case in.State == sm.Stopped:
 		return fmt.Errorf("record %d: %s is already stopped", r.Seq, r.Instance)
 	case r.From != in.State:
 		return fmt.Errorf("record %d: %s: from %q, but it is %s", r.Seq, r.Instance, r.From, in.State)
@@ -156,9 +136,9 @@ func (g *Registry) advance(r Record) {
 	g.LastTime = r.Time
 	if r.Worker == "" && r.Instance == "" {
 		switch r.Event {
-		case eventServerStart:
+		case sm.EventServerStart: // CONTRACT.md §5: the server-level records Replay follows
 			g.Server = serverStarted(r)
-		case eventServerStop:
+		case sm.EventServerStop:
 			g.Server = Server{Since: r.Time}
 		}
 	}
@@ -206,7 +186,7 @@ func instanceNumber(worker, instance string) (uint64, bool) {
 func (g *Registry) Live() []*Instance {
 	var out []*Instance
 	for _, in := range g.Instances {
-		if in.State != stateStopped {
+		if in.State != sm.Stopped {
 			c := *in
 			out = append(out, &c)
 		}

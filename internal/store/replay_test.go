@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	sm "github.com/mevdschee/tqserver/internal/statemachine"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/replay/*.golden.json")
@@ -352,7 +354,7 @@ func FuzzReplayJSONL(f *testing.F) {
 			return
 		}
 		for name, in := range g.Instances {
-			if name != in.Instance || !validState(in.State) || in.Seq == 0 || in.Seq > g.LastSeq || in.Worker == "" {
+			if name != in.Instance || !sm.ValidState(in.State) || in.Seq == 0 || in.Seq > g.LastSeq || in.Worker == "" {
 				t.Fatalf("inconsistent instance %s: %+v (last seq %d)", name, in, g.LastSeq)
 			}
 			if n, ok := instanceNumber(in.Worker, name); ok && n > g.MaxInstance[in.Worker] {
@@ -360,7 +362,7 @@ func FuzzReplayJSONL(f *testing.F) {
 			}
 		}
 		for _, in := range g.Live() {
-			if in.State == stateStopped {
+			if in.State == sm.Stopped {
 				t.Fatalf("live instance %s is stopped", in.Instance)
 			}
 		}

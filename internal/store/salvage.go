@@ -15,10 +15,9 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
-)
 
-// EventLogSalvaged is the server-level record a salvaged log ends with.
-const EventLogSalvaged = "log_salvaged"
+	sm "github.com/mevdschee/tqserver/internal/statemachine"
+)
 
 // CheckResult describes a log that passed Check.
 type CheckResult struct {
@@ -164,7 +163,7 @@ func Salvage(path string, now time.Time) (SalvageResult, error) {
 		if res.Conflicts > 0 {
 			note += fmt.Sprintf("; %d seqs had two different copies, the later was kept", res.Conflicts)
 		}
-		return c.finish(res.LastSeq, &Record{Time: now.UTC(), Event: EventLogSalvaged, Detail: note})
+		return c.finish(res.LastSeq, &Record{Time: now.UTC(), Event: sm.EventLogSalvaged, Detail: note})
 	}
 	if err := write(); err != nil {
 		_ = nw.Close()

@@ -20,12 +20,3 @@ func TestBackoff(t *testing.T) {
 		t.Errorf("zero base must still wait: %v", got)
 	}
 }
-
-func TestWorkerNames(t *testing.T) {
-	for name, ok := range map[string]bool{"index": true, "api_users": true, "a-b": true, "9x": true,
-		"": false, "_x": false, "Index": false, "a.b": false, "a/b": false, "-x": false} {
-		if ValidWorkerName(name) != ok {
-			t.Errorf("ValidWorkerName(%q) != %v", name, ok)
-		}
-	}
-}

@@ -12,6 +12,8 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+
+	"github.com/mevdschee/tqserver/internal/layout"
 )
 
 // binStamp identifies one version of a worker binary (CONTRACT.md §11). The
@@ -148,7 +150,7 @@ func verifyBinary(path string, b binStamp) error {
 // file holds the hex digest alone, or one line as sha256sum prints it
 // ("HEX  name" or "HEX *name"); anything else is rejected, not guessed at.
 func verifyChecksum(path string, b binStamp) error {
-	sumFile := path + ".sha256"
+	sumFile := layout.ChecksumOf(path)
 	data, err := os.ReadFile(sumFile)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil

@@ -58,7 +58,7 @@ func TestBinStamps(t *testing.T) {
 	if err := os.WriteFile(bin, []byte("content 1"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	found, _, err := discover(dir)
+	found, _, err := discover(workersAt(dir))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -20,6 +20,7 @@ import (
 	"github.com/mevdschee/tqserver/internal/config"
 	"github.com/mevdschee/tqserver/internal/events"
 	"github.com/mevdschee/tqserver/internal/proxy"
+	sm "github.com/mevdschee/tqserver/internal/statemachine"
 	"github.com/mevdschee/tqserver/internal/store"
 )
 
@@ -176,7 +177,7 @@ func TestReloadComparesContent(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := f.reload()
-	if !slices.Contains(r.Changes, "index: "+ReasonBinaryChanged) || len(r.Failures) != 0 {
+	if !slices.Contains(r.Changes, "index: "+sm.ReasonBinaryChanged) || len(r.Failures) != 0 {
 		t.Fatalf("same size and mtime, new bytes: reload %+v", r)
 	}
 	f.waitServing("ver-2222")
@@ -188,7 +189,7 @@ func TestReloadComparesContent(t *testing.T) {
 		t.Fatal(err)
 	}
 	r = f.reload()
-	if !slices.Contains(r.Changes, "index: "+ReasonBinaryChanged) || len(r.Failures) != 0 {
+	if !slices.Contains(r.Changes, "index: "+sm.ReasonBinaryChanged) || len(r.Failures) != 0 {
 		t.Fatalf("older mtime, new bytes: reload %+v", r)
 	}
 	f.waitServing("ver-3333")
@@ -226,7 +227,7 @@ func TestReloadChecksumThenMatchingPair(t *testing.T) {
 	// The matching .sha256 arrives (the digest alone, upper case).
 	f.writeSum(t, strings.ToUpper(sumHex(v2))+"\n")
 	r = f.reload()
-	if !slices.Contains(r.Changes, "index: "+ReasonBinaryChanged) || len(r.Failures) != 0 {
+	if !slices.Contains(r.Changes, "index: "+sm.ReasonBinaryChanged) || len(r.Failures) != 0 {
 		t.Fatalf("matching pair: reload %+v", r)
 	}
 	f.waitServing("ver-2222")
@@ -260,7 +261,7 @@ func TestReloadChecksumThenMatchingPair(t *testing.T) {
 	}
 	rejected := 0
 	for _, rec := range recs {
-		if rec.Event == EventBinaryRejected && rec.Reason == ReasonChecksumMismatch {
+		if rec.Event == sm.EventBinaryRejected && rec.Reason == sm.ReasonChecksumMismatch {
 			rejected++
 		}
 	}
@@ -270,7 +271,7 @@ func TestReloadChecksumThenMatchingPair(t *testing.T) {
 
 	// A complete binary afterwards deploys.
 	f.deployBytes(t, v3)
-	if r := f.reload(); !slices.Contains(r.Changes, "index: "+ReasonBinaryChanged) {
+	if r := f.reload(); !slices.Contains(r.Changes, "index: "+sm.ReasonBinaryChanged) {
 		t.Fatalf("complete binary after rejections: reload %+v", r)
 	}
 	f.waitServing("ver-3333")
@@ -349,7 +350,7 @@ func TestConcurrentReloadsShareOutcome(t *testing.T) {
 			for a := range answers {
 				got++
 				r := a.res
-				if !slices.Contains(r.Changes, "index: "+ReasonBinaryChanged) {
+				if !slices.Contains(r.Changes, "index: "+sm.ReasonBinaryChanged) {
 					t.Errorf("reload does not report the change: %+v", r)
 				}
 				if healthy {

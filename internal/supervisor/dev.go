@@ -11,6 +11,8 @@ import (
 
 	"github.com/mevdschee/tqserver/internal/builder"
 	"github.com/mevdschee/tqserver/internal/events"
+	"github.com/mevdschee/tqserver/internal/layout"
+	sm "github.com/mevdschee/tqserver/internal/statemachine"
 	"github.com/mevdschee/tqserver/internal/store"
 )
 
@@ -101,11 +103,11 @@ func (s *Supervisor) dropBuild(b *buildState) {
 // progress. At most parallel_builds run at once. A tentative build starts
 // on the watcher's early notice and stays unrecorded until commitBuild.
 func (s *Supervisor) build(name string, seen time.Time, tentative bool) {
-	if !ValidWorkerName(name) {
+	if !layout.ValidName(name) {
 		return
 	}
-	dir := filepath.Join(s.workersDir(), name)
-	if !builder.HasSource(dir) {
+	lw := s.layout().Worker(name)
+	if !lw.HasSource() {
 		return
 	}
 	if seen.IsZero() {
@@ -119,7 +121,7 @@ func (s *Supervisor) build(name string, seen time.Time, tentative bool) {
 		}
 	}
 	if !tentative {
-		if err := s.record(&store.Record{Worker: name, Event: EventBuildStarted}); err != nil {
+		if err := s.record(&store.Record{Worker: name, Event: sm.EventBuildStarted}); err != nil {
 			// No build without its record; the next save tries again.
 			s.log.Error().Str("worker", name).Msg("build not started: its build_started record could not be written; save again once the log is writable")
 			return
@@ -139,7 +141,7 @@ func (s *Supervisor) build(name string, seen time.Time, tentative bool) {
 			return
 		}
 		defer func() { <-sem }()
-		r := builder.Build(ctx, dir, builder.Options{LDFlags: bo.LDFlags, Stage: true})
+		r := builder.Build(ctx, lw.Dir, builder.Options{LDFlags: bo.LDFlags, Stage: true})
 		ev := events.BuildFinished{Worker: name, ID: id, Duration: r.Duration, Err: r.Err, Output: r.Output, Canceled: r.Canceled, Staged: r.Staged}
 		select {
 		case s.events <- ev:
@@ -153,7 +155,7 @@ func (s *Supervisor) build(name string, seen time.Time, tentative bool) {
 // recorded now, and if it already finished, its result is handled now.
 func (s *Supervisor) commitBuild(name string, b *buildState) {
 	b.tentative = false
-	if err := s.record(&store.Record{Worker: name, Event: EventBuildStarted,
+	if err := s.record(&store.Record{Worker: name, Event: sm.EventBuildStarted,
 		Detail: "begun " + time.Since(b.began).Round(time.Millisecond).String() + " ago, when the change settled"}); err != nil {
 		// Unrecorded, the early build is as if never made.
 		s.dropBuild(b)
@@ -197,9 +199,9 @@ func (s *Supervisor) onBuildFinished(ev events.BuildFinished) {
 	if ev.Canceled {
 		return
 	}
-	r := &store.Record{Worker: ev.Worker, Event: EventBuildOK, Detail: "built in " + ev.Duration.Round(time.Millisecond).String()}
+	r := &store.Record{Worker: ev.Worker, Event: sm.EventBuildOK, Detail: "built in " + ev.Duration.Round(time.Millisecond).String()}
 	if ev.Err != nil {
-		r.Event = EventBuildFailed
+		r.Event = sm.EventBuildFailed
 		r.Detail = strings.TrimSpace(ev.Err.Error() + "\n" + ev.Output)
 	}
 	if ev.Worker == "" {
@@ -219,12 +221,12 @@ func (s *Supervisor) onBuildFinished(ev events.BuildFinished) {
 		return
 	}
 	if ev.Err == nil && ev.Staged != "" {
-		res := builder.Result{Worker: ev.Worker, Binary: filepath.Join(s.workersDir(), ev.Worker, "bin", ev.Worker), Staged: ev.Staged}
+		res := builder.Result{Worker: ev.Worker, Binary: s.layout().Worker(ev.Worker).Binary(), Staged: ev.Staged}
 		if err := builder.Install(&res); err != nil {
 			ev.Err = err
 			// Nothing was installed; a failure to record that is logged
 			// by record and changes nothing that follows.
-			_ = s.record(&store.Record{Worker: ev.Worker, Event: EventBuildFailed, Detail: "install: " + err.Error()})
+			_ = s.record(&store.Record{Worker: ev.Worker, Event: sm.EventBuildFailed, Detail: "install: " + err.Error()})
 		}
 	}
 	if ev.Err != nil {
@@ -257,7 +259,7 @@ func (s *Supervisor) onBuildFinished(ev events.BuildFinished) {
 		w = s.addWorker(f)
 		s.publishRoutes()
 		for _, sl := range w.slots {
-			s.start(sl, ReasonSourceChanged, "new worker; "+detail, nil)
+			s.start(sl, sm.ReasonSourceChanged, "new worker; "+detail, nil)
 			if sl.next != nil {
 				sl.next.changedAt = started
 			}
@@ -265,11 +267,11 @@ func (s *Supervisor) onBuildFinished(ev events.BuildFinished) {
 		return
 	}
 	w.stamp = stampWorker(w.f)
-	s.startRoll(w, ReasonSourceChanged, detail, nil, started)
+	s.startRoll(w, sm.ReasonSourceChanged, detail, nil, started)
 }
 
 func (s *Supervisor) findWorker(name string) (found, bool) {
-	all, _, err := discover(s.workersDir())
+	all, _, err := discover(s.layout())
 	if err != nil {
 		return found{}, false
 	}
@@ -283,7 +285,8 @@ func (s *Supervisor) findWorker(name string) (found, bool) {
 // buildServer rebuilds server/bin/tqserver when the app root is the
 // tqserver repository itself (it has cmd/tqserver).
 func (s *Supervisor) buildServer() {
-	if _, err := os.Stat(filepath.Join(s.root, "cmd", "tqserver", "main.go")); err != nil {
+	lay := s.layout()
+	if !lay.IsServerRepo() {
 		return
 	}
 	if s.serverBuild != nil {
@@ -296,7 +299,7 @@ func (s *Supervisor) buildServer() {
 	root := s.root
 	go func() {
 		start := time.Now()
-		out := filepath.Join(root, "server", "bin", "tqserver")
+		out := lay.ServerBinary()
 		tmp := out + ".build"
 		os.MkdirAll(filepath.Dir(out), 0o755)
 		cmd := exec.CommandContext(ctx, "go", "build", "-o", tmp, "./cmd/tqserver")

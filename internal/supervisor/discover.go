@@ -1,21 +1,13 @@
 package supervisor
 
 import (
-	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
-	"regexp"
 	"sort"
-	"strings"
-	"sync"
-	"sync/atomic"
+
+	"github.com/mevdschee/tqserver/internal/layout"
 )
-
-var workerName = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]*$`)
-
-// ValidWorkerName reports whether name may be a worker (CONTRACT.md §1).
-func ValidWorkerName(name string) bool { return workerName.MatchString(name) }
 
 // found is a worker directory that has a binary to run.
 type found struct {
@@ -25,75 +17,34 @@ type found struct {
 	stamp workerStamp // taken by discover
 }
 
-// discover lists the runnable workers under workersDir, with the stamps a
-// reload compares. Directories with an invalid name, or without a binary,
-// are returned as warnings. The per-worker stat calls run in parallel: with
-// a thousand workers they are most of a reload's cost.
-func discover(workersDir string) (map[string]found, []string, error) {
-	entries, err := os.ReadDir(workersDir)
+// discover lists the runnable workers of lay (layout.Binaries), with the
+// stamps a reload compares; the directories it skipped come back as
+// warnings. The per-worker stat calls run in parallel: with a thousand
+// workers they are most of a reload's cost.
+func discover(lay layout.Root) (map[string]found, []string, error) {
+	fs, warnings, err := lay.Discover(layout.Binaries)
 	if err != nil {
-		if os.IsNotExist(err) {
-			return map[string]found{}, []string{fmt.Sprintf("%s: no workers directory", workersDir)}, nil
-		}
-		return nil, nil, fmt.Errorf("discover workers: %w", err)
+		return nil, nil, err
 	}
-	var warnings []string
-	cands := make([]found, 0, len(entries))
-	for _, e := range entries {
-		if !e.IsDir() && e.Type()&fs.ModeSymlink == 0 {
-			continue
+	cands := make([]found, len(fs))
+	layout.Parallel(len(fs), func(i int) {
+		f := foundOf(fs[i].Worker)
+		f.stamp = workerStamp{
+			bin:     binStampOf(fs[i].Bin),
+			public:  statTree(fs[i].Public()),
+			private: statTree(fs[i].Private()),
 		}
-		name := e.Name()
-		if strings.HasPrefix(name, ".") {
-			continue
-		}
-		dir := filepath.Join(workersDir, name)
-		if !ValidWorkerName(name) {
-			warnings = append(warnings, fmt.Sprintf("%s: skipped: worker names must match %s", dir, workerName))
-			continue
-		}
-		cands = append(cands, found{name: name, dir: dir, bin: filepath.Join(dir, "bin", name)})
-	}
-	parallel(len(cands), func(i int) { cands[i].stamp = statWorker(cands[i]) })
+		cands[i] = f
+	})
 	out := make(map[string]found, len(cands))
 	for _, f := range cands {
-		if !f.stamp.bin.exists {
-			if _, serr := os.Stat(filepath.Join(f.dir, "src", "main.go")); serr == nil {
-				warnings = append(warnings, fmt.Sprintf("%s: skipped: no binary bin/%s (build it with `tqserver build %s`)", f.dir, f.name, f.name))
-			} else if fi, serr := os.Stat(f.dir); serr == nil && fi.IsDir() {
-				warnings = append(warnings, fmt.Sprintf("%s: skipped: neither bin/%s nor src/main.go", f.dir, f.name))
-			}
-			continue
-		}
 		out[f.name] = f
 	}
 	return out, warnings, nil
 }
 
-// parallel runs fn(0..n-1) on a few goroutines; stat calls block in the
-// kernel, so this helps even on few cores.
-func parallel(n int, fn func(i int)) {
-	const workers = 8
-	if n < 64 {
-		for i := 0; i < n; i++ {
-			fn(i)
-		}
-		return
-	}
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	for range workers {
-		wg.Go(func() {
-			for {
-				i := int(next.Add(1) - 1)
-				if i >= n {
-					return
-				}
-				fn(i)
-			}
-		})
-	}
-	wg.Wait()
+func foundOf(w layout.Worker) found {
+	return found{name: w.Name, dir: w.Dir, bin: w.Binary()}
 }
 
 // fileStamp identifies one version of a file by what SIGHUP compares.
@@ -150,10 +101,11 @@ type workerStamp struct {
 
 // statWorker stamps f without reading its binary (binStamp.hashed false).
 func statWorker(f found) workerStamp {
+	w := layout.Worker{Name: f.name, Dir: f.dir}
 	return workerStamp{
 		bin:     statBin(f.bin),
-		public:  statTree(filepath.Join(f.dir, "public")),
-		private: statTree(filepath.Join(f.dir, "private")),
+		public:  statTree(w.Public()),
+		private: statTree(w.Private()),
 	}
 }
 

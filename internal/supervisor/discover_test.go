@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/mevdschee/tqserver/internal/layout"
 )
 
 func TestDiscover(t *testing.T) {
@@ -29,7 +31,7 @@ func TestDiscover(t *testing.T) {
 	mk("Bad/bin/Bad", "bin")
 	mk("empty/README", "")
 	mk(".hidden/bin/.hidden", "")
-	found, warnings, err := discover(dir)
+	found, warnings, err := discover(workersAt(dir))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -47,12 +49,12 @@ func TestDiscover(t *testing.T) {
 		}
 	}
 	// A change shows in the stamp; an unchanged tree stamps the same.
-	again, _, _ := discover(dir)
+	again, _, _ := discover(workersAt(dir))
 	if again["index"].stamp != idx.stamp {
 		t.Fatal("unchanged tree stamped differently")
 	}
 	mk("index/public/css/b.css", "y")
-	changed, _, _ := discover(dir)
+	changed, _, _ := discover(workersAt(dir))
 	if changed["index"].stamp.public == idx.stamp.public {
 		t.Fatal("a new public file did not change the stamp")
 	}
@@ -67,8 +69,13 @@ func BenchmarkDiscover1000(b *testing.B) {
 	}
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		if f, _, _ := discover(dir); len(f) != 1000 {
+		if f, _, _ := discover(workersAt(dir)); len(f) != 1000 {
 			b.Fatal(len(f))
 		}
 	}
+}
+
+// workersAt is the layout whose workers directory is dir.
+func workersAt(dir string) layout.Root {
+	return layout.New(dir, layout.Options{WorkersDir: dir})
 }

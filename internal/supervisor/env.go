@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/mevdschee/tqserver/internal/config"
+	"github.com/mevdschee/tqserver/pkg/tqworker"
 )
 
 // workerEnv is the server's environment, then the configured env entries,
@@ -19,15 +20,15 @@ func (s *Supervisor) workerEnv(w *worker, port int) []string {
 	for k, v := range w.settings.Env {
 		set[k] = config.ExpandWorkerVars(v, vars)
 	}
-	set["PORT"] = fmt.Sprint(port)
-	set["TQ_WORKER_PORT"] = fmt.Sprint(port)
-	set["TQ_WORKER_NAME"] = w.f.name
-	set["TQ_WORKER_ROUTE"] = w.route
-	set["TQ_WORKER_BASE"] = w.f.dir
-	set["TQ_MODE"] = s.mode
-	set["TQ_READ_TIMEOUT_SECONDS"] = fmt.Sprint(w.settings.ReadTimeoutSeconds)
-	set["TQ_WRITE_TIMEOUT_SECONDS"] = fmt.Sprint(w.settings.WriteTimeoutSeconds)
-	set["TQ_IDLE_TIMEOUT_SECONDS"] = fmt.Sprint(w.settings.IdleTimeoutSeconds)
+	set[tqworker.EnvPort] = fmt.Sprint(port)
+	set[tqworker.EnvWorkerPort] = fmt.Sprint(port)
+	set[tqworker.EnvName] = w.f.name
+	set[tqworker.EnvRoute] = w.route
+	set[tqworker.EnvBase] = w.f.dir
+	set[tqworker.EnvMode] = s.mode
+	set[tqworker.EnvReadTimeout] = fmt.Sprint(w.settings.ReadTimeoutSeconds)
+	set[tqworker.EnvWriteTimeout] = fmt.Sprint(w.settings.WriteTimeoutSeconds)
+	set[tqworker.EnvIdleTimeout] = fmt.Sprint(w.settings.IdleTimeoutSeconds)
 	if w.settings.GoMaxProcs > 0 {
 		set["GOMAXPROCS"] = fmt.Sprint(w.settings.GoMaxProcs)
 	}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"time"
 
+	sm "github.com/mevdschee/tqserver/internal/statemachine"
 	"github.com/mevdschee/tqserver/internal/store"
 )
 
@@ -27,7 +28,7 @@ func (s *Supervisor) noPort(sl *slot, reason string, batch *pendingReload, cause
 	s.log.Error().Err(cause).Str("worker", w.f.name).Int("port_range_start", lo).Int("port_range_end", hi).Msg("no free port")
 	// Nothing follows this record but the retry timer, whose start will
 	// need its own record; a failure here is logged by record.
-	_ = s.record(&store.Record{Worker: w.f.name, Event: EventPortsExhausted, Reason: reason, Detail: detail})
+	_ = s.record(&store.Record{Worker: w.f.name, Event: sm.EventPortsExhausted, Reason: reason, Detail: detail})
 	s.failBatch(batch, w.f.name+": "+detail)
 	s.scheduleRestart(sl, reason)
 }

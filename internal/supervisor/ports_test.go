@@ -9,6 +9,7 @@ import (
 
 	"github.com/mevdschee/tqserver/internal/config"
 	"github.com/mevdschee/tqserver/internal/proxy"
+	sm "github.com/mevdschee/tqserver/internal/statemachine"
 	"github.com/mevdschee/tqserver/internal/store"
 )
 
@@ -43,7 +44,7 @@ func TestPortRangeExhaustedIsRecordedAndRetried(t *testing.T) {
 		}
 		var out []store.Record
 		for _, rec := range recs {
-			if rec.Event == EventPortsExhausted {
+			if rec.Event == sm.EventPortsExhausted {
 				out = append(out, rec)
 			}
 		}
@@ -58,7 +59,7 @@ func TestPortRangeExhaustedIsRecordedAndRetried(t *testing.T) {
 	}
 	want := fmt.Sprintf("port_range_start..port_range_end (%d..%d) is exhausted", port, port)
 	for _, rec := range exhausted() {
-		if rec.Reason != ReasonStartup || rec.Instance != "" || !strings.Contains(rec.Detail, want) {
+		if rec.Reason != sm.ReasonStartup || rec.Instance != "" || !strings.Contains(rec.Detail, want) {
 			t.Fatalf("ports_exhausted record %+v: want reason startup, no instance, detail containing %q", rec, want)
 		}
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/mevdschee/tqserver/internal/config"
 	"github.com/mevdschee/tqserver/internal/events"
 	"github.com/mevdschee/tqserver/internal/proxy"
+	sm "github.com/mevdschee/tqserver/internal/statemachine"
 	"github.com/mevdschee/tqserver/internal/store"
 )
 
@@ -188,7 +189,7 @@ func TestDevBuildNotInstalledWithoutRecord(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	faults.set(func(rec *store.Record) bool { return rec.Event == EventBuildOK })
+	faults.set(func(rec *store.Record) bool { return rec.Event == sm.EventBuildOK })
 	r.write("v2", false)
 	now := time.Now()
 	r.send(events.FilesChanged{First: now, Last: now})
@@ -238,7 +239,7 @@ func TestConfigNotAppliedWithoutRecord(t *testing.T) {
 		defer cancel()
 		return r.sup.Reload(ctx, "test")
 	}
-	faults.set(func(rec *store.Record) bool { return rec.Event == EventConfigReloaded })
+	faults.set(func(rec *store.Record) bool { return rec.Event == sm.EventConfigReloaded })
 	res := reload()
 	if !strings.Contains(res.Error, "config not applied") || len(faults.failures()) != 1 {
 		t.Fatalf("reload with an unwritable config_reloaded: %+v (failed appends %d)", res, len(faults.failures()))

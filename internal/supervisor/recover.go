@@ -44,7 +44,7 @@ func (s *Supervisor) recover() error {
 			detail = "never got a pid"
 		}
 		r := &store.Record{Worker: in.Worker, Instance: in.Instance, From: in.State, To: sm.Stopped,
-			Event: sm.Reap, Reason: ReasonOrphanReaped, PID: in.PID, Port: in.Port, StartTicks: in.StartTicks, Detail: detail}
+			Event: sm.Reap, Reason: sm.ReasonOrphanReaped, PID: in.PID, Port: in.Port, StartTicks: in.StartTicks, Detail: detail}
 		if err := s.record(r); err != nil {
 			return fmt.Errorf("recover: %w", err)
 		}

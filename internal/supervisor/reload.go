@@ -3,7 +3,6 @@ package supervisor
 import (
 	"errors"
 	"fmt"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -16,11 +15,8 @@ import (
 
 // serverFiles are compared on every reload besides the workers.
 func (s *Supervisor) serverFiles() []string {
-	return []string{
-		filepath.Join(s.root, "config", "server.yaml"),
-		filepath.Join(s.root, "config", "deployment.yaml"),
-		filepath.Join(s.root, "server", "bin", "tqserver"),
-	}
+	lay := s.layout()
+	return []string{lay.ServerConfig(), lay.DeploymentConfig(), lay.ServerBinary()}
 }
 
 func (s *Supervisor) stampServerFiles() {
@@ -66,7 +62,7 @@ func (s *Supervisor) checkChanges(ev events.Reload, p *pendingReload) {
 			res.Failures = append(res.Failures, "config rejected: "+msg)
 			res.Error = "config rejected: " + msg
 			// Nothing follows (the old config stays); a failure is logged.
-			_ = s.record(&store.Record{Event: EventConfigRejected, Detail: msg + " (previous configuration stays in force)"})
+			_ = s.record(&store.Record{Event: sm.EventConfigRejected, Detail: msg + " (previous configuration stays in force)"})
 		} else if detail, err := s.recordConfigReloaded(ncfg); err != nil {
 			// Write-ahead: a config that is not in the log is not applied;
 			// the stamps stay, so the next reload tries again.
@@ -88,7 +84,7 @@ func (s *Supervisor) checkChanges(ev events.Reload, p *pendingReload) {
 				w.scale = scaleState{}
 				n := nws.ClampInstances(len(w.slots)) // an autoscaled count stays if in range
 				if !old.EqualExceptScaling(nws) {
-					restart[name] = ReasonConfigChanged // the roll starts any new slot too
+					restart[name] = sm.ReasonConfigChanged // the roll starts any new slot too
 					s.resizeWorker(w, n, false, res, p)
 				} else {
 					s.resizeWorker(w, n, true, res, p)
@@ -98,12 +94,12 @@ func (s *Supervisor) checkChanges(ev events.Reload, p *pendingReload) {
 		}
 	}
 
-	srv := filepath.Join(s.root, "server", "bin", "tqserver")
+	srv := s.layout().ServerBinary()
 	if st := statFile(srv); st != s.stamps[srv] {
 		msg := "server/bin/tqserver changed: a server upgrade is pending (restart tqserver to run it)"
 		if !st.exists {
 			s.stamps[srv] = st
-		} else if err := s.record(&store.Record{Event: EventServerUpgradePending, Detail: msg}); err != nil {
+		} else if err := s.record(&store.Record{Event: sm.EventServerUpgradePending, Detail: msg}); err != nil {
 			// Not noted as seen: the next reload records it.
 			res.Failures = append(res.Failures, "server/bin/tqserver changed, but this could not be recorded: "+err.Error())
 		} else {
@@ -119,7 +115,7 @@ func (s *Supervisor) checkChanges(ev events.Reload, p *pendingReload) {
 		s.log.Warn().Msg(msg)
 		return
 	}
-	found, warnings, err := discover(s.workersDir())
+	found, warnings, err := discover(s.layout())
 	if err != nil {
 		res.Error = err.Error()
 		return
@@ -148,7 +144,7 @@ func (s *Supervisor) checkChanges(ev events.Reload, p *pendingReload) {
 			w = s.addWorker(f)
 			res.Changes = append(res.Changes, name+": new worker")
 			for _, sl := range w.slots {
-				s.start(sl, ReasonBinaryChanged, "new worker", p)
+				s.start(sl, sm.ReasonBinaryChanged, "new worker", p)
 			}
 			continue
 		}
@@ -165,7 +161,7 @@ func (s *Supervisor) checkChanges(ev events.Reload, p *pendingReload) {
 				s.rejectBinary(p, name, err)
 			default:
 				w.stamp.bin = b
-				restart[name] = ReasonBinaryChanged
+				restart[name] = sm.ReasonBinaryChanged
 			}
 		}
 		if _, ok := restart[name]; ok {
@@ -201,7 +197,7 @@ func (s *Supervisor) removeWorker(w *worker, res *events.ReloadResult) {
 	w.roll = nil
 	res.Changes = append(res.Changes, name+": removed")
 	for _, sl := range w.slots {
-		s.clearSlot(sl, ReasonOperator, "worker removed")
+		s.clearSlot(sl, sm.ReasonOperator, "worker removed")
 	}
 	s.publishRoutes()
 	if !s.hasInstances(w) {
@@ -210,11 +206,11 @@ func (s *Supervisor) removeWorker(w *worker, res *events.ReloadResult) {
 }
 
 func (s *Supervisor) rejectBinary(p *pendingReload, name string, err error) {
-	msg := fmt.Sprintf("%s: %s: %v (the running instance keeps serving)", name, ReasonChecksumMismatch, err)
+	msg := fmt.Sprintf("%s: %s: %v (the running instance keeps serving)", name, sm.ReasonChecksumMismatch, err)
 	p.result.Failures = append(p.result.Failures, msg)
 	// Nothing follows either way (the binary is not started); a failure
 	// to record it is logged by record.
-	_ = s.record(&store.Record{Worker: name, Event: EventBinaryRejected, Reason: ReasonChecksumMismatch, Detail: err.Error()})
+	_ = s.record(&store.Record{Worker: name, Event: sm.EventBinaryRejected, Reason: sm.ReasonChecksumMismatch, Detail: err.Error()})
 }
 
 // assetsChanged: no restart. Public files are read fresh on each request;
@@ -244,7 +240,7 @@ func (s *Supervisor) assetsChanged(w *worker, public, private bool, res *events.
 		detail += "; " + AssetSignal + " sent to " + strings.Join(names, ", ")
 	}
 	res.Changes = append(res.Changes, w.f.name+": "+detail)
-	if err := s.record(&store.Record{Worker: w.f.name, Event: EventAssetsChanged, Detail: detail}); err != nil {
+	if err := s.record(&store.Record{Worker: w.f.name, Event: sm.EventAssetsChanged, Detail: detail}); err != nil {
 		return
 	}
 	for _, in := range targets {
@@ -364,7 +360,7 @@ func (s *Supervisor) resizeWorker(w *worker, n int, startNew bool, res *events.R
 		return
 	}
 	for _, sl := range w.resize(n) {
-		s.clearSlot(sl, ReasonConfigChanged, fmt.Sprintf("instances reduced to %d", n))
+		s.clearSlot(sl, sm.ReasonConfigChanged, fmt.Sprintf("instances reduced to %d", n))
 	}
 	res.Changes = append(res.Changes, fmt.Sprintf("%s: instances %d → %d", w.f.name, before, n))
 	s.publishRoutes()
@@ -372,6 +368,6 @@ func (s *Supervisor) resizeWorker(w *worker, n int, startNew bool, res *events.R
 		return
 	}
 	for _, sl := range w.slots[before:] {
-		s.start(sl, ReasonConfigChanged, fmt.Sprintf("instances increased to %d", n), p)
+		s.start(sl, sm.ReasonConfigChanged, fmt.Sprintf("instances increased to %d", n), p)
 	}
 }

@@ -1,6 +1,10 @@
 package supervisor
 
-import "time"
+import (
+	"time"
+
+	sm "github.com/mevdschee/tqserver/internal/statemachine"
+)
 
 // slotAlive reports whether sl is still one of its worker's slots (a config
 // change may have removed it).
@@ -16,7 +20,7 @@ func (s *Supervisor) startRoll(w *worker, reason, detail string, batch *pendingR
 			s.abandon(sl.next, reason, "superseded by a newer change")
 		}
 		if sl.current != nil {
-			sl.current.drainReason = ReasonReplaced
+			sl.current.drainReason = sm.ReasonReplaced
 		}
 	}
 	w.roll = &roll{reason: reason, detail: detail, batch: batch, changedAt: changedAt}

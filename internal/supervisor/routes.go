@@ -3,6 +3,7 @@ package supervisor
 import (
 	"os"
 
+	"github.com/mevdschee/tqserver/internal/layout"
 	"github.com/mevdschee/tqserver/internal/proxy"
 )
 
@@ -16,13 +17,13 @@ func (s *Supervisor) prepublishRoutes() {
 	if s.px == nil {
 		return
 	}
-	found, _, err := discover(s.workersDir())
+	found, _, err := discover(s.layout())
 	if err != nil {
 		return
 	}
 	routes := make([]proxy.Route, 0, len(found))
 	for _, name := range sortedKeys(found) {
-		routes = append(routes, proxy.Route{Prefix: proxy.WorkerRoute(name), Worker: name})
+		routes = append(routes, proxy.Route{Prefix: layout.Route(name), Worker: name})
 	}
 	s.px.Swap(proxy.NewTable(routes))
 }

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"strconv"
 	"time"
+
+	sm "github.com/mevdschee/tqserver/internal/statemachine"
 )
 
 // Autoscaling (min_instances < max_instances) runs in the supervisor loop:
@@ -163,7 +165,7 @@ func (s *Supervisor) scaleUp(w *worker, in scaleInput) {
 	s.log.Info().Str("worker", w.f.name).Int("from", in.count).Int("to", n).Float64("mean_inflight", in.mean).
 		Int("target", int(in.target)).Msg("autoscale: scaling up")
 	w.resize(n)
-	s.start(w.slots[n-1], ReasonConfigChanged, detail, nil)
+	s.start(w.slots[n-1], sm.ReasonConfigChanged, detail, nil)
 }
 
 func (s *Supervisor) scaleDown(w *worker, in scaleInput) {
@@ -173,7 +175,7 @@ func (s *Supervisor) scaleDown(w *worker, in scaleInput) {
 	s.log.Info().Str("worker", w.f.name).Int("from", in.count).Int("to", n).Float64("mean_inflight", in.mean).
 		Int("target", int(in.target)).Msg("autoscale: scaling down")
 	for _, sl := range w.resize(n) {
-		s.clearSlot(sl, ReasonConfigChanged, detail)
+		s.clearSlot(sl, sm.ReasonConfigChanged, detail)
 	}
 	s.publishRoutes()
 }

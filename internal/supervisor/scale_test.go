@@ -18,6 +18,7 @@ import (
 	"github.com/mevdschee/tqserver/internal/config"
 	"github.com/mevdschee/tqserver/internal/events"
 	"github.com/mevdschee/tqserver/internal/proxy"
+	sm "github.com/mevdschee/tqserver/internal/statemachine"
 	"github.com/mevdschee/tqserver/internal/store"
 )
 
@@ -195,7 +196,7 @@ func (h *scaleHarness) records() []store.Record {
 }
 
 func autoscaleRecord(r store.Record) bool {
-	return r.Reason == ReasonConfigChanged && strings.HasPrefix(r.Detail, "autoscale: ")
+	return r.Reason == sm.ReasonConfigChanged && strings.HasPrefix(r.Detail, "autoscale: ")
 }
 
 // load keeps conc slow requests in flight through the proxy until stopped.
@@ -314,7 +315,7 @@ func TestAutoscaleUpAndDown(t *testing.T) {
 	var ups, downs, exits []string
 	for _, r := range h.records() {
 		if !autoscaleRecord(r) {
-			if r.Reason == ReasonConfigChanged && r.To == "stopped" && r.Event == "exited" {
+			if r.Reason == sm.ReasonConfigChanged && r.To == "stopped" && r.Event == "exited" {
 				exits = append(exits, r.Instance)
 			}
 			continue
@@ -405,12 +406,12 @@ func TestAutoscaleRollReplacesAllSlots(t *testing.T) {
 	slotsAtRoll := 0
 	healthy := 0
 	for i, r := range recs {
-		if r.Reason == ReasonBinaryChanged && r.Event == "start" {
+		if r.Reason == sm.ReasonBinaryChanged && r.Event == "start" {
 			if rollStart < 0 {
 				rollStart = i
 			}
 		}
-		if r.Reason == ReasonBinaryChanged && r.To == "healthy" {
+		if r.Reason == sm.ReasonBinaryChanged && r.To == "healthy" {
 			healthy++
 			rollEnd = i
 		}

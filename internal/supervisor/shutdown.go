@@ -33,7 +33,7 @@ func (s *Supervisor) onShutdown() {
 		inst := s.insts[name]
 		switch inst.m.State() {
 		case sm.Starting:
-			if err := s.transition(inst, sm.Stop, ReasonShutdown, nil); err == nil {
+			if err := s.transition(inst, sm.Stop, sm.ReasonShutdown, nil); err == nil {
 				if inst.cancel != nil {
 					inst.cancel()
 				}
@@ -48,7 +48,7 @@ func (s *Supervisor) onShutdown() {
 				}
 			}
 		case sm.Healthy:
-			s.drain(inst, ReasonShutdown, "server stopping")
+			s.drain(inst, sm.ReasonShutdown, "server stopping")
 		}
 	}
 	s.failReloads("server is shutting down")

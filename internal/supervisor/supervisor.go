@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -13,43 +12,11 @@ import (
 
 	"github.com/mevdschee/tqserver/internal/config"
 	"github.com/mevdschee/tqserver/internal/events"
+	"github.com/mevdschee/tqserver/internal/layout"
 	"github.com/mevdschee/tqserver/internal/process"
 	"github.com/mevdschee/tqserver/internal/proxy"
 	sm "github.com/mevdschee/tqserver/internal/statemachine"
 	"github.com/mevdschee/tqserver/internal/store"
-)
-
-// Reasons (CONTRACT.md §4).
-const (
-	ReasonStartup          = "startup"
-	ReasonBinaryChanged    = "binary_changed"
-	ReasonSourceChanged    = "source_changed"
-	ReasonConfigChanged    = "config_changed"
-	ReasonCrashed          = "crashed"
-	ReasonHealthFailed     = "health_failed"
-	ReasonMaxRequests      = "max_requests"
-	ReasonReplaced         = "replaced"
-	ReasonRollback         = "rollback"
-	ReasonShutdown         = "shutdown"
-	ReasonOrphanReaped     = "orphan_reaped"
-	ReasonOperator         = "operator"
-	ReasonChecksumMismatch = "checksum_mismatch"
-	ReasonServerUpgrade    = "server_upgrade"
-)
-
-// Server-level and worker-level record events (records without a transition).
-const (
-	EventServerStart          = "server_start"
-	EventServerStop           = "server_stop"
-	EventConfigReloaded       = "config_reloaded"
-	EventConfigRejected       = "config_rejected"
-	EventAssetsChanged        = "assets_changed"
-	EventBinaryRejected       = "binary_rejected"
-	EventServerUpgradePending = "server_upgrade_pending"
-	EventBuildStarted         = "build_started"
-	EventBuildOK              = "build_ok"
-	EventBuildFailed          = "build_failed"
-	EventPortsExhausted       = "ports_exhausted"
 )
 
 // warmConns is the most connections a new instance gets before traffic
@@ -220,7 +187,7 @@ func (s *Supervisor) Run() error {
 	if err := s.recover(); err != nil {
 		return err
 	}
-	if err := s.record(&store.Record{Event: EventServerStart, Detail: fmt.Sprintf("pid %d, mode %s, version %s, listen %s", os.Getpid(), s.mode, s.version, s.listen)}); err != nil {
+	if err := s.record(&store.Record{Event: sm.EventServerStart, Detail: fmt.Sprintf("pid %d, mode %s, version %s, listen %s", os.Getpid(), s.mode, s.version, s.listen)}); err != nil {
 		// Nothing follows from this record itself; every start needs its
 		// own, so nothing starts until the log can be written again.
 		s.log.Error().Err(err).Msg("the log cannot be written: serving what can be recorded only; workers start once their start records can be written (retried with backoff)")
@@ -229,7 +196,7 @@ func (s *Supervisor) Run() error {
 		s.onBuildFinished(b)
 	}
 	s.stampServerFiles()
-	found, warnings, err := discover(s.workersDir())
+	found, warnings, err := discover(s.layout())
 	if err != nil {
 		return err
 	}
@@ -244,7 +211,7 @@ func (s *Supervisor) Run() error {
 	s.publishRoutes()
 	for _, name := range sortedKeys(found) {
 		for _, sl := range s.workers[name].slots {
-			s.start(sl, ReasonStartup, "", nil)
+			s.start(sl, sm.ReasonStartup, "", nil)
 		}
 	}
 	s.publish()
@@ -262,7 +229,7 @@ func (s *Supervisor) Run() error {
 		if s.shutting {
 			if len(s.insts) == 0 {
 				// A failure is logged by record; there is nothing left to skip.
-				_ = s.record(&store.Record{Event: EventServerStop, Reason: ReasonShutdown})
+				_ = s.record(&store.Record{Event: sm.EventServerStop, Reason: sm.ReasonShutdown})
 				s.publish()
 				return nil
 			}
@@ -273,19 +240,11 @@ func (s *Supervisor) Run() error {
 	}
 }
 
-func (s *Supervisor) workersDir() string {
-	d := s.cfg.Workers.WorkersDir
-	if d == "" {
-		d = "workers"
-	}
-	if filepath.IsAbs(d) {
-		return d
-	}
-	return filepath.Join(s.root, d)
-}
+// layout is the app root's layout under the current config.
+func (s *Supervisor) layout() layout.Root { return s.cfg.Layout(s.root) }
 
 func (s *Supervisor) addWorker(f found) *worker {
-	route := proxy.WorkerRoute(f.name)
+	route := layout.Route(f.name)
 	w := &worker{f: f, route: route, settings: s.cfg.ForWorker(route), stamp: f.stamp}
 	w.resize(w.settings.ClampInstances(w.settings.Instances))
 	s.workers[f.name] = w
@@ -348,7 +307,7 @@ func (s *Supervisor) start(sl *slot, reason, detail string, batch *pendingReload
 		name: fmt.Sprintf("%s-%d", w.f.name, num), w: w, sl: sl, port: port,
 		m: sm.New(sm.Starting), startReason: reason, batch: batch,
 	}
-	r := &store.Record{Worker: w.f.name, Instance: inst.name, To: sm.Starting, Event: "start",
+	r := &store.Record{Worker: w.f.name, Instance: inst.name, To: sm.Starting, Event: sm.Start,
 		Reason: reason, Port: port, Route: w.route, Detail: detail}
 	if err := s.record(r); err != nil {
 		// Write-ahead: no process without its record. Try again later
@@ -398,9 +357,9 @@ func (s *Supervisor) start(sl *slot, reason, detail string, batch *pendingReload
 // (if any) keeps serving and the record says rollback.
 func (s *Supervisor) failStart(inst *instance, event, detail string) {
 	sl := inst.sl
-	reason := ReasonHealthFailed
+	reason := sm.ReasonHealthFailed
 	if sl.current != nil {
-		reason = ReasonRollback
+		reason = sm.ReasonRollback
 		detail = fmt.Sprintf("%s; %s keeps serving", detail, sl.current.name)
 	}
 	if inst.proc != nil {
@@ -425,7 +384,7 @@ func (s *Supervisor) failStart(inst *instance, event, detail string) {
 		delete(s.insts, inst.name)
 	}
 	if sl.current == nil {
-		s.scheduleRestart(sl, ReasonHealthFailed)
+		s.scheduleRestart(sl, sm.ReasonHealthFailed)
 	}
 }
 
@@ -480,8 +439,8 @@ func (s *Supervisor) onWarmed(ev events.Warmed) {
 			keeps = "; " + cur.name + " keeps serving"
 		}
 		s.log.Warn().Str("instance", inst.name).Str("error", ev.Err).Msg("warm-up failed; not swapping in")
-		s.drain(inst, ReasonRollback, "warm-up failed: "+ev.Err)
-		s.resolve(inst, false, inst.name+": "+ReasonRollback+": warm-up failed: "+ev.Err+keeps)
+		s.drain(inst, sm.ReasonRollback, "warm-up failed: "+ev.Err)
+		s.resolve(inst, false, inst.name+": "+sm.ReasonRollback+": warm-up failed: "+ev.Err+keeps)
 		s.abortRoll(inst)
 		return
 	}
@@ -501,7 +460,7 @@ func (s *Supervisor) swapIn(inst *instance) {
 		// (as the log says) and inst waits, healthy, as while warming.
 		reason := old.drainReason
 		if reason == "" {
-			reason = ReasonReplaced
+			reason = sm.ReasonReplaced
 		}
 		if err := s.transition(old, sm.Drain, reason, func(r *store.Record) { r.Detail = "replaced by " + inst.name }); err != nil {
 			// A reload waiting for it is told now, as for a start that
@@ -531,7 +490,7 @@ func (s *Supervisor) swapIn(inst *instance) {
 	if !inst.changedAt.IsZero() {
 		s.log.Info().Str("worker", w.f.name).Str("instance", inst.name).Dur("since_change", time.Since(inst.changedAt)).Msg("swapped: new code serving (time from the save)")
 	}
-	if rollDone && (inst.startReason == ReasonSourceChanged || inst.startReason == ReasonBinaryChanged) {
+	if rollDone && (inst.startReason == sm.ReasonSourceChanged || inst.startReason == sm.ReasonBinaryChanged) {
 		s.notifyReloaded(w.f.name)
 	}
 	if drained {
@@ -553,8 +512,8 @@ func (s *Supervisor) onProbeFailed(ev events.ProbeFailed) {
 		return
 	}
 	s.log.Warn().Str("worker", inst.w.f.name).Str("instance", inst.name).Str("detail", ev.Detail).Msg("health probe failing; replacing")
-	inst.drainReason = ReasonHealthFailed
-	s.start(inst.sl, ReasonHealthFailed, ev.Detail, nil)
+	inst.drainReason = sm.ReasonHealthFailed
+	s.start(inst.sl, sm.ReasonHealthFailed, ev.Detail, nil)
 }
 
 func (s *Supervisor) onMaxRequests(ev events.MaxRequests) {
@@ -562,8 +521,8 @@ func (s *Supervisor) onMaxRequests(ev events.MaxRequests) {
 	if inst == nil || inst.m.State() != sm.Healthy || inst.sl.current != inst || inst.sl.next != nil {
 		return
 	}
-	inst.drainReason = ReasonMaxRequests
-	s.start(inst.sl, ReasonMaxRequests, fmt.Sprintf("%s served %d requests", inst.name, inst.w.settings.MaxRequests), nil)
+	inst.drainReason = sm.ReasonMaxRequests
+	s.start(inst.sl, sm.ReasonMaxRequests, fmt.Sprintf("%s served %d requests", inst.name, inst.w.settings.MaxRequests), nil)
 }
 
 func (s *Supervisor) onExited(ev events.Exited) {
@@ -577,12 +536,12 @@ func (s *Supervisor) onExited(ev events.Exited) {
 	beforeServing := state == sm.Starting || inst.warming
 	inst.warming = false
 	if state != sm.Stopped {
-		reason := ReasonCrashed
+		reason := sm.ReasonCrashed
 		switch {
 		case state == sm.Draining:
 			reason = inst.drainReason
 		case beforeServing && sl.current != nil:
-			reason = ReasonRollback
+			reason = sm.ReasonRollback
 		}
 		detail := strings.TrimSpace(ev.Tail)
 		if beforeServing && sl.current != nil {
@@ -596,7 +555,7 @@ func (s *Supervisor) onExited(ev events.Exited) {
 				code := ev.Code
 				r.ExitCode = &code
 			}
-			if reason == ReasonCrashed || reason == ReasonRollback {
+			if reason == sm.ReasonCrashed || reason == sm.ReasonRollback {
 				r.Detail = detail
 			}
 		})
@@ -629,7 +588,7 @@ func (s *Supervisor) onExited(ev events.Exited) {
 			if !inst.healthyAt.IsZero() && time.Since(inst.healthyAt) >= time.Duration(s.cfg.Workers.RestartBackoffResetMs)*time.Millisecond {
 				sl.failures = 0
 			}
-			s.scheduleRestart(sl, ReasonCrashed)
+			s.scheduleRestart(sl, sm.ReasonCrashed)
 		}
 	}
 	delete(s.insts, inst.name)

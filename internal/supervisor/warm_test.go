@@ -15,6 +15,7 @@ import (
 	"github.com/mevdschee/tqserver/internal/config"
 	"github.com/mevdschee/tqserver/internal/events"
 	"github.com/mevdschee/tqserver/internal/proxy"
+	sm "github.com/mevdschee/tqserver/internal/statemachine"
 	"github.com/mevdschee/tqserver/internal/store"
 )
 
@@ -165,7 +166,7 @@ func TestExitWhileWarming(t *testing.T) {
 		last = recs[len(recs)-1]
 		return last.Event == "exited"
 	})
-	if last.Reason != ReasonRollback || last.Signal != "SIGKILL" {
+	if last.Reason != sm.ReasonRollback || last.Signal != "SIGKILL" {
 		t.Errorf("last record of the successor: %+v, want exited/rollback/SIGKILL", last)
 	}
 }

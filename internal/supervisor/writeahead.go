@@ -49,7 +49,7 @@ func (s *Supervisor) recordConfigReloaded(ncfg *config.Config) (string, error) {
 	if notes := serverSettingsChanged(s.cfg, ncfg); len(notes) > 0 {
 		detail += "; needs a server restart to apply: " + strings.Join(notes, ", ")
 	}
-	return detail, s.record(&store.Record{Event: EventConfigReloaded, Detail: detail})
+	return detail, s.record(&store.Record{Event: sm.EventConfigReloaded, Detail: detail})
 }
 
 // record appends a record and logs it. The caller performs the effect only

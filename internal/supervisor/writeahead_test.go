@@ -18,6 +18,7 @@ import (
 	"github.com/mevdschee/tqserver/internal/config"
 	"github.com/mevdschee/tqserver/internal/events"
 	"github.com/mevdschee/tqserver/internal/proxy"
+	sm "github.com/mevdschee/tqserver/internal/statemachine"
 	"github.com/mevdschee/tqserver/internal/store"
 )
 
@@ -125,8 +126,8 @@ func TestLifecycleInProcess(t *testing.T) {
 	}
 	var crashed, shutdown bool
 	for _, r := range recs {
-		crashed = crashed || (r.Reason == ReasonCrashed && r.Signal == "SIGKILL")
-		shutdown = shutdown || (r.Reason == ReasonShutdown && r.To == "stopped")
+		crashed = crashed || (r.Reason == sm.ReasonCrashed && r.Signal == "SIGKILL")
+		shutdown = shutdown || (r.Reason == sm.ReasonShutdown && r.To == "stopped")
 	}
 	if !crashed || !shutdown {
 		t.Fatalf("log lacks the crash or the shutdown: %+v", recs)

@@ -5,6 +5,7 @@ import (
 	"strings"
 
 	"github.com/mevdschee/tqserver/internal/events"
+	"github.com/mevdschee/tqserver/internal/layout"
 )
 
 // area says which part of the app root a path belongs to.
@@ -32,12 +33,13 @@ type place struct {
 // workerAreas are the directories of a worker that are watched; bin/ is build
 // output and must never trigger anything, or builds would loop.
 var workerAreas = map[string]events.ChangeKind{
-	"src":     events.SourceChanged,
-	"public":  events.PublicChanged,
-	"private": events.PrivateChanged,
+	layout.SrcDir:     events.SourceChanged,
+	layout.PublicDir:  events.PublicChanged,
+	layout.PrivateDir: events.PrivateChanged,
 }
 
-type layout struct {
+// paths are the absolute directories the watcher classifies by.
+type paths struct {
 	root, workers, config string
 	server                []string
 }
@@ -53,7 +55,7 @@ func under(dir, p string) []string {
 
 // locate classifies a clean absolute path. It rejects paths below an
 // ignored directory but does not judge the final component; see ignoredName.
-func (l *layout) locate(p string) place {
+func (l *paths) locate(p string) place {
 	if parts := under(l.workers, p); parts != nil {
 		if strings.HasPrefix(parts[0], ".") {
 			return place{}
@@ -109,7 +111,7 @@ func skipDirName(kind events.ChangeKind, name string) bool {
 		return !(kind == events.PublicChanged && name == ".well-known")
 	}
 	if kind == events.ServerChanged {
-		return name == "bin" || name == "testdata" || name == "node_modules"
+		return name == layout.BinDir || name == "testdata" || name == "node_modules"
 	}
 	return false
 }

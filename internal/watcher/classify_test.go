@@ -62,7 +62,7 @@ func TestCounts(t *testing.T) {
 
 func TestLocate(t *testing.T) {
 	root := "/app"
-	l := layout{root: root, workers: "/app/workers", config: "/app/config", server: []string{"/app"}}
+	l := paths{root: root, workers: "/app/workers", config: "/app/config", server: []string{"/app"}}
 	for _, tc := range []struct {
 		path string
 		want place

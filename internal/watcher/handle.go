@@ -11,10 +11,11 @@ import (
 	"github.com/fsnotify/fsnotify"
 
 	"github.com/mevdschee/tqserver/internal/events"
+	"github.com/mevdschee/tqserver/internal/layout"
 )
 
 // areaOrder makes walks and rescans deterministic.
-var areaOrder = []string{"src", "public", "private"}
+var areaOrder = []string{layout.SrcDir, layout.PublicDir, layout.PrivateDir}
 
 func isDir(p string) bool {
 	fi, err := os.Lstat(p)

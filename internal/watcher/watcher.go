@@ -14,6 +14,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/mevdschee/tqserver/internal/events"
+	"github.com/mevdschee/tqserver/internal/layout"
 )
 
 // DefaultDebounce is the quiet time per (kind, worker) when Options.Debounce
@@ -24,7 +25,7 @@ const DefaultDebounce = 100 * time.Millisecond
 // Options configure a Watcher.
 type Options struct {
 	Root       string        // app root; must exist
-	WorkersDir string        // default Root/workers; may not exist yet
+	WorkersDir string        // default: layout's workers directory of Root; may not exist yet
 	ServerSrc  []string      // the server's own source directories (may be empty)
 	Debounce   time.Duration // quiet time per (kind, worker) before emitting; default DefaultDebounce
 	// Send receives every event, on the Run goroutine; it must not block long.
@@ -42,7 +43,7 @@ type fsWatcher interface {
 
 // Watcher reports changed files under an app root. See the package doc.
 type Watcher struct {
-	lay   layout
+	lay   paths
 	vars  string // Root/var: state files, never sources
 	send  func(events.FilesChanged)
 	log   zerolog.Logger
@@ -92,13 +93,8 @@ func newWatcher(o Options, fw fsWatcher, evs <-chan fsnotify.Event, errs <-chan 
 	} else if !fi.IsDir() {
 		return nil, fmt.Errorf("watcher: app root %s is not a directory", root)
 	}
-	workers := o.WorkersDir
-	if workers == "" {
-		workers = filepath.Join(root, "workers")
-	}
-	if workers, err = filepath.Abs(workers); err != nil {
-		return nil, fmt.Errorf("watcher: workers directory %q: %w", o.WorkersDir, err)
-	}
+	lay := layout.New(root, layout.Options{WorkersDir: o.WorkersDir})
+	workers := lay.WorkersDir()
 	var server []string
 	for _, s := range o.ServerSrc {
 		a, err := filepath.Abs(s)
@@ -114,8 +110,8 @@ func newWatcher(o Options, fw fsWatcher, evs <-chan fsnotify.Event, errs <-chan 
 		o.Clock = realClock{}
 	}
 	w := &Watcher{
-		lay:     layout{root: root, workers: workers, config: filepath.Join(root, "config"), server: server},
-		vars:    filepath.Join(root, "var"),
+		lay:     paths{root: root, workers: workers, config: lay.ConfigDir(), server: server},
+		vars:    lay.VarDir(),
 		send:    o.Send,
 		log:     o.Logger,
 		clock:   o.Clock,

@@ -16,6 +16,11 @@ const (
 	EnvRoute      = "TQ_WORKER_ROUTE"
 	EnvBase       = "TQ_WORKER_BASE"
 	EnvMode       = "TQ_MODE"
+	// The server's read, write and idle timeouts for this worker, in
+	// seconds (Run uses them unless its Options set them).
+	EnvReadTimeout  = "TQ_READ_TIMEOUT_SECONDS"
+	EnvWriteTimeout = "TQ_WRITE_TIMEOUT_SECONDS"
+	EnvIdleTimeout  = "TQ_IDLE_TIMEOUT_SECONDS"
 )
 
 // DefaultPort is the port Addr uses when neither PORT nor TQ_WORKER_PORT is

@@ -61,13 +61,13 @@ func envSeconds(key string) (time.Duration, bool) {
 func (o Options) withDefaults() Options {
 	// Unset timeouts come from the server's config when it passed them
 	// (0 there means none).
-	if d, ok := envSeconds("TQ_READ_TIMEOUT_SECONDS"); ok && o.ReadTimeout == 0 {
+	if d, ok := envSeconds(EnvReadTimeout); ok && o.ReadTimeout == 0 {
 		o.ReadTimeout = d
 	}
-	if d, ok := envSeconds("TQ_WRITE_TIMEOUT_SECONDS"); ok && o.WriteTimeout == 0 {
+	if d, ok := envSeconds(EnvWriteTimeout); ok && o.WriteTimeout == 0 {
 		o.WriteTimeout = d
 	}
-	if d, ok := envSeconds("TQ_IDLE_TIMEOUT_SECONDS"); ok && o.IdleTimeout == 0 && d > 0 {
+	if d, ok := envSeconds(EnvIdleTimeout); ok && o.IdleTimeout == 0 && d > 0 {
 		o.IdleTimeout = d
 	}
 	if o.ShutdownTimeout <= 0 {
