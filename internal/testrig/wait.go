@@ -36,7 +36,14 @@ func Poll(timeout, interval time.Duration, what string, cond func() (bool, strin
 // after timeout.
 func WaitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
-	if err := Poll(timeout, PollInterval, what, func() (bool, string) { return cond(), "" }); err != nil {
+	WaitEvery(t, timeout, PollInterval, what, cond)
+}
+
+// WaitEvery is WaitFor polling every interval: in-process state changes in
+// microseconds, and a test of it may poll faster than one of a process.
+func WaitEvery(t testing.TB, timeout, interval time.Duration, what string, cond func() bool) {
+	t.Helper()
+	if err := Poll(timeout, interval, what, func() (bool, string) { return cond(), "" }); err != nil {
 		t.Fatal(err)
 	}
 }
