@@ -130,6 +130,10 @@ func TestLoadDurationBound(t *testing.T) {
 	if ok != 0 || failed == 0 || len(errs) == 0 || l.Failed() != failed {
 		t.Fatalf("ok %d failed %d errs %q; want only failures", ok, failed, errs)
 	}
+	// A second Finish (a test's cleanup after its body finished) is harmless.
+	if ok2, failed2, _ := l.Finish(); ok2 != ok || failed2 != failed {
+		t.Fatalf("second Finish = %d, %d; want %d, %d", ok2, failed2, ok, failed)
+	}
 }
 
 // The whole server side of the rig on a real tqserver: start on a free
