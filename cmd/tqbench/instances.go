@@ -66,7 +66,7 @@ func (b *bench) instances(rep *report) error {
 	stop := make(chan struct{})
 	done := make(chan *result, 1)
 	t0 := time.Now()
-	go func() { done <- load(auto.srv.listen, path, o.conns, 5*time.Minute, stop) }()
+	go func() { done <- load(auto.srv.Addr(), path, o.conns, 5*time.Minute, stop) }()
 	_, werr := auto.srv.waitInstances("index", n, 60*time.Second)
 	scaleUp := time.Since(t0)
 	close(stop)
@@ -81,14 +81,14 @@ func (b *bench) instances(rep *report) error {
 
 	for _, t := range ts[:2] {
 		if o.warmup > 0 {
-			load(t.srv.listen, path, o.conns, o.warmup, nil)
+			load(t.srv.Addr(), path, o.conns, o.warmup, nil)
 		}
 	}
 	for r := range o.rounds {
 		// The order rotates, so no server always runs right after another.
 		for i := range ts {
 			t := ts[(r+i)%len(ts)]
-			res := load(t.srv.listen, path, o.conns, o.duration, nil)
+			res := load(t.srv.Addr(), path, o.conns, o.duration, nil)
 			b.logf("round %d instances %-4s %8.0f req/s p50 %.3f ms p99 %.3f ms failed %d", r+1, t.name, res.rps(), res.h.quantileMs(0.5), res.h.quantileMs(0.99), res.failed)
 			t.res.add(res)
 		}
@@ -118,7 +118,7 @@ func (b *bench) instances(rep *report) error {
 		if t.res.firstErr != "" {
 			rep.Notes = append(rep.Notes, fmt.Sprintf("instances %s: %d requests failed (first: %s)", t.name, t.res.failed, t.res.firstErr))
 		}
-		t.srv.stop(30 * time.Second)
+		t.srv.Stop(30 * time.Second)
 	}
 	return nil
 }

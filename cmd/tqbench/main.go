@@ -25,6 +25,8 @@ import (
 	"syscall"
 	"text/tabwriter"
 	"time"
+
+	"github.com/mevdschee/tqserver/internal/testrig"
 )
 
 type options struct {
@@ -187,7 +189,7 @@ func (b *bench) logf(format string, args ...any) {
 func (b *bench) cleanup() {
 	b.nginx.stop()
 	for _, s := range b.servers {
-		s.stop(60 * time.Second)
+		s.Stop(60 * time.Second)
 	}
 	if !b.o.keep {
 		os.RemoveAll(b.dir)
@@ -231,11 +233,11 @@ func run(o options, logw io.Writer) (*report, error) {
 	b.tqBin = filepath.Join(dir, "tqserver")
 	b.helloV1 = filepath.Join(dir, "hello-v1")
 	b.helloV2 = filepath.Join(dir, "hello-v2")
-	if err := goBuild(src, b.tqBin, "./cmd/tqserver", ""); err != nil {
+	if err := testrig.BuildServer(src, b.tqBin, false); err != nil {
 		return nil, err
 	}
 	for _, h := range []struct{ out, v string }{{b.helloV1, "v1"}, {b.helloV2, "v2"}} {
-		if err := goBuild(src, h.out, "./cmd/tqbench/testdata/hello", "-X main.version="+h.v); err != nil {
+		if err := testrig.GoBuild(testrig.Build{Dir: src, Pkg: "./cmd/tqbench/testdata/hello", Out: h.out, Vars: map[string]string{"version": h.v}}); err != nil {
 			return nil, err
 		}
 	}
@@ -281,7 +283,7 @@ func (b *bench) throughput(rep *report) error {
 	if err != nil {
 		return err
 	}
-	if err := installWorker(root, "index", b.helloV1); err != nil {
+	if err := testrig.Install(root, "index", b.helloV1); err != nil {
 		return err
 	}
 	srv, err := startServer(b.tqBin, root)
@@ -294,14 +296,14 @@ func (b *bench) throughput(rep *report) error {
 		return err
 	}
 	workerAddr := fmt.Sprintf("127.0.0.1:%d", st.workerPort("index"))
-	b.logf("tqserver pid %d on %s, worker on %s", srv.pid(), srv.listen, workerAddr)
+	b.logf("tqserver pid %d on %s, worker on %s", srv.PID(), srv.Addr(), workerAddr)
 
 	type tgt struct {
 		name string
 		addr string
 		res  *result
 	}
-	targets := []*tgt{{name: "direct", addr: workerAddr, res: &result{}}, {name: "proxy", addr: srv.listen, res: &result{}}}
+	targets := []*tgt{{name: "direct", addr: workerAddr, res: &result{}}, {name: "proxy", addr: srv.Addr(), res: &result{}}}
 	if bin := findNginx(); bin == "" {
 		rep.Notes = append(rep.Notes, "nginx not found in PATH or /usr/sbin: nginx figures skipped")
 	} else {
@@ -359,7 +361,7 @@ func (b *bench) throughput(rep *report) error {
 			return err
 		}
 	}
-	srv.stop(30 * time.Second)
+	srv.Stop(30 * time.Second)
 	return nil
 }
 
@@ -376,7 +378,7 @@ func (b *bench) restart(rep *report, srv *server) error {
 	resc := make(chan [phases]*result, 1)
 	// Bounded: each replacement gives up after 60 s.
 	maxDur := time.Duration(o.restarts)*(steadyDur+60*time.Second) + 10*time.Second
-	go func() { resc <- loadPhased(srv.listen, "/", o.conns, maxDur, stop, &phase) }()
+	go func() { resc <- loadPhased(srv.Addr(), "/", o.conns, maxDur, stop, &phase) }()
 	bins := []string{b.helloV1, b.helloV2}
 	var rerr error
 	for i := range o.restarts {
@@ -432,10 +434,10 @@ func (b *bench) restart(rep *report, srv *server) error {
 func (b *bench) replace(srv *server, bin, want string, onSeen func()) error {
 	seen := awaitBody(want, onSeen)
 	defer bodyWatch.Store(nil)
-	if err := installWorker(srv.root, "index", bin); err != nil {
+	if err := testrig.Install(srv.Root(), "index", bin); err != nil {
 		return err
 	}
-	if err := syscall.Kill(srv.pid(), syscall.SIGHUP); err != nil {
+	if err := syscall.Kill(srv.PID(), syscall.SIGHUP); err != nil {
 		return err
 	}
 	select {
@@ -478,7 +480,7 @@ func (b *bench) startMany(label string, n int) (*server, error) {
 // healthy (startup allocations settle; the periodic probe keeps running).
 func settledRSS(srv *server) (float64, error) {
 	time.Sleep(2 * time.Second)
-	return rssMiB(srv.pid())
+	return rssMiB(srv.PID())
 }
 
 func (b *bench) memory(rep *report, n int, timeReload bool) error {
@@ -501,7 +503,7 @@ func (b *bench) memory(rep *report, n int, timeReload bool) error {
 	} else {
 		rep.RSS20 = &rss
 	}
-	srv.stop(60 * time.Second)
+	srv.Stop(60 * time.Second)
 	return nil
 }
 
@@ -512,12 +514,12 @@ func (b *bench) timeReloads(srv *server) (adminMs, cmdMs float64, checkMs *float
 	var as, cs []time.Duration
 	before := len(srv.checkTimes())
 	for range 7 {
-		d, err := adminReload(srv.root)
+		d, err := adminReload(srv.Root())
 		if err != nil {
 			return 0, 0, nil, err
 		}
 		as = append(as, d)
-		d, err = reloadCmd(srv.bin, srv.root)
+		d, err = reloadCmd(srv.bin, srv.Root())
 		if err != nil {
 			return 0, 0, nil, err
 		}
@@ -547,7 +549,7 @@ func (b *bench) sighup(rep *report) error {
 	}
 	rep.SighupMs1000, rep.ReloadCmdMs1000, rep.SighupCheckMs1000 = &a, &c, chk
 	b.logf("%d workers: reload %.2f ms (admin socket), %.2f ms (command)", n, a, c)
-	srv.stop(120 * time.Second)
+	srv.Stop(120 * time.Second)
 	return nil
 }
 

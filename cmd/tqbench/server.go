@@ -1,8 +1,6 @@
 package main
 
 import (
-	"bytes"
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -19,34 +17,17 @@ import (
 
 	"github.com/mevdschee/tqserver/internal/layout"
 	sm "github.com/mevdschee/tqserver/internal/statemachine"
+	"github.com/mevdschee/tqserver/internal/testrig"
 )
 
 // moduleRoot is the directory of the tqserver module (where go.mod is),
 // found from the working directory.
 func moduleRoot() (string, error) {
-	out, err := exec.Command("go", "env", "GOMOD").Output()
+	root, err := testrig.ModuleRoot()
 	if err != nil {
-		return "", fmt.Errorf("go env GOMOD: %w", err)
+		return "", fmt.Errorf("%w (run from the tqserver repository, or pass -src)", err)
 	}
-	mod := strings.TrimSpace(string(out))
-	if mod == "" || mod == os.DevNull {
-		return "", errors.New("not inside the tqserver module (run from the repository, or pass -src)")
-	}
-	return filepath.Dir(mod), nil
-}
-
-// goBuild runs go build in the module root.
-func goBuild(src, out, pkg string, ldflags string) error {
-	args := []string{"build", "-o", out}
-	if ldflags != "" {
-		args = append(args, "-ldflags", ldflags)
-	}
-	cmd := exec.Command("go", append(args, pkg)...)
-	cmd.Dir = src
-	if b, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("go build %s: %w\n%s", pkg, err, b)
-	}
-	return nil
+	return root, nil
 }
 
 const benchConfig = `workers:
@@ -74,12 +55,12 @@ func newAppRootConfig(dir string, names []string, bin, cfg string) (string, erro
 	}
 	for _, n := range names {
 		// Hard links: 1,000 copies of a Go binary would cost gigabytes.
-		dst := workerBinPath(root, n)
+		dst := testrig.WorkerBinPath(root, n)
 		if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
 			return "", err
 		}
 		if err := os.Link(bin, dst); err != nil {
-			if err := installWorker(root, n, bin); err != nil {
+			if err := testrig.Install(root, n, bin); err != nil {
 				return "", err
 			}
 		}
@@ -87,112 +68,23 @@ func newAppRootConfig(dir string, names []string, bin, cfg string) (string, erro
 	return root, nil
 }
 
-func workerBinPath(root, name string) string {
-	return layout.New(root, layout.Options{}).Worker(name).Binary()
-}
-
-// installWorker puts bin at workers/{name}/bin/{name}: a copy to a temporary
-// file in the same directory, then a rename, as a deploy would.
-func installWorker(root, name, bin string) error {
-	dst := workerBinPath(root, name)
-	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
-		return err
-	}
-	in, err := os.Open(bin)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	tmp, err := os.CreateTemp(filepath.Dir(dst), "."+name+".tmp-")
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(tmp, in); err != nil {
-		tmp.Close()
-		os.Remove(tmp.Name())
-		return err
-	}
-	if err := tmp.Chmod(0o755); err != nil {
-		tmp.Close()
-		os.Remove(tmp.Name())
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		os.Remove(tmp.Name())
-		return err
-	}
-	return os.Rename(tmp.Name(), dst)
-}
-
-func freePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
-}
-
-// server is one running tqserver.
+// server is one running tqserver, its output in a file next to its root.
 type server struct {
-	bin    string
-	root   string
-	listen string
-	cmd    *exec.Cmd
-	exited chan struct{}
-	logf   *os.File
+	*testrig.Server
+	bin string
 }
 
 func startServer(bin, root string) (*server, error) {
-	port, err := freePort()
+	port, err := testrig.FreePort()
 	if err != nil {
 		return nil, err
 	}
-	s := &server{bin: bin, root: root, listen: "127.0.0.1:" + strconv.Itoa(port), exited: make(chan struct{})}
-	s.logf, err = os.Create(filepath.Join(filepath.Dir(root), "tqserver.log"))
+	s, err := testrig.StartServer(testrig.ServerOptions{Bin: bin, Root: root,
+		Listen: "127.0.0.1:" + strconv.Itoa(port), LogFile: filepath.Join(filepath.Dir(root), "tqserver.log")})
 	if err != nil {
 		return nil, err
 	}
-	s.cmd = exec.Command(bin, "serve", "--root", root, "--mode", "prod", "--listen", s.listen)
-	s.cmd.Stdout = s.logf
-	s.cmd.Stderr = s.logf
-	s.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := s.cmd.Start(); err != nil {
-		s.logf.Close()
-		return nil, fmt.Errorf("start tqserver: %w", err)
-	}
-	go func() { s.cmd.Wait(); close(s.exited) }()
-	return s, nil
-}
-
-func (s *server) pid() int { return s.cmd.Process.Pid }
-
-// stop sends SIGTERM (the server stops its workers) and waits; SIGKILL to
-// its process group after the timeout.
-func (s *server) stop(timeout time.Duration) {
-	if s == nil || s.cmd == nil || s.cmd.Process == nil {
-		return
-	}
-	select {
-	case <-s.exited:
-	default:
-		s.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-s.exited:
-		case <-time.After(timeout):
-			syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL)
-			<-s.exited
-		}
-	}
-	s.logf.Close()
-}
-
-func (s *server) logTail() string {
-	b, _ := os.ReadFile(s.logf.Name())
-	if len(b) > 2000 {
-		b = b[len(b)-2000:]
-	}
-	return string(b)
+	return &server{Server: s, bin: bin}, nil
 }
 
 type statusJSON struct {
@@ -212,40 +104,22 @@ type statusJSON struct {
 }
 
 func (s *server) status() (*statusJSON, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	var stderr bytes.Buffer
-	cmd := exec.CommandContext(ctx, s.bin, "status", "--json", "--root", s.root)
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		return nil, fmt.Errorf("tqserver status: %w: %s", err, strings.TrimSpace(stderr.String()))
-	}
 	var st statusJSON
-	if err := json.Unmarshal(out, &st); err != nil {
-		return nil, fmt.Errorf("tqserver status: %w", err)
+	if err := testrig.CLIStatus(s.bin, s.Root(), &st); err != nil {
+		return nil, err
 	}
 	return &st, nil
 }
 
-// socketStatus reads the status over the server's admin socket
-// (var/tqserver.sock, GET /v1/status): what `tqserver status --json` prints,
-// without starting a process. The restart test polls it while measuring, so
-// the observer costs a local round trip, not a process start.
+// socketStatus reads the status over the server's admin socket: what
+// `tqserver status --json` prints, without starting a process. The restart
+// test polls it while measuring, so the observer costs a local round trip,
+// not a process start.
 func (s *server) socketStatus() (*statusJSON, error) {
-	resp, err := adminClient(s.root, 10*time.Second).Get("http://tqserver/v1/status")
-	if err != nil {
+	var st statusJSON
+	if err := testrig.SocketStatus(s.Root(), &st); err != nil {
 		return nil, err
 	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("GET /v1/status: status %d", resp.StatusCode)
-	}
-	var st statusJSON
-	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
-		return nil, fmt.Errorf("GET /v1/status: %w", err)
-	}
-	st.Running = true // the server answered
 	return &st, nil
 }
 
@@ -253,25 +127,19 @@ func (s *server) socketStatus() (*statusJSON, error) {
 // it (done also says, when not, what it saw), the server exits, or timeout.
 func (s *server) pollStatus(read func() (*statusJSON, error), interval, timeout time.Duration,
 	done func(*statusJSON) (bool, string)) (*statusJSON, error) {
-	deadline := time.Now().Add(timeout)
-	last := "no answer"
-	for time.Now().Before(deadline) {
-		select {
-		case <-s.exited:
-			return nil, fmt.Errorf("tqserver exited: %s", s.logTail())
-		default:
-		}
+	var got *statusJSON
+	err := s.PollAlive(timeout, interval, "the workers to be ready", func() (bool, string) {
 		st, err := read()
 		if err != nil {
-			last = err.Error()
-		} else if ok, seen := done(st); ok {
-			return st, nil
-		} else {
-			last = seen
+			return false, err.Error()
 		}
-		time.Sleep(interval)
-	}
-	return nil, fmt.Errorf("not ready after %s: %s", timeout, last)
+		ok, seen := done(st)
+		if ok {
+			got = st
+		}
+		return ok, seen
+	})
+	return got, err
 }
 
 // steady accepts a running server whose want workers each have one healthy
@@ -341,24 +209,12 @@ func rssMiB(pid int) (float64, error) {
 	return 0, errors.New("no VmRSS")
 }
 
-// adminClient talks HTTP to the server's admin socket (var/tqserver.sock).
-func adminClient(root string, timeout time.Duration) *http.Client {
-	sock := layout.New(root, layout.Options{}).Socket()
-	return &http.Client{Timeout: timeout, Transport: &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", sock)
-		},
-		DisableKeepAlives: true,
-	}}
-}
-
 // adminReload posts a reload to the server's admin socket (what `tqserver
 // reload` does, without starting a process) and returns how long the
 // server took to answer.
 func adminReload(root string) (time.Duration, error) {
-	sock := layout.New(root, layout.Options{}).Socket()
-	c := adminClient(root, 60*time.Second)
+	sock := testrig.SocketPath(root)
+	c := testrig.AdminClient(root, 60*time.Second)
 	// Connect before timing, so the figure is the check, not the dial.
 	conn, err := net.DialTimeout("unix", sock, time.Second)
 	if err != nil {
@@ -391,13 +247,11 @@ func adminReload(root string) (time.Duration, error) {
 
 // reloadCmd times `tqserver reload --root root`.
 func reloadCmd(bin, root string) (time.Duration, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
 	t0 := time.Now()
-	out, err := exec.CommandContext(ctx, bin, "reload", "--root", root).CombinedOutput()
+	_, stderr, err := testrig.RunCLI(bin, "reload", "--root", root)
 	d := time.Since(t0)
 	if err != nil {
-		return 0, fmt.Errorf("tqserver reload: %w: %s", err, out)
+		return 0, fmt.Errorf("tqserver reload: %w: %s", err, strings.TrimSpace(stderr))
 	}
 	return d, nil
 }
@@ -432,7 +286,7 @@ func startNginx(bin, dir string, upstreamPort int) (*nginx, error) {
 	if err := os.MkdirAll(filepath.Join(dir, "logs"), 0o755); err != nil {
 		return nil, err
 	}
-	port, err := freePort()
+	port, err := testrig.FreePort()
 	if err != nil {
 		return nil, err
 	}
@@ -480,24 +334,30 @@ http {
 		return nil, fmt.Errorf("start nginx: %w", err)
 	}
 	go func() { n.cmd.Wait(); logf.Close(); close(n.exited) }()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if _, err := get(addr, "/"); err == nil {
-			return n, nil
+	exited := false
+	err = testrig.Poll(10*time.Second, 50*time.Millisecond, "nginx to answer", func() (bool, string) {
+		_, err := get(addr, "/")
+		if err == nil {
+			return true, ""
 		}
 		select {
 		case <-n.exited:
-			b, _ := os.ReadFile(filepath.Join(dir, "logs", "stderr.log"))
-			e, _ := os.ReadFile(filepath.Join(dir, "logs", "error.log"))
-			return nil, fmt.Errorf("nginx exited: %s %s", b, e)
+			exited = true
+			return true, ""
 		default:
+			return false, err.Error()
 		}
-		if time.Now().After(deadline) {
-			n.stop()
-			return nil, errors.New("nginx did not answer within 10s")
-		}
-		time.Sleep(50 * time.Millisecond)
+	})
+	if exited {
+		b, _ := os.ReadFile(filepath.Join(dir, "logs", "stderr.log"))
+		e, _ := os.ReadFile(filepath.Join(dir, "logs", "error.log"))
+		return nil, fmt.Errorf("nginx exited: %s %s", b, e)
 	}
+	if err != nil {
+		n.stop()
+		return nil, err
+	}
+	return n, nil
 }
 
 // stop asks nginx for a fast shutdown, then kills its process group.
@@ -524,13 +384,9 @@ func (n *nginx) stop() {
 // the check inside the supervisor loop, without queueing or the socket.
 // These are log messages, not a contract; none found gives nil.
 func (s *server) checkTimes() []time.Duration {
-	b, err := os.ReadFile(s.logf.Name())
-	if err != nil {
-		return nil
-	}
 	var out []time.Duration
 	var start time.Time
-	for line := range strings.SplitSeq(string(b), "\n") {
+	for line := range strings.SplitSeq(s.Logs(), "\n") {
 		if !strings.Contains(line, "checking for changes") && !strings.Contains(line, "change check done") {
 			continue
 		}

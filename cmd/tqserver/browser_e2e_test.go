@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"github.com/mevdschee/tqserver/internal/chromiumtest"
 	"image/png"
 	"os"
 	"path/filepath"
@@ -14,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/mevdschee/tqserver/internal/chromiumtest"
 
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
@@ -82,14 +83,14 @@ func TestBrowserDevOverlayAndReload(t *testing.T) {
 	src := filepath.Join(root, "workers", "index", "src", "main.go")
 	writeFile(t, src, devSource(t, "b1"))
 	s := startServerMode(t, root, "dev")
-	waitBody(t, s.url("/page"), `<h1 id="version">b1</h1>`, e2eBrowserWait)
-	if code, body := get(t, s.url("/page")); code != 200 || !strings.Contains(body, script) {
+	waitBody(t, s.URL("/page"), `<h1 id="version">b1</h1>`, e2eBrowserWait)
+	if code, body := get(t, s.URL("/page")); code != 200 || !strings.Contains(body, script) {
 		t.Fatalf("dev /page: %d %q lacks %s", code, body, script)
 	}
-	if code, body := get(t, s.url("/__tqserver/client.js")); code != 200 || !strings.Contains(body, "EventSource") {
+	if code, body := get(t, s.URL("/__tqserver/client.js")); code != 200 || !strings.Contains(body, "EventSource") {
 		t.Fatalf("dev /__tqserver/client.js: %d %q", code, body)
 	}
-	do("load page", chromedp.Navigate(s.url("/page")), chromedp.WaitVisible(chromedp.ID("version")))
+	do("load page", chromedp.Navigate(s.URL("/page")), chromedp.WaitVisible(chromedp.ID("version")))
 	e2eWaitJS(t, ctx, "the client script", `window.__tqserverDevReload === true && `+version("b1"))
 	if e2eEvalJS[bool](t, ctx, hasOverlay) {
 		t.Fatal("overlay shown on a healthy page")
@@ -117,7 +118,7 @@ func TestBrowserDevOverlayAndReload(t *testing.T) {
 	if len(errItems) == 0 || !itemRE.MatchString(errItems[0]) {
 		t.Errorf("overlay errors %q: want one matching %s", errItems, itemRE)
 	}
-	if code, body := get(t, s.url("/page")); code != 200 || !strings.Contains(body, `<h1 id="version">b1</h1>`) {
+	if code, body := get(t, s.URL("/page")); code != 200 || !strings.Contains(body, `<h1 id="version">b1</h1>`) {
 		t.Fatalf("during the failed build /page answered %d %q, want b1", code, body)
 	}
 	shot, err := chromedp.Run(ctx, chromedp.CaptureScreenshot())
@@ -147,7 +148,7 @@ func TestBrowserDevOverlayAndReload(t *testing.T) {
 	writeFile(t, src, devSource(t, "b3"))
 	e2eWaitJS(t, ctx, "the page to reload itself with b3",
 		`window.tqBeforeBreak === undefined && window.__tqserverDevReload === true && `+version("b3")+` && `+noOverlay)
-	if code, body := get(t, s.url("/page")); code != 200 || !strings.Contains(body, `<h1 id="version">b3</h1>`) {
+	if code, body := get(t, s.URL("/page")); code != 200 || !strings.Contains(body, `<h1 id="version">b3</h1>`) {
 		t.Fatalf("after the fix /page answered %d %q, want b3", code, body)
 	}
 
@@ -161,10 +162,10 @@ func TestBrowserDevOverlayAndReload(t *testing.T) {
 	if err := json.Unmarshal([]byte(fetched), &env); err != nil {
 		t.Errorf("JSON fetched by the page does not decode: %v: %q", err, fetched)
 	}
-	if code, body := get(t, s.url("/env")); code != 200 || body != fetched {
+	if code, body := get(t, s.URL("/env")); code != 200 || body != fetched {
 		t.Errorf("/env: Go client got %d %q, the page got %q", code, body, fetched)
 	}
-	if code, body := get(t, s.url("/")); code != 200 || !strings.Contains(body, "b3 index") || strings.Contains(body, "__tqserver") {
+	if code, body := get(t, s.URL("/")); code != 200 || !strings.Contains(body, "b3 index") || strings.Contains(body, "__tqserver") {
 		t.Errorf("dev text/plain /: %d %q", code, body)
 	}
 
@@ -178,15 +179,15 @@ func TestBrowserDevOverlayAndReload(t *testing.T) {
 	proot := newRoot(t, fastConfig)
 	install(t, proot, "index", "p1", "normal")
 	p := startServer(t, proot)
-	waitBody(t, p.url("/page"), `<h1 id="version">p1</h1>`, e2eBrowserWait)
-	if code, body := get(t, p.url("/page")); code != 200 || strings.Contains(body, "__tqserver") {
+	waitBody(t, p.URL("/page"), `<h1 id="version">p1</h1>`, e2eBrowserWait)
+	if code, body := get(t, p.URL("/page")); code != 200 || strings.Contains(body, "__tqserver") {
 		t.Errorf("prod /page: %d %q", code, body)
 	}
-	code, body := get(t, p.url("/__tqserver/client.js"))
+	code, body := get(t, p.URL("/__tqserver/client.js"))
 	if code != 200 || strings.Contains(body, "EventSource") || !strings.Contains(body, "p1 index") || !strings.Contains(body, "path=/__tqserver/client.js") {
 		t.Errorf("prod /__tqserver/client.js was not routed to the worker: %d %q", code, body)
 	}
-	do("load prod page", chromedp.Navigate(p.url("/page")), chromedp.WaitVisible(chromedp.ID("version")))
+	do("load prod page", chromedp.Navigate(p.URL("/page")), chromedp.WaitVisible(chromedp.ID("version")))
 	e2eWaitJS(t, ctx, "the prod page", version("p1"))
 	if e2eEvalJS[bool](t, ctx, `window.__tqserverDevReload !== undefined || document.scripts.length !== 0`) {
 		t.Error("prod page runs the dev client script")

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/mevdschee/tqserver/internal/store"
+	"github.com/mevdschee/tqserver/internal/testrig"
 )
 
 var chaosRounds = flag.Int("chaos-rounds", 20, "rounds of kill -9 of the server in TestChaosKillServer")
@@ -31,25 +32,25 @@ func TestChaosKillServer(t *testing.T) {
 		case "startup":
 			// killed while instances are still starting (or just became healthy)
 		case "replacement", "drain":
-			waitBody(t, s.url("/"), " index", 10*time.Second)
+			waitBody(t, s.URL("/"), " index", 10*time.Second)
 			install(t, root, "index", fmt.Sprintf("v%d", round+2), "normal")
 			if moment == "drain" {
-				go get(t, s.url("/slow?ms=2000")) // keeps the old instance draining
+				go get(t, s.URL("/slow?ms=2000")) // keeps the old instance draining
 			}
 			s.signal(syscall.SIGHUP)
 			if moment == "drain" {
-				waitBody(t, s.url("/"), fmt.Sprintf("v%d index", round+2), 10*time.Second)
+				waitBody(t, s.URL("/"), fmt.Sprintf("v%d index", round+2), 10*time.Second)
 			}
 		case "idle":
-			waitBody(t, s.url("/api/users"), " api_users", 10*time.Second)
+			waitBody(t, s.URL("/api/users"), " api_users", 10*time.Second)
 		}
 		time.Sleep(time.Duration(rng.IntN(150)) * time.Millisecond) // the random moment itself, not synchronization
 		s.signal(syscall.SIGKILL)
 		s.wait(10 * time.Second)
 
 		s2 := startServer(t, root)
-		waitBody(t, s2.url("/"), " index", 15*time.Second)
-		waitBody(t, s2.url("/api/users"), " api_users", 15*time.Second)
+		waitBody(t, s2.URL("/"), " index", 15*time.Second)
+		waitBody(t, s2.URL("/api/users"), " api_users", 15*time.Second)
 		live := map[int]bool{}
 		for _, w := range s2.status().Workers {
 			for _, in := range w.Instances {
@@ -65,7 +66,7 @@ func TestChaosKillServer(t *testing.T) {
 			prev = r.Seq
 			if r.PID != 0 && !live[r.PID] {
 				pid := r.PID
-				waitFor(t, 10*time.Second, fmt.Sprintf("round %d (%s): pid %d of %s gone", round, moment, pid, r.Instance), func() bool { return !pidAlive(pid) })
+				testrig.WaitFor(t, 10*time.Second, fmt.Sprintf("round %d (%s): pid %d of %s gone", round, moment, pid, r.Instance), func() bool { return !testrig.PIDAlive(pid) })
 			}
 		}
 		if n := count(recs, func(r store.Record) bool { return r.Event == "server_start" }); n != 2*(round+1) {
@@ -76,7 +77,7 @@ func TestChaosKillServer(t *testing.T) {
 			t.Fatalf("round %d: clean stop after recovery: %v", round, err)
 		}
 		for pid := range live {
-			if pidAlive(pid) {
+			if testrig.PIDAlive(pid) {
 				t.Fatalf("round %d: pid %d outlived a clean stop", round, pid)
 			}
 		}
@@ -91,14 +92,14 @@ func TestChaosKillWorkers(t *testing.T) {
 	install(t, root, "index", "v1", "normal")
 	install(t, root, "api_users", "v1", "normal")
 	s := startServer(t, root)
-	waitBody(t, s.url("/"), "v1 index", 10*time.Second)
-	waitBody(t, s.url("/api/users"), "v1 api_users", 10*time.Second)
-	l := startLoad(s.url("/"), 4, 1_000_000, 60*time.Second)
+	waitBody(t, s.URL("/"), "v1 index", 10*time.Second)
+	waitBody(t, s.URL("/api/users"), "v1 api_users", 10*time.Second)
+	l := testrig.StartLoad(s.URL("/"), 4, 1_000_000, 60*time.Second)
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 9))
 	kills := 0
 	for i := 0; i < 8; i++ {
 		var pid int
-		waitFor(t, 15*time.Second, "api_users healthy", func() bool {
+		testrig.WaitFor(t, 15*time.Second, "api_users healthy", func() bool {
 			for _, w := range s.status().Workers {
 				if w.Name == "api_users" {
 					for _, in := range w.Instances {
@@ -115,10 +116,10 @@ func TestChaosKillWorkers(t *testing.T) {
 		if syscall.Kill(pid, syscall.SIGKILL) == nil {
 			kills++
 		}
-		waitFor(t, 10*time.Second, "victim gone", func() bool { return !pidAlive(pid) })
+		testrig.WaitFor(t, 10*time.Second, "victim gone", func() bool { return !testrig.PIDAlive(pid) })
 	}
-	waitBody(t, s.url("/api/users"), "v1 api_users", 20*time.Second)
-	ok, failed, errs := l.finish()
+	waitBody(t, s.URL("/api/users"), "v1 api_users", 20*time.Second)
+	ok, failed, errs := l.Finish()
 	if failed != 0 {
 		t.Fatalf("load on the other worker: %d of %d failed: %v", failed, ok+failed, errs)
 	}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/mevdschee/tqserver/internal/process"
 	"github.com/mevdschee/tqserver/internal/store"
+	"github.com/mevdschee/tqserver/internal/testrig"
 )
 
 // A worker's child that calls setsid() leaves its process group and session:
@@ -44,7 +45,7 @@ func (k setsidKid) alive() bool { return process.Alive(k.pid, k.ticks) }
 func setsidKids(t *testing.T, root, worker string, n int) []setsidKid {
 	t.Helper()
 	var kids []setsidKid
-	waitFor(t, 10*time.Second, fmt.Sprintf("%d setsid child pid(s)", n), func() bool {
+	testrig.WaitFor(t, 10*time.Second, fmt.Sprintf("%d setsid child pid(s)", n), func() bool {
 		b, err := os.ReadFile(filepath.Join(root, "workers", worker, "setsid.pids"))
 		if err != nil {
 			return false
@@ -78,7 +79,7 @@ func killKidsAtEnd(t *testing.T, root string) {
 		for _, f := range strings.Fields(string(b)) {
 			pid, _ := strconv.Atoi(f)
 			cmd, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-			if pid > 0 && pidAlive(pid) && strings.HasPrefix(string(cmd), root+"/") {
+			if pid > 0 && testrig.PIDAlive(pid) && strings.HasPrefix(string(cmd), root+"/") {
 				syscall.Kill(pid, syscall.SIGKILL)
 			}
 		}
@@ -92,7 +93,7 @@ func setsidServer(t *testing.T) (*server, string, setsidKid) {
 	install(t, root, "index", "v1", "setsidchild")
 	killKidsAtEnd(t, root)
 	s := startServer(t, root)
-	waitBody(t, s.url("/"), "v1 index", 10*time.Second)
+	waitBody(t, s.URL("/"), "v1 index", 10*time.Second)
 	kid := setsidKids(t, root, "index", 1)[0]
 	if !kid.alive() {
 		t.Fatal("test setup: the setsid child is not running")
@@ -106,9 +107,9 @@ func TestSetsidChildDiesWithReplacedInstance(t *testing.T) {
 		s, root, first := setsidServer(t)
 		install(t, root, "index", "v2", "setsidchild")
 		s.signal(syscall.SIGHUP)
-		waitBody(t, s.url("/"), "v2 index", 10*time.Second)
+		waitBody(t, s.URL("/"), "v2 index", 10*time.Second)
 		second := setsidKids(t, root, "index", 2)[1]
-		waitFor(t, 10*time.Second, fmt.Sprintf("setsid child %d of the replaced index-1 to die", first.pid), func() bool { return !first.alive() })
+		testrig.WaitFor(t, 10*time.Second, fmt.Sprintf("setsid child %d of the replaced index-1 to die", first.pid), func() bool { return !first.alive() })
 		if !second.alive() {
 			t.Fatalf("setsid child %d of the serving instance died", second.pid)
 		}
@@ -127,7 +128,7 @@ func TestSetsidChildDiesWithServer(t *testing.T) {
 		if kid.alive() {
 			t.Fatalf("setsid child %d outlived the server", kid.pid)
 		}
-		line := s.logs.String()
+		line := s.Logs()
 		if i := strings.Index(line, "process containment: "); i < 0 {
 			t.Errorf("no containment line in the server log")
 		} else if line, _, _ = strings.Cut(line[i:], "\n"); os.Getenv("TQ_CGROUPS") == "0" && strings.Contains(line, "cgroup v2") {
@@ -147,15 +148,15 @@ func TestSetsidChildDiesWithInterruptedShutdown(t *testing.T) {
 		install(t, root, "index", "v1", "setsidstubborn")
 		killKidsAtEnd(t, root)
 		s := startServer(t, root)
-		waitBody(t, s.url("/"), "v1 index", 10*time.Second)
+		waitBody(t, s.URL("/"), "v1 index", 10*time.Second)
 		kid := setsidKids(t, root, "index", 1)[0]
 		s.signal(syscall.SIGTERM)
 		s.signal(syscall.SIGINT) // another signal than the first, so the two are not merged
 		if err := s.wait(30 * time.Second); err == nil {
-			t.Fatalf("server exited cleanly; the test needs the interrupted shutdown\n%s", s.logs.String())
+			t.Fatalf("server exited cleanly; the test needs the interrupted shutdown\n%s", s.Logs())
 		}
-		if !strings.Contains(s.logs.String(), "second signal: exiting now") {
-			t.Fatalf("no interrupted shutdown in the log\n%s", s.logs.String())
+		if !strings.Contains(s.Logs(), "second signal: exiting now") {
+			t.Fatalf("no interrupted shutdown in the log\n%s", s.Logs())
 		}
 		if kid.alive() {
 			t.Fatalf("setsid child %d outlived an interrupted shutdown", kid.pid)
@@ -172,13 +173,13 @@ func TestKill9ThenRestartReapsSetsidChild(t *testing.T) {
 		// setsid child does not; the next start must find and stop it.
 		s.signal(syscall.SIGKILL)
 		s.wait(10 * time.Second)
-		waitFor(t, 10*time.Second, "the leader to die with the server", func() bool { return !pidAlive(leader) })
+		testrig.WaitFor(t, 10*time.Second, "the leader to die with the server", func() bool { return !testrig.PIDAlive(leader) })
 		if !kid.alive() {
 			t.Fatal("test setup: the setsid child died with the server")
 		}
 		s2 := startServer(t, root)
-		waitFor(t, 10*time.Second, fmt.Sprintf("setsid child %d reaped", kid.pid), func() bool { return !kid.alive() })
-		waitBody(t, s2.url("/"), "v1 index", 10*time.Second)
+		testrig.WaitFor(t, 10*time.Second, fmt.Sprintf("setsid child %d reaped", kid.pid), func() bool { return !kid.alive() })
+		waitBody(t, s2.URL("/"), "v1 index", 10*time.Second)
 		var rec *store.Record
 		for _, r := range history(t, root) {
 			if r.Instance == "index-1" && r.Reason == "orphan_reaped" {

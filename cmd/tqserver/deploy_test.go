@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/mevdschee/tqserver/internal/store"
+	"github.com/mevdschee/tqserver/internal/testrig"
 )
 
 // A reload that arrives while the server drains for shutdown starts
@@ -19,15 +20,15 @@ func TestReloadDuringShutdownStartsNothing(t *testing.T) {
 	root := newRoot(t, fastConfig)
 	install(t, root, "index", "v1", "normal")
 	s := startServer(t, root)
-	waitBody(t, s.url("/"), "v1", 10*time.Second)
+	waitBody(t, s.URL("/"), "v1", 10*time.Second)
 
 	// A long request keeps the server in its drain after SIGTERM.
 	slow := make(chan string, 1)
 	go func() {
-		code, body := get(t, s.url("/slow?ms=4000"))
+		code, body := get(t, s.URL("/slow?ms=4000"))
 		slow <- fmt.Sprint(code, " ", body)
 	}()
-	waitFor(t, 10*time.Second, "the slow request in flight", func() bool {
+	testrig.WaitFor(t, 10*time.Second, "the slow request in flight", func() bool {
 		for _, w := range s.status().Workers {
 			for _, in := range w.Instances {
 				if in.Inflight != nil && *in.Inflight > 0 {
@@ -38,8 +39,8 @@ func TestReloadDuringShutdownStartsNothing(t *testing.T) {
 		return false
 	})
 	s.signal(syscall.SIGTERM)
-	waitFor(t, 10*time.Second, "the server to begin stopping", func() bool {
-		return strings.Contains(s.logs.String(), "stopping: finishing in-flight requests")
+	testrig.WaitFor(t, 10*time.Second, "the server to begin stopping", func() bool {
+		return strings.Contains(s.Logs(), "stopping: finishing in-flight requests")
 	})
 	install(t, root, "index", "v2", "normal")
 	out, errOut, err := runCLI(t, "reload", "--root", root)
@@ -70,8 +71,8 @@ func TestBuildProdTwiceRestartsOnlyChanged(t *testing.T) {
 		t.Fatalf("first build: %v\n%s%s", err, out, errs)
 	}
 	s := startServer(t, root)
-	waitBody(t, s.url("/"), "p1 index", 10*time.Second)
-	waitBody(t, s.url("/other"), "o1 other", 10*time.Second)
+	waitBody(t, s.URL("/"), "p1 index", 10*time.Second)
+	waitBody(t, s.URL("/other"), "o1 other", 10*time.Second)
 
 	bin := filepath.Join(root, "workers", "index", "bin", "index")
 	mtimes := func() [2]time.Time {
@@ -104,7 +105,7 @@ func TestBuildProdTwiceRestartsOnlyChanged(t *testing.T) {
 	if !strings.Contains(out, "other: binary_changed") || strings.Contains(out, "index") {
 		t.Fatalf("reload after the second build: want only other restarted, got:\n%s", out)
 	}
-	waitBody(t, s.url("/other"), "o2 other", 10*time.Second)
+	waitBody(t, s.URL("/other"), "o2 other", 10*time.Second)
 	recs := history(t, root, "--worker", "index")
 	if n := count(recs, func(r store.Record) bool { return r.Event == "start" }); n != 1 {
 		b, _ := json.Marshal(recs)
@@ -124,8 +125,8 @@ func TestTenConcurrentReloadCommands(t *testing.T) {
 	root := newRoot(t, cfg)
 	install(t, root, "index", "v1", "normal")
 	s := startServer(t, root)
-	waitBody(t, s.url("/"), "v1", 10*time.Second)
-	checks := func() int { return strings.Count(s.logs.String(), `"message":"change check done"`) }
+	waitBody(t, s.URL("/"), "v1", 10*time.Second)
+	checks := func() int { return strings.Count(s.Logs(), `"message":"change check done"`) }
 
 	type answer struct {
 		out  string
@@ -138,11 +139,11 @@ func TestTenConcurrentReloadCommands(t *testing.T) {
 		for range n {
 			go func() {
 				out, errOut, err := runCLI(t, "reload", "--root", root)
-				_, body := get(t, s.url("/"))
+				_, body := get(t, s.URL("/"))
 				answers <- answer{out + errOut, err, body}
 			}()
 		}
-		waitFor(t, 30*time.Second, "all reloads checked", func() bool { return checks() >= before+n })
+		testrig.WaitFor(t, 30*time.Second, "all reloads checked", func() bool { return checks() >= before+n })
 		afterChecks()
 		var out []answer
 		for range n {
@@ -158,7 +159,7 @@ func TestTenConcurrentReloadCommands(t *testing.T) {
 			t.Errorf("reload of a never-healthy binary: err=%v output:\n%s", a.err, a.out)
 		}
 	}
-	if c, b := get(t, s.url("/")); c != 200 || !strings.HasPrefix(b, "v1 ") {
+	if c, b := get(t, s.URL("/")); c != 200 || !strings.HasPrefix(b, "v1 ") {
 		t.Fatalf("after the failed deploy: %d %q", c, b)
 	}
 

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/mevdschee/tqserver/internal/store"
+	"github.com/mevdschee/tqserver/internal/testrig"
 )
 
 // devSource is the test worker's source with its version string replaced.
@@ -32,17 +33,17 @@ func TestDevModeEditRebuildSwap(t *testing.T) {
 	src := filepath.Join(root, "workers", "index", "src", "main.go")
 	writeFile(t, src, devSource(t, "d1"))
 	s := startServerMode(t, root, "dev")
-	waitBody(t, s.url("/"), "d1 index", 60*time.Second)
+	waitBody(t, s.URL("/"), "d1 index", 60*time.Second)
 
-	l := startLoad(s.url("/"), 2, 1_000_000, 120*time.Second)
+	l := testrig.StartLoad(s.URL("/"), 2, 1_000_000, 120*time.Second)
 	// An edit is rebuilt and swapped in.
 	writeFile(t, src, devSource(t, "d2"))
-	waitBody(t, s.url("/"), "d2 index", 60*time.Second)
+	waitBody(t, s.URL("/"), "d2 index", 60*time.Second)
 
 	// A syntax error: the build fails, is recorded with the compiler's
 	// file:line, and the running instance keeps serving.
 	writeFile(t, src, devSource(t, "d3")+"\nfunc broken( {\n")
-	waitFor(t, 60*time.Second, "build_failed record", func() bool {
+	testrig.WaitFor(t, 60*time.Second, "build_failed record", func() bool {
 		for _, r := range history(t, root, "--worker", "index") {
 			if r.Event == "build_failed" && strings.Contains(r.Detail, "main.go:") {
 				return true
@@ -50,20 +51,20 @@ func TestDevModeEditRebuildSwap(t *testing.T) {
 		}
 		return false
 	})
-	if c, b := get(t, s.url("/")); c != 200 || !strings.Contains(b, "d2 index") {
+	if c, b := get(t, s.URL("/")); c != 200 || !strings.Contains(b, "d2 index") {
 		t.Fatalf("after a failed build: %d %q", c, b)
 	}
 	// Fixed: swapped again.
 	writeFile(t, src, devSource(t, "d4"))
-	waitBody(t, s.url("/"), "d4 index", 60*time.Second)
-	ok, failed, errs := l.finish()
+	waitBody(t, s.URL("/"), "d4 index", 60*time.Second)
+	ok, failed, errs := l.Finish()
 	if failed != 0 {
 		t.Fatalf("%d of %d requests failed across dev swaps: %v", failed, ok+failed, errs)
 	}
 
 	// A new worker directory is built and served; deleting it stops it.
 	writeFile(t, filepath.Join(root, "workers", "blog", "src", "main.go"), devSource(t, "b1"))
-	waitBody(t, s.url("/blog/x"), "b1 blog", 60*time.Second)
+	waitBody(t, s.URL("/blog/x"), "b1 blog", 60*time.Second)
 	var blogPID int
 	for _, w := range s.status().Workers {
 		if w.Name == "blog" && len(w.Instances) > 0 {
@@ -73,8 +74,8 @@ func TestDevModeEditRebuildSwap(t *testing.T) {
 	if err := os.RemoveAll(filepath.Join(root, "workers", "blog")); err != nil {
 		t.Fatal(err)
 	}
-	waitBody(t, s.url("/blog/x"), "d4 index", 30*time.Second)
-	waitFor(t, 10*time.Second, "deleted worker's process gone", func() bool { return blogPID == 0 || !pidAlive(blogPID) })
+	waitBody(t, s.URL("/blog/x"), "d4 index", 30*time.Second)
+	testrig.WaitFor(t, 10*time.Second, "deleted worker's process gone", func() bool { return blogPID == 0 || !testrig.PIDAlive(blogPID) })
 
 	recs := history(t, root)
 	if n := count(recs, func(r store.Record) bool {
@@ -87,7 +88,7 @@ func TestDevModeEditRebuildSwap(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, r := range recs {
-		if r.PID != 0 && pidAlive(r.PID) {
+		if r.PID != 0 && testrig.PIDAlive(r.PID) {
 			t.Errorf("pid %d (%s) outlived the server", r.PID, r.Instance)
 		}
 	}
@@ -103,12 +104,12 @@ func TestDevModeServerSourceRebuild(t *testing.T) {
 	mainGo := filepath.Join(root, "cmd", "tqserver", "main.go")
 	writeFile(t, mainGo, "package main\n\nfunc main() {}\n")
 	s := startServerMode(t, root, "dev")
-	waitBody(t, s.url("/"), "s1 index", 60*time.Second)
+	waitBody(t, s.URL("/"), "s1 index", 60*time.Second)
 	pid := s.status().Workers[0].Instances[0].PID
 
 	writeFile(t, mainGo, "package main\n\nimport \"fmt\"\n\nfunc main() { fmt.Println(\"server v2\") }\n")
 	bin := filepath.Join(root, "server", "bin", "tqserver")
-	waitFor(t, 60*time.Second, "server binary rebuilt and recorded", func() bool {
+	testrig.WaitFor(t, 60*time.Second, "server binary rebuilt and recorded", func() bool {
 		for _, r := range history(t, root) {
 			if r.Event == "build_ok" && r.Worker == "" && strings.Contains(r.Detail, "restart tqserver") {
 				return true
@@ -123,7 +124,7 @@ func TestDevModeServerSourceRebuild(t *testing.T) {
 	if got := s.status().Workers[0].Instances[0].PID; got != pid {
 		t.Fatal("a server source change restarted a worker")
 	}
-	if !strings.Contains(s.logs.String(), "restart tqserver to run") {
+	if !strings.Contains(s.Logs(), "restart tqserver to run") {
 		t.Fatal("the log does not ask for a restart")
 	}
 }

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/mevdschee/tqserver/internal/testrig"
 )
 
 // BenchmarkDevReload measures, in one run, the time from writing an edited
@@ -39,8 +41,8 @@ func BenchmarkDevReload(b *testing.B) {
 	bare := b.TempDir()
 	writeFile(b, filepath.Join(bare, "go.mod"), "module example.com/bare\n\ngo 1.22\n")
 	s := startServerMode(b, root, "dev")
-	waitBody(b, s.url("/"), "r0 index", 60*time.Second)
-	l := startLoad(s.url("/"), 2, 10_000_000, time.Hour)
+	waitBody(b, s.URL("/"), "r0 index", 60*time.Second)
+	l := testrig.StartLoad(s.URL("/"), 2, 10_000_000, time.Hour)
 
 	var reloads, builds []time.Duration
 	type window struct{ from, to time.Time }
@@ -65,7 +67,7 @@ func BenchmarkDevReload(b *testing.B) {
 			bareBuild()
 		}
 		v := fmt.Sprintf("r%d-%d", i+1, time.Now().UnixNano())
-		seen := l.await(v + " ")
+		seen := l.Await(v + " ")
 		t1 := time.Now()
 		writeFile(b, src, edit(v))
 		select {
@@ -80,7 +82,7 @@ func BenchmarkDevReload(b *testing.B) {
 		}
 	}
 	b.StopTimer()
-	ok, failed, errs := l.finish()
+	ok, failed, errs := l.Finish()
 	med := func(d []time.Duration) time.Duration {
 		c := append([]time.Duration(nil), d...)
 		sort.Slice(c, func(i, j int) bool { return c[i] < c[j] })
@@ -101,10 +103,9 @@ func BenchmarkDevReload(b *testing.B) {
 		}
 		return false
 	}
-	l.mu.Lock()
-	p99Reload, nReload := p99(l.samples, inReload)
-	p99Steady, nSteady := p99(l.samples, func(at time.Time) bool { return !inReload(at) })
-	l.mu.Unlock()
+	samples := l.Samples()
+	p99Reload, nReload := testrig.P99(samples, inReload)
+	p99Steady, nSteady := testrig.P99(samples, func(at time.Time) bool { return !inReload(at) })
 	if p99Steady > 0 {
 		b.ReportMetric(float64(p99Reload)/float64(p99Steady), "p99-reload/steady")
 	}
@@ -114,7 +115,7 @@ func BenchmarkDevReload(b *testing.B) {
 	b.ReportMetric(float64((mr - mb).Milliseconds()), "overhead-ms")
 	b.ReportMetric(float64(failed), "failed-requests")
 	// The server's own view: how long its builds took, and save → serving.
-	if builtMs, swapMs := devTimings(s.logs.String()); len(builtMs) > 0 && len(swapMs) > 0 {
+	if builtMs, swapMs := devTimings(s.Logs()); len(builtMs) > 0 && len(swapMs) > 0 {
 		mBuilt, mSwap := medianF(builtMs), medianF(swapMs)
 		b.ReportMetric(mBuilt, "server-build-ms-median")
 		b.ReportMetric(mSwap-mBuilt, "server-beyond-build-ms")

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/mevdschee/tqserver/internal/store"
+	"github.com/mevdschee/tqserver/internal/testrig"
 )
 
 // TestDiskFullVar runs the real server with var/ on a small tmpfs, fills
@@ -39,16 +40,16 @@ func TestDiskFullVar(t *testing.T) {
 	install(t, root, "index", "v1", "normal")
 	install(t, root, "api_users", "v1", "normal")
 	s := startServer(t, root)
-	kids := watchChildren(t, s.cmd.Process.Pid)
-	waitBody(t, s.url("/"), "v1 index", 10*time.Second)
-	waitBody(t, s.url("/api/users"), "v1 api_users", 10*time.Second)
+	kids := watchChildren(t, s.PID())
+	waitBody(t, s.URL("/"), "v1 index", 10*time.Second)
+	waitBody(t, s.URL("/api/users"), "v1 api_users", 10*time.Second)
 
 	// Load on index for the whole test; api_users is the victim.
-	l := startLoad(s.url("/"), 2, 10_000_000, 3*time.Minute)
+	l := testrig.StartLoad(s.URL("/"), 2, 10_000_000, 3*time.Minute)
 	loadOpen := true
 	t.Cleanup(func() {
 		if loadOpen {
-			l.finish()
+			l.Finish()
 		}
 	})
 
@@ -68,8 +69,8 @@ func TestDiskFullVar(t *testing.T) {
 	alive := func() {
 		t.Helper()
 		select {
-		case <-s.done:
-			t.Fatalf("the server exited on a full var/: %v", s.exit)
+		case <-s.Done():
+			t.Fatalf("the server exited on a full var/: %v", s.ExitErr())
 		default:
 		}
 	}
@@ -81,11 +82,11 @@ func TestDiskFullVar(t *testing.T) {
 	var victimPIDs []int
 	for i := 0; ; i++ {
 		if i == 30 {
-			t.Fatalf("30 crashes on a full var/ and no start record failed:\n%s", s.logs.String())
+			t.Fatalf("30 crashes on a full var/ and no start record failed:\n%s", s.Logs())
 		}
 		n0 := len(failedStarts("api_users"))
 		var pid int
-		waitFor(t, 15*time.Second, "a healthy api_users", func() bool {
+		testrig.WaitFor(t, 15*time.Second, "a healthy api_users", func() bool {
 			pid, _ = healthyInstance(s, "api_users")
 			return pid != 0
 		})
@@ -94,7 +95,7 @@ func TestDiskFullVar(t *testing.T) {
 			t.Fatal(err)
 		}
 		refused := false
-		waitFor(t, 15*time.Second, "api_users restarted, or its start refused", func() bool {
+		testrig.WaitFor(t, 15*time.Second, "api_users restarted, or its start refused", func() bool {
 			if len(failedStarts("api_users")) > n0 {
 				refused = true
 				return true
@@ -124,7 +125,7 @@ func TestDiskFullVar(t *testing.T) {
 		install(t, root, "index", fmt.Sprintf("v%d", v), "normal")
 		out, errs, err := runCLI(t, "reload", "--root", root)
 		if err == nil {
-			waitBody(t, s.url("/"), fmt.Sprintf("v%d index", v), 10*time.Second)
+			waitBody(t, s.URL("/"), fmt.Sprintf("v%d index", v), 10*time.Second)
 			serving = v
 			continue
 		}
@@ -136,15 +137,15 @@ func TestDiskFullVar(t *testing.T) {
 		break
 	}
 	alive()
-	if code, body := get(t, s.url("/")); code != 200 || !strings.Contains(body, fmt.Sprintf("v%d index", serving)) {
+	if code, body := get(t, s.URL("/")); code != 200 || !strings.Contains(body, fmt.Sprintf("v%d index", serving)) {
 		t.Fatalf("after the refused deploy of v%d, / answers %d %q; want v%d still serving", pendingVer, code, body, serving)
 	}
 
 	// 3. While the disk stays full: every api_users process seen so far has
 	// gone, then three more starts are refused, and still none runs.
-	waitFor(t, 10*time.Second, "every api_users process gone", func() bool {
+	testrig.WaitFor(t, 10*time.Second, "every api_users process gone", func() bool {
 		for _, k := range kids.of("api_users") {
-			if pidAlive(k.pid) {
+			if testrig.PIDAlive(k.pid) {
 				return false
 			}
 		}
@@ -152,7 +153,7 @@ func TestDiskFullVar(t *testing.T) {
 	})
 	seen := len(kids.of("api_users"))
 	n1 := len(failedStarts("api_users"))
-	waitFor(t, 15*time.Second, "three more refused restarts of api_users", func() bool {
+	testrig.WaitFor(t, 15*time.Second, "three more refused restarts of api_users", func() bool {
 		alive()
 		return len(failedStarts("api_users")) >= n1+3
 	})
@@ -170,7 +171,7 @@ func TestDiskFullVar(t *testing.T) {
 			t.Fatalf("refused starts consumed instance names: %s then %s", pendingInst, e.str("instance"))
 		}
 	}
-	if code, body := get(t, s.url("/api/users")); code != 503 {
+	if code, body := get(t, s.URL("/api/users")); code != 503 {
 		t.Fatalf("/api/users with no instance it could record: %d %q, want 503", code, body)
 	}
 	for _, w := range s.status().Workers {
@@ -178,8 +179,8 @@ func TestDiskFullVar(t *testing.T) {
 			t.Fatalf("status shows api_users instances that were never recorded: %+v", w.Instances)
 		}
 	}
-	if n := l.failed.Load(); n != 0 {
-		_, _, errs := l.finish()
+	if n := l.Failed(); n != 0 {
+		_, _, errs := l.Finish()
 		loadOpen = false
 		t.Fatalf("load on index while var/ was full: %d failed: %v", n, errs)
 	}
@@ -202,7 +203,7 @@ func TestDiskFullVar(t *testing.T) {
 		t.Fatal(err)
 	}
 	freed := time.Now()
-	waitFor(t, 15*time.Second, pendingInst+" healthy once space is free", func() bool {
+	testrig.WaitFor(t, 15*time.Second, pendingInst+" healthy once space is free", func() bool {
 		_, name := healthyInstance(s, "api_users")
 		return name == pendingInst
 	})
@@ -213,13 +214,13 @@ func TestDiskFullVar(t *testing.T) {
 			}
 		}
 	}
-	waitBody(t, s.url("/api/users"), "v1 api_users", 10*time.Second)
+	waitBody(t, s.URL("/api/users"), "v1 api_users", 10*time.Second)
 
 	// The refused deploy resumes by itself too: the replacement is retried
 	// with backoff like the crashed worker's restart, no second reload.
 	want := fmt.Sprintf("v%d index", pendingVer)
-	waitFor(t, 15*time.Second, "the deploy refused on the full disk to resume by itself", func() bool {
-		code, body := get(t, s.url("/"))
+	testrig.WaitFor(t, 15*time.Second, "the deploy refused on the full disk to resume by itself", func() bool {
+		code, body := get(t, s.URL("/"))
 		return code == 200 && strings.Contains(body, want)
 	})
 	t.Logf("the refused v%d deploy serves %s after the space was freed", pendingVer, time.Since(freed).Round(time.Millisecond))
@@ -229,7 +230,7 @@ func TestDiskFullVar(t *testing.T) {
 		t.Fatalf("reload after the resumed deploy: %v\n%s%s", err, out, errs)
 	}
 
-	ok, failed, lerrs := l.finish()
+	ok, failed, lerrs := l.Finish()
 	loadOpen = false
 	if failed != 0 || ok == 0 {
 		t.Fatalf("load on index: %d ok, %d failed: %v", ok, failed, lerrs)
@@ -291,7 +292,7 @@ func TestDiskFullVar(t *testing.T) {
 		t.Fatalf("clean stop after the full disk: %v", err)
 	}
 	for _, k := range kids.all() {
-		if pidAlive(k.pid) {
+		if testrig.PIDAlive(k.pid) {
 			t.Fatalf("worker pid %d outlived the server", k.pid)
 		}
 	}
@@ -357,7 +358,7 @@ func (e logEntry) str(k string) string { v, _ := e[k].(string); return v }
 
 func logEntries(s *server) []logEntry {
 	var out []logEntry
-	for _, line := range strings.Split(s.logs.String(), "\n") {
+	for _, line := range strings.Split(s.Logs(), "\n") {
 		var e logEntry
 		if json.Unmarshal([]byte(line), &e) == nil {
 			out = append(out, e)

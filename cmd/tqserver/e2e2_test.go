@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/mevdschee/tqserver/internal/store"
+	"github.com/mevdschee/tqserver/internal/testrig"
 )
 
 func TestWorkerEnvironmentAndRoutes(t *testing.T) {
@@ -27,11 +28,11 @@ func TestWorkerEnvironmentAndRoutes(t *testing.T) {
 	install(t, root, "index", "v1", "normal")
 	install(t, root, "api_users", "v1", "normal")
 	s := startServer(t, root)
-	waitBody(t, s.url("/api/users"), "v1 api_users", 10*time.Second)
-	waitBody(t, s.url("/"), "v1 index", 10*time.Second)
+	waitBody(t, s.URL("/api/users"), "v1 api_users", 10*time.Second)
+	waitBody(t, s.URL("/"), "v1 index", 10*time.Second)
 	check := func(path string, want map[string]string) {
 		t.Helper()
-		code, body := get(t, s.url(path))
+		code, body := get(t, s.URL(path))
 		if code != 200 {
 			t.Fatalf("%s: %d %s", path, code, body)
 		}
@@ -52,10 +53,10 @@ func TestWorkerEnvironmentAndRoutes(t *testing.T) {
 	check("/env", map[string]string{"TQ_WORKER_NAME": "index", "TQ_WORKER_ROUTE": "/", "TQ_WORKER_BASE": idxBase,
 		"TQ_MODE": "prod", "GOMAXPROCS": "1", "GREETING": "hello index", "BASE_COPY": idxBase, "cwd": idxBase})
 	// Route boundaries: /api/usersx is not api_users.
-	if _, b := get(t, s.url("/api/usersx")); !strings.Contains(b, "v1 index") {
+	if _, b := get(t, s.URL("/api/usersx")); !strings.Contains(b, "v1 index") {
 		t.Fatalf("/api/usersx should go to index: %q", b)
 	}
-	_, b := get(t, s.url("/api/users/7?q=1"))
+	_, b := get(t, s.URL("/api/users/7?q=1"))
 	if !strings.Contains(b, "v1 api_users") || !strings.Contains(b, "path=/api/users/7?q=1") || !strings.Contains(b, "xff=127.0.0.1") {
 		t.Fatalf("forwarding: %q", b)
 	}
@@ -66,7 +67,7 @@ func TestConfigReload(t *testing.T) {
 	install(t, root, "index", "v1", "normal")
 	install(t, root, "api_users", "v1", "normal")
 	s := startServer(t, root)
-	waitBody(t, s.url("/api/users"), "v1 api_users", 10*time.Second)
+	waitBody(t, s.URL("/api/users"), "v1 api_users", 10*time.Second)
 	pidOf := func(worker string) int {
 		for _, w := range s.status().Workers {
 			if w.Name == worker {
@@ -101,7 +102,7 @@ func TestConfigReload(t *testing.T) {
 	if p := pidOf("api_users"); p == api || p == 0 {
 		t.Fatal("api_users not restarted")
 	}
-	_, body := get(t, s.url("/env"))
+	_, body := get(t, s.URL("/env"))
 	if !strings.Contains(body, `"GOMAXPROCS":"1"`) {
 		t.Fatalf("index env changed: %s", body)
 	}
@@ -122,7 +123,7 @@ func TestAssetChangeSignalsWithoutRestart(t *testing.T) {
 	writeFile(t, filepath.Join(root, "workers", "index", "private", "views", "page.html"), "one")
 	writeFile(t, filepath.Join(root, "workers", "index", "public", "app.css"), "body{color:red}")
 	s := startServer(t, root)
-	waitBody(t, s.url("/"), "v1", 10*time.Second)
+	waitBody(t, s.URL("/"), "v1", 10*time.Second)
 	before := s.status().Workers[0].Instances[0].Instance
 
 	writeFile(t, filepath.Join(root, "workers", "index", "private", "views", "page.html"), "two")
@@ -131,11 +132,11 @@ func TestAssetChangeSignalsWithoutRestart(t *testing.T) {
 	if err != nil || !strings.Contains(out, "SIGUSR1") {
 		t.Fatalf("reload: %v %q %q", err, out, errs)
 	}
-	waitBody(t, s.url("/reloads"), "1", 5*time.Second)
+	waitBody(t, s.URL("/reloads"), "1", 5*time.Second)
 	if after := s.status().Workers[0].Instances[0].Instance; after != before {
 		t.Fatalf("asset change restarted the worker: %s → %s", before, after)
 	}
-	if _, b := get(t, s.url("/static/index/app.css")); b != "body{color:blue}" {
+	if _, b := get(t, s.URL("/static/index/app.css")); b != "body{color:blue}" {
 		t.Fatalf("public file not fresh: %q", b)
 	}
 	// A newer server binary is reported as a pending upgrade, nothing restarts.
@@ -158,15 +159,15 @@ func TestMaxRequestsReplacesWithoutFailures(t *testing.T) {
 	root := newRoot(t, fastConfig+"    max_requests: 200\n")
 	install(t, root, "index", "v1", "normal")
 	s := startServer(t, root)
-	waitBody(t, s.url("/"), "v1", 10*time.Second)
+	waitBody(t, s.URL("/"), "v1", 10*time.Second)
 	// Load until two instances have been replaced (however fast the
 	// proxy gets through 200 requests), bounded in count and time.
-	l := startLoad(s.url("/"), 8, 50_000, 60*time.Second)
-	waitFor(t, 30*time.Second, "max_requests replacements", func() bool {
+	l := testrig.StartLoad(s.URL("/"), 8, 50_000, 60*time.Second)
+	testrig.WaitFor(t, 30*time.Second, "max_requests replacements", func() bool {
 		recs := history(t, root)
 		return count(recs, func(r store.Record) bool { return r.Reason == "max_requests" && r.To == "draining" }) >= 2
 	})
-	ok, failed, errs := l.finish()
+	ok, failed, errs := l.Finish()
 	if failed != 0 {
 		t.Fatalf("%d of %d failed: %v", failed, ok+failed, errs)
 	}
@@ -176,10 +177,10 @@ func TestNewAndRemovedWorkers(t *testing.T) {
 	root := newRoot(t, fastConfig)
 	install(t, root, "index", "v1", "normal")
 	s := startServer(t, root)
-	waitBody(t, s.url("/"), "v1 index", 10*time.Second)
+	waitBody(t, s.URL("/"), "v1 index", 10*time.Second)
 	install(t, root, "blog", "v1", "normal")
 	s.signal(syscall.SIGHUP)
-	waitBody(t, s.url("/blog/post"), "v1 blog", 10*time.Second)
+	waitBody(t, s.URL("/blog/post"), "v1 blog", 10*time.Second)
 	pid := 0
 	for _, w := range s.status().Workers {
 		if w.Name == "blog" {
@@ -190,27 +191,27 @@ func TestNewAndRemovedWorkers(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.signal(syscall.SIGHUP)
-	waitBody(t, s.url("/blog/post"), "v1 index", 10*time.Second)
-	waitFor(t, 10*time.Second, "removed worker stopped", func() bool { return !pidAlive(pid) })
+	waitBody(t, s.URL("/blog/post"), "v1 index", 10*time.Second)
+	testrig.WaitFor(t, 10*time.Second, "removed worker stopped", func() bool { return !testrig.PIDAlive(pid) })
 }
 
 func TestProbeFailureReplaces(t *testing.T) {
 	root := newRoot(t, fastConfig)
 	install(t, root, "index", "v1", "normal")
 	s := startServer(t, root)
-	waitBody(t, s.url("/"), "v1", 10*time.Second)
+	waitBody(t, s.URL("/"), "v1", 10*time.Second)
 	writeFile(t, filepath.Join(root, "workers", "index", "unhealthy"), "x")
 	// The replacement sees the same file and cannot become healthy: the old
 	// instance keeps serving (rollback). Remove the file once the failure is
 	// recorded, and the next probe round replaces it.
-	waitFor(t, 15*time.Second, "health_failed start", func() bool {
+	testrig.WaitFor(t, 15*time.Second, "health_failed start", func() bool {
 		return count(history(t, root), func(r store.Record) bool { return r.Reason == "health_failed" && r.To == "starting" }) >= 1
 	})
 	os.Remove(filepath.Join(root, "workers", "index", "unhealthy"))
-	waitFor(t, 20*time.Second, "health_failed drain", func() bool {
+	testrig.WaitFor(t, 20*time.Second, "health_failed drain", func() bool {
 		return count(history(t, root), func(r store.Record) bool { return r.Reason == "health_failed" && r.To == "draining" }) >= 1
 	})
-	if c, _ := get(t, s.url("/")); c != 200 {
+	if c, _ := get(t, s.URL("/")); c != 200 {
 		t.Fatalf("not serving after probe replacement: %d", c)
 	}
 }
@@ -224,8 +225,8 @@ func TestStaticFilesAndTraversal(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := startServer(t, root)
-	waitBody(t, s.url("/"), "v1", 10*time.Second)
-	resp, err := plainClient.Get(s.url("/static/index/css/style.css"))
+	waitBody(t, s.URL("/"), "v1", 10*time.Second)
+	resp, err := plainClient.Get(s.URL("/static/index/css/style.css"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -245,7 +246,7 @@ func TestStaticFilesAndTraversal(t *testing.T) {
 		"/static/../workers/index/private/secret.txt",
 		"/static/index/css/",
 	} {
-		req, _ := http.NewRequest("GET", s.url("/"), nil)
+		req, _ := http.NewRequest("GET", s.URL("/"), nil)
 		req.URL.Opaque = p // send the path exactly as written
 		resp, err := noRedirect.Do(req)
 		if err != nil {
@@ -264,8 +265,8 @@ func TestHistoryFiltersAndStatusAt(t *testing.T) {
 	install(t, root, "index", "v1", "normal")
 	install(t, root, "api_users", "v1", "normal")
 	s := startServer(t, root)
-	waitBody(t, s.url("/api/users"), "v1", 10*time.Second)
-	waitBody(t, s.url("/"), "v1", 10*time.Second)
+	waitBody(t, s.URL("/api/users"), "v1", 10*time.Second)
+	waitBody(t, s.URL("/"), "v1", 10*time.Second)
 	mid := time.Now()
 	time.Sleep(5 * time.Millisecond) // distinct timestamps around mid, not synchronization
 	install(t, root, "index", "v2", "normal")
@@ -274,7 +275,7 @@ func TestHistoryFiltersAndStatusAt(t *testing.T) {
 	}
 	// reload returns once v2 serves; the replaced instance's last records
 	// follow. Compare the filters on a log that has stopped growing.
-	waitFor(t, 10*time.Second, "the replaced instance stopped", func() bool {
+	testrig.WaitFor(t, 10*time.Second, "the replaced instance stopped", func() bool {
 		return count(history(t, root), func(r store.Record) bool { return r.Worker == "index" && r.To == "stopped" }) >= 1
 	})
 	all := history(t, root)
@@ -348,9 +349,9 @@ func TestHostileClients(t *testing.T) {
 	root := newRoot(t, fastConfig+"server:\n  header_timeout_seconds: 2\n")
 	install(t, root, "index", "v1", "normal")
 	s := startServer(t, root)
-	waitBody(t, s.url("/"), "v1", 10*time.Second)
+	waitBody(t, s.URL("/"), "v1", 10*time.Second)
 	// Huge headers are refused, not buffered.
-	req, _ := http.NewRequest("GET", s.url("/"), nil)
+	req, _ := http.NewRequest("GET", s.URL("/"), nil)
 	req.Header.Set("X-Big", strings.Repeat("a", 2<<20))
 	resp, err := plainClient.Do(req)
 	if err == nil {
@@ -362,7 +363,7 @@ func TestHostileClients(t *testing.T) {
 	// A slowloris client that never finishes its headers is cut off.
 	conns := make([]net.Conn, 0, 20)
 	for i := 0; i < 20; i++ {
-		c, err := net.Dial("tcp", s.addr)
+		c, err := net.Dial("tcp", s.Addr())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -382,7 +383,7 @@ func TestHostileClients(t *testing.T) {
 		t.Fatalf("slow clients held for %v", d)
 	}
 	// Meanwhile and afterwards, normal requests are served.
-	if c, _ := get(t, s.url("/")); c != 200 {
+	if c, _ := get(t, s.URL("/")); c != 200 {
 		t.Fatalf("after hostile clients: %d", c)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/mevdschee/tqserver/internal/store"
+	"github.com/mevdschee/tqserver/internal/testrig"
 )
 
 const fastConfig = `
@@ -31,22 +32,22 @@ func TestReplaceUnderLoadZeroFailures(t *testing.T) {
 	root := newRoot(t, fastConfig)
 	install(t, root, "index", "v1", "normal")
 	s := startServer(t, root)
-	waitBody(t, s.url("/"), "v1 index", 10*time.Second)
+	waitBody(t, s.URL("/"), "v1 index", 10*time.Second)
 
-	l := startLoad(s.url("/"), 8, 1_000_000, 90*time.Second)
+	l := testrig.StartLoad(s.URL("/"), 8, 1_000_000, 90*time.Second)
 	var took []time.Duration
 	for i := 2; i <= 6; i++ {
 		v := fmt.Sprintf("v%d", i)
 		install(t, root, "index", v, "normal")
 		start := time.Now()
 		s.signal(syscall.SIGHUP)
-		waitFor(t, 20*time.Second, v+" serving", func() bool {
-			b, _ := l.last.Load().(string)
+		testrig.WaitFor(t, 20*time.Second, v+" serving", func() bool {
+			b := l.Last()
 			return strings.HasPrefix(b, v+" ")
 		})
 		took = append(took, time.Since(start))
 	}
-	ok, failed, errs := l.finish()
+	ok, failed, errs := l.Finish()
 	t.Logf("5 replacements under 8 keep-alive clients: %d ok, %d failed; SIGHUP→new version serving: %v", ok, failed, took)
 	if failed != 0 {
 		t.Fatalf("%d failed requests: %v", failed, errs)
@@ -65,12 +66,12 @@ func TestReplaceUnderLoadZeroFailures(t *testing.T) {
 		t.Fatalf("want 5 replaced drains, got %d", n)
 	}
 	// Exactly one live instance afterwards, and the old ones are gone.
-	waitFor(t, 10*time.Second, "one instance", func() bool {
+	testrig.WaitFor(t, 10*time.Second, "one instance", func() bool {
 		st := s.status()
 		return len(st.Workers) == 1 && len(st.Workers[0].Instances) == 1 && st.Workers[0].Instances[0].State == "healthy"
 	})
 	for _, r := range recs {
-		if r.To == "stopped" && r.PID != 0 && pidAlive(r.PID) {
+		if r.To == "stopped" && r.PID != 0 && testrig.PIDAlive(r.PID) {
 			t.Errorf("stopped instance %s pid %d still alive", r.Instance, r.PID)
 		}
 	}
@@ -80,18 +81,18 @@ func TestLongRequestSurvivesRestart(t *testing.T) {
 	root := newRoot(t, fastConfig)
 	install(t, root, "index", "v1", "normal")
 	s := startServer(t, root)
-	waitBody(t, s.url("/"), "v1", 10*time.Second)
+	waitBody(t, s.URL("/"), "v1", 10*time.Second)
 	type result struct {
 		code int
 		body string
 	}
 	done := make(chan result, 1)
 	go func() {
-		c, b := get(t, s.url("/slow?ms=3000"))
+		c, b := get(t, s.URL("/slow?ms=3000"))
 		done <- result{c, b}
 	}()
 	// The slow request must be in flight on v1 before the swap.
-	waitFor(t, 5*time.Second, "slow request in flight", func() bool {
+	testrig.WaitFor(t, 5*time.Second, "slow request in flight", func() bool {
 		st := s.status()
 		for _, in := range st.Workers[0].Instances {
 			if in.Inflight != nil && *in.Inflight > 0 {
@@ -102,7 +103,7 @@ func TestLongRequestSurvivesRestart(t *testing.T) {
 	})
 	install(t, root, "index", "v2", "normal")
 	s.signal(syscall.SIGHUP)
-	waitBody(t, s.url("/"), "v2", 10*time.Second)
+	waitBody(t, s.URL("/"), "v2", 10*time.Second)
 	r := <-done
 	if r.code != 200 || !strings.Contains(r.body, "slow done v1") {
 		t.Fatalf("in-flight request across restart: %d %q", r.code, r.body)
@@ -113,12 +114,12 @@ func TestBrokenBinaryRollsBack(t *testing.T) {
 	root := newRoot(t, fastConfig)
 	install(t, root, "index", "v1", "normal")
 	s := startServer(t, root)
-	waitBody(t, s.url("/"), "v1", 10*time.Second)
-	l := startLoad(s.url("/"), 4, 1_000_000, 60*time.Second)
+	waitBody(t, s.URL("/"), "v1", 10*time.Second)
+	l := testrig.StartLoad(s.URL("/"), 4, 1_000_000, 60*time.Second)
 
 	// 1. A truncated binary (a deploy cut short) is not even started
 	// (CONTRACT.md §11: checksum_mismatch).
-	good, _ := os.ReadFile(workerBin(t, "v2", "normal"))
+	good, _ := os.ReadFile(builds.TestWorker(t, "v2", "normal"))
 	installBytes(t, root, "index", good[:len(good)/3])
 	out, errOut, err := runCLI(t, "reload", "--root", root)
 	if err == nil {
@@ -137,11 +138,11 @@ func TestBrokenBinaryRollsBack(t *testing.T) {
 	if out, _, err := runCLI(t, "reload", "--root", root); err == nil {
 		t.Fatalf("reload of a crashing binary succeeded: %s", out)
 	}
-	ok, failed, errs := l.finish()
+	ok, failed, errs := l.Finish()
 	if failed != 0 {
 		t.Fatalf("%d failed requests during rollbacks (of %d): %v", failed, ok+failed, errs)
 	}
-	if b, _ := l.last.Load().(string); !strings.HasPrefix(b, "v1 ") {
+	if b := l.Last(); !strings.HasPrefix(b, "v1 ") {
 		t.Fatalf("old instance no longer serving: %q", b)
 	}
 	recs := history(t, root, "--worker", "index")
@@ -161,7 +162,7 @@ func TestBrokenBinaryRollsBack(t *testing.T) {
 	if out, errs, err := runCLI(t, "reload", "--root", root); err != nil {
 		t.Fatalf("reload after rollbacks: %v %s %s", err, out, errs)
 	}
-	waitBody(t, s.url("/"), "v5", 10*time.Second)
+	waitBody(t, s.URL("/"), "v5", 10*time.Second)
 }
 
 func TestCrashingWorkerBacksOff(t *testing.T) {
@@ -169,10 +170,10 @@ func TestCrashingWorkerBacksOff(t *testing.T) {
 	install(t, root, "index", "v1", "normal")
 	install(t, root, "api_crash", "v1", "crash")
 	s := startServer(t, root)
-	waitBody(t, s.url("/"), "v1 index", 10*time.Second)
+	waitBody(t, s.URL("/"), "v1 index", 10*time.Second)
 	// Wait for several crash records; the gaps between starts must grow.
 	var starts []time.Time
-	waitFor(t, 20*time.Second, "6 crash restarts", func() bool {
+	testrig.WaitFor(t, 20*time.Second, "6 crash restarts", func() bool {
 		starts = starts[:0]
 		for _, r := range history(t, root, "--worker", "api_crash") {
 			if r.To == "starting" && r.From == "" {
@@ -205,10 +206,10 @@ func TestCrashingWorkerBacksOff(t *testing.T) {
 		t.Fatalf("backoff exceeded its cap: %v", gap(5))
 	}
 	// The other worker is unaffected; the crashing one answers 503 meanwhile.
-	if code, body := get(t, s.url("/")); code != 200 || !strings.Contains(body, "v1 index") {
+	if code, body := get(t, s.URL("/")); code != 200 || !strings.Contains(body, "v1 index") {
 		t.Fatalf("index affected: %d %q", code, body)
 	}
-	if code, _ := get(t, s.url("/api/crash")); code != 503 && code != 502 {
+	if code, _ := get(t, s.URL("/api/crash")); code != 503 && code != 502 {
 		t.Fatalf("crashing worker: %d", code)
 	}
 }
@@ -218,8 +219,8 @@ func TestSIGTERMStopsEverything(t *testing.T) {
 	install(t, root, "index", "v1", "normal")
 	install(t, root, "api_users", "v1", "normal")
 	s := startServer(t, root)
-	waitBody(t, s.url("/"), "v1 index", 10*time.Second)
-	waitBody(t, s.url("/api/users/7"), "v1 api_users", 10*time.Second)
+	waitBody(t, s.URL("/"), "v1 index", 10*time.Second)
+	waitBody(t, s.URL("/api/users/7"), "v1 api_users", 10*time.Second)
 	st := s.status()
 	var pids, ports []int
 	for _, w := range st.Workers {
@@ -232,8 +233,8 @@ func TestSIGTERMStopsEverything(t *testing.T) {
 		t.Fatalf("want 2 instances, got %+v", st)
 	}
 	slow := make(chan int, 1)
-	go func() { c, _ := get(t, s.url("/slow?ms=1000")); slow <- c }()
-	waitFor(t, 5*time.Second, "slow request in flight", func() bool {
+	go func() { c, _ := get(t, s.URL("/slow?ms=1000")); slow <- c }()
+	testrig.WaitFor(t, 5*time.Second, "slow request in flight", func() bool {
 		for _, w := range s.status().Workers {
 			for _, in := range w.Instances {
 				if in.Inflight != nil && *in.Inflight > 0 {
@@ -245,13 +246,13 @@ func TestSIGTERMStopsEverything(t *testing.T) {
 	})
 	s.signal(syscall.SIGTERM)
 	if err := s.wait(30 * time.Second); err != nil {
-		t.Fatalf("exit after SIGTERM: %v\n%s", err, s.logs.String())
+		t.Fatalf("exit after SIGTERM: %v\n%s", err, s.Logs())
 	}
 	if c := <-slow; c != 200 {
 		t.Fatalf("in-flight request during shutdown: %d", c)
 	}
 	for _, pid := range pids {
-		if pidAlive(pid) {
+		if testrig.PIDAlive(pid) {
 			t.Errorf("worker pid %d outlived the server", pid)
 		}
 	}
@@ -274,7 +275,7 @@ func TestSIGTERMStopsEverything(t *testing.T) {
 
 func assertPortFree(t *testing.T, port int) {
 	t.Helper()
-	waitFor(t, 5*time.Second, fmt.Sprintf("port %d free", port), func() bool {
+	testrig.WaitFor(t, 5*time.Second, fmt.Sprintf("port %d free", port), func() bool {
 		ln, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port))
 		if err != nil {
 			return false
@@ -291,8 +292,8 @@ func TestKill9ThenRestartReapsOrphans(t *testing.T) {
 	install(t, root, "index", "v1", "orphan")
 	install(t, root, "api_users", "v1", "spawnchild")
 	s := startServer(t, root)
-	waitBody(t, s.url("/"), "v1 index", 10*time.Second)
-	waitBody(t, s.url("/api/users"), "v1 api_users", 10*time.Second)
+	waitBody(t, s.URL("/"), "v1 index", 10*time.Second)
+	waitBody(t, s.URL("/api/users"), "v1 api_users", 10*time.Second)
 	st := s.status()
 	var pids, ports []int
 	for _, w := range st.Workers {
@@ -302,7 +303,7 @@ func TestKill9ThenRestartReapsOrphans(t *testing.T) {
 		}
 	}
 	childPID := 0
-	waitFor(t, 5*time.Second, "grandchild pid", func() bool {
+	testrig.WaitFor(t, 5*time.Second, "grandchild pid", func() bool {
 		b, err := os.ReadFile(filepath.Join(root, "workers", "api_users", "child.pid"))
 		if err != nil {
 			return false
@@ -312,7 +313,7 @@ func TestKill9ThenRestartReapsOrphans(t *testing.T) {
 	})
 	t.Cleanup(func() { // never leave the test's orphans behind, whatever happens
 		for _, pid := range append(pids, childPID) {
-			if pidAlive(pid) {
+			if testrig.PIDAlive(pid) {
 				syscall.Kill(pid, syscall.SIGKILL)
 			}
 		}
@@ -321,7 +322,7 @@ func TestKill9ThenRestartReapsOrphans(t *testing.T) {
 
 	s.signal(syscall.SIGKILL)
 	s.wait(10 * time.Second)
-	if !pidAlive(pids[0]) && !pidAlive(childPID) {
+	if !testrig.PIDAlive(pids[0]) && !testrig.PIDAlive(childPID) {
 		t.Fatal("test setup: expected an orphan to survive the kill -9")
 	}
 	// history works on the dead server's log.
@@ -331,9 +332,9 @@ func TestKill9ThenRestartReapsOrphans(t *testing.T) {
 	s2 := startServer(t, root)
 	for _, pid := range append(pids, childPID) {
 		pid := pid
-		waitFor(t, 10*time.Second, fmt.Sprintf("pid %d reaped", pid), func() bool { return !pidAlive(pid) })
+		testrig.WaitFor(t, 10*time.Second, fmt.Sprintf("pid %d reaped", pid), func() bool { return !testrig.PIDAlive(pid) })
 	}
-	waitBody(t, s2.url("/"), "v1 index", 10*time.Second)
+	waitBody(t, s2.URL("/"), "v1 index", 10*time.Second)
 	recs := history(t, root)
 	reaped := count(recs, func(r store.Record) bool { return r.Reason == "orphan_reaped" && r.To == "stopped" })
 	if reaped != 2 {

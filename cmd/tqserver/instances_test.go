@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/mevdschee/tqserver/internal/store"
+	"github.com/mevdschee/tqserver/internal/testrig"
 )
 
 func healthyPIDs(s *server, worker string) []int {
@@ -30,13 +31,13 @@ func TestSeveralInstancesRollOneAtATime(t *testing.T) {
 	root := newRoot(t, fastConfig+"    instances: 3\n")
 	install(t, root, "index", "v1", "normal")
 	s := startServer(t, root)
-	waitFor(t, 20*time.Second, "3 healthy instances", func() bool { return len(healthyPIDs(s, "index")) == 3 })
+	testrig.WaitFor(t, 20*time.Second, "3 healthy instances", func() bool { return len(healthyPIDs(s, "index")) == 3 })
 
 	// Requests spread over all instances.
 	seen := map[string]bool{}
-	l := startLoad(s.url("/"), 6, 1_000_000, 60*time.Second)
-	waitFor(t, 10*time.Second, "responses from 3 pids", func() bool {
-		if b, _ := l.last.Load().(string); b != "" {
+	l := testrig.StartLoad(s.URL("/"), 6, 1_000_000, 60*time.Second)
+	testrig.WaitFor(t, 10*time.Second, "responses from 3 pids", func() bool {
+		if b := l.Last(); b != "" {
 			f := strings.Fields(b)
 			seen[f[2]] = true
 		}
@@ -50,11 +51,11 @@ func TestSeveralInstancesRollOneAtATime(t *testing.T) {
 	if err != nil || strings.Count(out, ": serving") != 3 {
 		t.Fatalf("reload: %v %q %q", err, out, errs)
 	}
-	waitFor(t, 10*time.Second, "v2 answering", func() bool {
-		b, _ := l.last.Load().(string)
+	testrig.WaitFor(t, 10*time.Second, "v2 answering", func() bool {
+		b := l.Last()
 		return strings.HasPrefix(b, "v2 ")
 	})
-	ok, failed, fails := l.finish()
+	ok, failed, fails := l.Finish()
 	if failed != 0 {
 		t.Fatalf("%d of %d failed during the roll: %v", failed, ok+failed, fails)
 	}
@@ -85,12 +86,12 @@ func TestSeveralInstancesRollOneAtATime(t *testing.T) {
 	if out, errs, err := runCLI(t, "reload", "--root", root); err != nil || !strings.Contains(out, "instances 3 → 1") {
 		t.Fatalf("reduce: %v %q %q", err, out, errs)
 	}
-	waitFor(t, 10*time.Second, "1 instance", func() bool { return len(healthyPIDs(s, "index")) == 1 })
+	testrig.WaitFor(t, 10*time.Second, "1 instance", func() bool { return len(healthyPIDs(s, "index")) == 1 })
 	writeFile(t, filepath.Join(root, "config", "server.yaml"), fastConfig+"    instances: 2\n")
 	if out, errs, err := runCLI(t, "reload", "--root", root); err != nil || !strings.Contains(out, "instances 1 → 2") {
 		t.Fatalf("grow: %v %q %q", err, out, errs)
 	}
-	waitFor(t, 10*time.Second, "2 instances", func() bool { return len(healthyPIDs(s, "index")) == 2 })
+	testrig.WaitFor(t, 10*time.Second, "2 instances", func() bool { return len(healthyPIDs(s, "index")) == 2 })
 	recs = history(t, root, "--worker", "index")
 	if n := count(recs, func(r store.Record) bool { return r.Reason == "config_changed" && r.To == "draining" }); n != 2 {
 		t.Fatalf("want 2 config_changed drains, got %d", n)
@@ -103,7 +104,7 @@ func TestSeveralInstancesRollOneAtATime(t *testing.T) {
 	if err := killPID(pids[0]); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "crashed instance replaced", func() bool {
+	testrig.WaitFor(t, 10*time.Second, "crashed instance replaced", func() bool {
 		now := healthyPIDs(s, "index")
 		return len(now) == 2 && now[0] != pids[0] && now[1] != pids[0]
 	})

@@ -19,6 +19,7 @@ import (
 	sm "github.com/mevdschee/tqserver/internal/statemachine"
 	"github.com/mevdschee/tqserver/internal/store"
 	"github.com/mevdschee/tqserver/internal/supervisor"
+	"github.com/mevdschee/tqserver/internal/testrig"
 )
 
 // The history log under damage, deletion and time travel, through the real
@@ -29,7 +30,7 @@ func stopServer(t *testing.T, s *server) {
 	t.Helper()
 	s.signal(syscall.SIGTERM)
 	if err := s.wait(30 * time.Second); err != nil {
-		t.Fatalf("exit after SIGTERM: %v\n%s", err, s.logs.String())
+		t.Fatalf("exit after SIGTERM: %v\n%s", err, s.Logs())
 	}
 }
 
@@ -102,7 +103,7 @@ func TestDamagedLogFailsCleanlyAndSalvages(t *testing.T) {
 			root := newRoot(t, fastConfig)
 			install(t, root, "index", "v1", "normal")
 			s := startServer(t, root)
-			waitBody(t, s.url("/"), "v1 index", 10*time.Second)
+			waitBody(t, s.URL("/"), "v1 index", 10*time.Second)
 			stopServer(t, s)
 			db := filepath.Join(root, "var", "tqserver.db")
 			before := history(t, root)
@@ -163,7 +164,7 @@ func TestDamagedLogFailsCleanlyAndSalvages(t *testing.T) {
 			}
 
 			s = startServer(t, root)
-			waitBody(t, s.url("/"), "v1 index", 10*time.Second)
+			waitBody(t, s.URL("/"), "v1 index", 10*time.Second)
 			stopServer(t, s)
 			after := history(t, root)
 			checkSeqs(t, after)
@@ -229,7 +230,7 @@ func TestVarDeletedWhileServing(t *testing.T) {
 	root := newRoot(t, fastConfig)
 	install(t, root, "index", "v1", "normal")
 	s := startServer(t, root)
-	waitBody(t, s.url("/"), "v1 index", 10*time.Second)
+	waitBody(t, s.URL("/"), "v1 index", 10*time.Second)
 	before := history(t, root)
 	if err := os.RemoveAll(filepath.Join(root, "var")); err != nil {
 		t.Fatal(err)
@@ -237,13 +238,13 @@ func TestVarDeletedWhileServing(t *testing.T) {
 	// The socket went with var/: a deploy and SIGHUP make the server write.
 	install(t, root, "index", "v2", "normal")
 	s.signal(syscall.SIGHUP)
-	waitBody(t, s.url("/"), "v2 index", 20*time.Second)
+	waitBody(t, s.URL("/"), "v2 index", 20*time.Second)
 	stopServer(t, s)
-	if n := strings.Count(s.logs.String(), "was deleted while the server ran"); n != 1 {
-		t.Fatalf("the recreation was reported %d times, want 1:\n%s", n, s.logs.String())
+	if n := strings.Count(s.Logs(), "was deleted while the server ran"); n != 1 {
+		t.Fatalf("the recreation was reported %d times, want 1:\n%s", n, s.Logs())
 	}
 	var line map[string]any
-	for _, l := range strings.Split(s.logs.String(), "\n") {
+	for _, l := range strings.Split(s.Logs(), "\n") {
 		if strings.Contains(l, "was deleted while the server ran") {
 			if err := json.Unmarshal([]byte(l), &line); err != nil || line["level"] != "error" {
 				t.Fatalf("report is not an error-level log line: %q", l)
@@ -271,7 +272,7 @@ func TestVarDeletedWhileServing(t *testing.T) {
 	}
 
 	s = startServer(t, root)
-	waitBody(t, s.url("/"), "v2 index", 10*time.Second)
+	waitBody(t, s.URL("/"), "v2 index", 10*time.Second)
 	stopServer(t, s)
 	again := history(t, root)
 	checkSeqs(t, again)
@@ -286,17 +287,17 @@ func TestStatusAtShowsTheServerThen(t *testing.T) {
 	root := newRoot(t, fastConfig)
 	install(t, root, "index", "v1", "normal")
 	t0 := time.Now()
-	waitFor(t, time.Second, "the clock to move", func() bool { return time.Since(t0) > 5*time.Millisecond })
+	testrig.WaitFor(t, time.Second, "the clock to move", func() bool { return time.Since(t0) > 5*time.Millisecond })
 	s1 := startServer(t, root)
-	waitBody(t, s1.url("/"), "v1 index", 10*time.Second)
-	pid1 := s1.cmd.Process.Pid
+	waitBody(t, s1.URL("/"), "v1 index", 10*time.Second)
+	pid1 := s1.PID()
 	t1 := time.Now()
 	stopServer(t, s1)
 	t2 := time.Now()
-	waitFor(t, time.Second, "the clock to move", func() bool { return time.Since(t2) > 5*time.Millisecond })
+	testrig.WaitFor(t, time.Second, "the clock to move", func() bool { return time.Since(t2) > 5*time.Millisecond })
 	s2 := startServer(t, root)
-	waitBody(t, s2.url("/"), "v1 index", 10*time.Second)
-	pid2 := s2.cmd.Process.Pid
+	waitBody(t, s2.URL("/"), "v1 index", 10*time.Second)
+	pid2 := s2.PID()
 
 	at := func(tm time.Time) *supervisor.Status {
 		out, errs, err := runCLI(t, "status", "--json", "--root", root, "--at", tm.UTC().Format(time.RFC3339Nano))

@@ -5,6 +5,8 @@ import (
 	"os"
 	"testing"
 	"time"
+
+	"github.com/mevdschee/tqserver/internal/testrig"
 )
 
 // Many idle workers cost the server a handful of file descriptors each
@@ -29,8 +31,8 @@ func TestManyIdleWorkersFewDescriptors(t *testing.T) {
 		}
 		return c
 	}
-	waitFor(t, 60*time.Second, fmt.Sprintf("%d healthy workers", n), func() bool { return healthy() == n })
-	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", s.cmd.Process.Pid))
+	testrig.WaitFor(t, 60*time.Second, fmt.Sprintf("%d healthy workers", n), func() bool { return healthy() == n })
+	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", s.PID()))
 	if err != nil {
 		t.Skipf("no /proc: %v", err)
 	}

@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/mevdschee/tqserver/internal/testrig"
 )
 
 // slowStartConfig keeps a worker that is not yet healthy in its first start
@@ -113,8 +115,8 @@ func TestNo404WhileStarting(t *testing.T) {
 	for round := 1; round <= 2; round++ {
 		hold(true)
 		s := startServer(t, root)
-		p := startProber("http://"+s.addr, "/", "/api/users/7")
-		waitFor(t, 20*time.Second, "20 answers to each path while no instance is healthy", func() bool {
+		p := startProber("http://"+s.Addr(), "/", "/api/users/7")
+		testrig.WaitFor(t, 20*time.Second, "20 answers to each path while no instance is healthy", func() bool {
 			return (p.count("/", 503)+p.count("/", 404) >= 20 && p.count("/api/users/7", 503)+p.count("/api/users/7", 404) >= 20) ||
 				p.unrouted.Load() > 100
 		})
@@ -125,7 +127,7 @@ func TestNo404WhileStarting(t *testing.T) {
 		}
 		hold(false)
 		for name, path := range workers {
-			waitBody(t, s.url(path), "v1 "+name, 20*time.Second)
+			waitBody(t, s.URL(path), "v1 "+name, 20*time.Second)
 		}
 		codes, bad := p.finish()
 		t.Logf("round %d: %v", round, codes)
@@ -135,7 +137,7 @@ func TestNo404WhileStarting(t *testing.T) {
 		if round == 1 {
 			// A crash of the server: the next start replays the log and
 			// reaps before anything starts; routes must not 404 meanwhile.
-			if err := syscall.Kill(s.cmd.Process.Pid, syscall.SIGKILL); err != nil {
+			if err := syscall.Kill(s.PID(), syscall.SIGKILL); err != nil {
 				t.Fatal(err)
 			}
 			if err := s.wait(10 * time.Second); err == nil {

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mevdschee/tqserver/internal/testrig"
 	"golang.org/x/sys/unix"
 )
 
@@ -95,10 +96,10 @@ workers:
 	install(t, root, "slow", "v1", "normal")
 	writeFile(t, filepath.Join(root, "workers", "slow", "unhealthy"), "never healthy in this test\n")
 	s := startServer(t, root)
-	kids := watchChildren(t, s.cmd.Process.Pid)
-	waitBody(t, s.url("/"), "v1 index", 10*time.Second)
-	waitBody(t, s.url("/api/users"), "v1 api_users", 10*time.Second)
-	waitFor(t, 10*time.Second, "slow spawned (starting, with a pid)", func() bool {
+	kids := watchChildren(t, s.PID())
+	waitBody(t, s.URL("/"), "v1 index", 10*time.Second)
+	waitBody(t, s.URL("/api/users"), "v1 api_users", 10*time.Second)
+	testrig.WaitFor(t, 10*time.Second, "slow spawned (starting, with a pid)", func() bool {
 		for _, w := range s.status().Workers {
 			for _, in := range w.Instances {
 				if w.Name == "slow" && in.State == "starting" && in.PID != 0 {
@@ -124,9 +125,9 @@ workers:
 		t.Errorf("shutdown took %s with an unwritable log; want at most drain + grace + 2s = %s", took.Round(time.Millisecond), budget)
 	}
 	for _, k := range kids.all() {
-		waitFor(t, 2*time.Second, "worker "+k.worker+" gone with the server", func() bool { return !pidAlive(k.pid) })
+		testrig.WaitFor(t, 2*time.Second, "worker "+k.worker+" gone with the server", func() bool { return !testrig.PIDAlive(k.pid) })
 	}
-	logs := s.logs.String()
+	logs := s.Logs()
 	if !strings.Contains(logs, "could not record during shutdown; stopping anyway") {
 		t.Errorf("the lost shutdown records were not logged:\n%s", logs)
 	}

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/mevdschee/tqserver/internal/chromiumtest"
+	"github.com/mevdschee/tqserver/internal/testrig"
 
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
@@ -66,13 +67,7 @@ func streams(h *Hub) int {
 
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond) // polling with a deadline
-	}
+	testrig.WaitFor(t, 15*time.Second, what, cond)
 }
 
 func waitJS(t *testing.T, ctx context.Context, what, expr string) {

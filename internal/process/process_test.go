@@ -16,6 +16,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/mevdschee/tqserver/internal/testrig"
 	"github.com/rs/zerolog"
 )
 
@@ -80,13 +81,7 @@ func stop(t *testing.T, p *Process, grace time.Duration) time.Duration {
 // eventually polls cond until it holds or waitLimit passes.
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(waitLimit)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", waitLimit, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testrig.WaitEvery(t, waitLimit, 5*time.Millisecond, what, cond)
 }
 
 func tailLines(p *Process) []string {
@@ -281,17 +276,8 @@ func TestDoneNotBlockedByPipeHolder(t *testing.T) {
 	}
 }
 
-// syncBuffer is a thread-safe log sink.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
+// syncBuffer is a thread-safe log sink that decodes its JSON lines.
+type syncBuffer struct{ testrig.Buffer }
 
 type logLine struct {
 	Level    string `json:"level"`
@@ -303,10 +289,8 @@ type logLine struct {
 
 func (b *syncBuffer) lines(t *testing.T) []logLine {
 	t.Helper()
-	b.mu.Lock()
-	defer b.mu.Unlock()
 	var out []logLine
-	for _, raw := range bytes.Split(bytes.TrimSpace(b.buf.Bytes()), []byte("\n")) {
+	for _, raw := range bytes.Split(bytes.TrimSpace([]byte(b.String())), []byte("\n")) {
 		if len(raw) == 0 {
 			continue
 		}

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mevdschee/tqserver/internal/testrig"
 	"github.com/rs/zerolog"
 	"go.uber.org/goleak"
 )
@@ -174,13 +175,7 @@ func rawRequest(t *testing.T, addr, method, target string, extraHeaders ...strin
 // waitFor polls cond until it holds or a deadline passes.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
+	testrig.WaitEvery(t, 10*time.Second, time.Millisecond, what, cond)
 }
 
 // recv waits for ch with a deadline.

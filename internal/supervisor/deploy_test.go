@@ -8,9 +8,7 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -22,6 +20,7 @@ import (
 	"github.com/mevdschee/tqserver/internal/proxy"
 	sm "github.com/mevdschee/tqserver/internal/statemachine"
 	"github.com/mevdschee/tqserver/internal/store"
+	"github.com/mevdschee/tqserver/internal/testrig"
 )
 
 // deployFixture runs a prod supervisor in-process with one worker, index,
@@ -31,6 +30,7 @@ type deployFixture struct {
 	*rig
 	srv  *testFront
 	base []byte // the ver-1111 binary
+	root string
 	bin  string // workers/index/bin/index
 }
 
@@ -39,12 +39,8 @@ const baseVersion = "ver-1111"
 func newDeployFixture(t *testing.T, adjust func(*config.Config)) *deployFixture {
 	t.Helper()
 	root := t.TempDir()
-	_, here, _, _ := runtime.Caller(0)
-	src := filepath.Join(filepath.Dir(here), "..", "..", "cmd", "tqserver", "testdata", "testworker")
 	built := filepath.Join(t.TempDir(), "testworker")
-	if out, err := exec.Command("go", "build", "-o", built, "-ldflags", "-X main.version="+baseVersion, src).CombinedOutput(); err != nil {
-		t.Fatalf("build test worker: %v\n%s", err, out)
-	}
+	testrig.BuildTestWorker(t, built, baseVersion, "")
 	base, err := os.ReadFile(built)
 	if err != nil {
 		t.Fatal(err)
@@ -55,10 +51,7 @@ func newDeployFixture(t *testing.T, adjust func(*config.Config)) *deployFixture 
 	if adjust != nil {
 		adjust(cfg)
 	}
-	f := &deployFixture{base: base, bin: filepath.Join(root, "workers", "index", "bin", "index")}
-	if err := os.MkdirAll(filepath.Dir(f.bin), 0o755); err != nil {
-		t.Fatal(err)
-	}
+	f := &deployFixture{base: base, root: root, bin: testrig.WorkerBinPath(root, "index")}
 	f.deployBytes(t, base)
 	px := proxy.New(proxy.Options{})
 	f.rig = startRig(t, root, "prod", cfg, px, nil)
@@ -83,11 +76,7 @@ func (f *deployFixture) version(t *testing.T, v string) []byte {
 // deployBytes installs data the way rsync does: temp file, then rename.
 func (f *deployFixture) deployBytes(t *testing.T, data []byte) {
 	t.Helper()
-	tmp := f.bin + ".deploy"
-	if err := os.WriteFile(tmp, data, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Rename(tmp, f.bin); err != nil {
+	if err := testrig.InstallBytes(f.root, "index", data); err != nil {
 		t.Fatal(err)
 	}
 }

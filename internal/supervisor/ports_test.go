@@ -50,13 +50,7 @@ func TestPortRangeExhaustedIsRecordedAndRetried(t *testing.T) {
 		}
 		return out
 	}
-	deadline := time.Now().Add(15 * time.Second)
-	for len(exhausted()) < 3 {
-		if time.Now().After(deadline) {
-			t.Fatalf("no repeated ports_exhausted records after 15s: %+v\n%s", exhausted(), r.logs.String())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitLogged(t, 15*time.Second, "repeated ports_exhausted records", r.logs, func() bool { return len(exhausted()) >= 3 })
 	want := fmt.Sprintf("port_range_start..port_range_end (%d..%d) is exhausted", port, port)
 	for _, rec := range exhausted() {
 		if rec.Reason != sm.ReasonStartup || rec.Instance != "" || !strings.Contains(rec.Detail, want) {

@@ -1,6 +1,7 @@
 package supervisor
 
 import (
+	"fmt"
 	"path/filepath"
 	"testing"
 	"time"
@@ -11,6 +12,7 @@ import (
 	"github.com/mevdschee/tqserver/internal/events"
 	"github.com/mevdschee/tqserver/internal/proxy"
 	"github.com/mevdschee/tqserver/internal/store"
+	"github.com/mevdschee/tqserver/internal/testrig"
 )
 
 // rig runs a Supervisor in-process on a real store under root/var for one
@@ -20,7 +22,7 @@ type rig struct {
 	root string
 	sup  *Supervisor
 	st   *store.Store
-	logs *lockedBuffer
+	logs *testrig.Buffer
 	done chan error
 }
 
@@ -31,7 +33,7 @@ func startRig(t *testing.T, root, mode string, cfg *config.Config, px *proxy.Pro
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := &rig{t: t, root: root, st: st, logs: &lockedBuffer{}, done: make(chan error, 1)}
+	r := &rig{t: t, root: root, st: st, logs: &testrig.Buffer{}, done: make(chan error, 1)}
 	r.sup = New(Options{Root: root, Mode: mode, Config: cfg, Store: st, Proxy: px, Logger: zerolog.New(r.logs)})
 	if setup != nil {
 		setup(r.sup)
@@ -57,11 +59,15 @@ func (r *rig) stop() {
 // waitFor polls cond until it holds, failing the test after a minute.
 func (r *rig) waitFor(what string, cond func() bool) {
 	r.t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			r.t.Fatalf("timed out waiting for %s\n%s", what, r.logs.String())
-		}
-		time.Sleep(5 * time.Millisecond)
+	waitLogged(r.t, 60*time.Second, what, r.logs, cond)
+}
+
+// waitLogged polls cond every 5ms (the supervisor reacts in-process, so
+// shorter than testrig.PollInterval) until it holds, failing the test with
+// the supervisor's log after timeout.
+func waitLogged(t testing.TB, timeout time.Duration, what string, logs fmt.Stringer, cond func() bool) {
+	t.Helper()
+	if err := testrig.Poll(timeout, 5*time.Millisecond, what, func() (bool, string) { return cond(), "" }); err != nil {
+		t.Fatalf("%v\n%s", err, logs)
 	}
 }

@@ -6,9 +6,7 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -20,6 +18,7 @@ import (
 	"github.com/mevdschee/tqserver/internal/proxy"
 	sm "github.com/mevdschee/tqserver/internal/statemachine"
 	"github.com/mevdschee/tqserver/internal/store"
+	"github.com/mevdschee/tqserver/internal/testrig"
 )
 
 // The scaling policy, sample by sample: up after two samples in a row at or
@@ -100,15 +99,8 @@ func TestFmtMean(t *testing.T) {
 // the binary's path (next to workers/{name}/bin/{name}, not yet installed).
 func buildVersion(t *testing.T, root, name, version string) string {
 	t.Helper()
-	_, here, _, _ := runtime.Caller(0)
-	src := filepath.Join(filepath.Dir(here), "..", "..", "cmd", "tqserver", "testdata", "testworker")
-	out := filepath.Join(root, "workers", name, "bin", name+"."+version)
-	if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if b, err := exec.Command("go", "build", "-ldflags", "-X main.version="+version, "-o", out, src).CombinedOutput(); err != nil {
-		t.Fatalf("build test worker: %v\n%s", err, b)
-	}
+	out := testrig.WorkerBinPath(root, name) + "." + version
+	testrig.BuildTestWorker(t, out, version, "")
 	return out
 }
 
@@ -154,12 +146,8 @@ func startScaleHarness(t *testing.T, ws config.WorkerSettings) *scaleHarness {
 
 func (h *scaleHarness) waitUntil(what string, timeout time.Duration, cond func() bool) {
 	h.t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			h.t.Fatalf("timed out waiting for %s\nstatus: %+v\nlog:\n%s", what, h.sup.Status(), h.logs.String())
-		}
-		time.Sleep(5 * time.Millisecond)
+	if err := testrig.Poll(timeout, 5*time.Millisecond, what, func() (bool, string) { return cond(), "" }); err != nil {
+		h.t.Fatalf("%v\nstatus: %+v\nlog:\n%s", err, h.sup.Status(), h.logs.String())
 	}
 }
 

@@ -1,14 +1,10 @@
 package supervisor
 
 import (
-	"bytes"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -20,24 +16,8 @@ import (
 	"github.com/mevdschee/tqserver/internal/proxy"
 	sm "github.com/mevdschee/tqserver/internal/statemachine"
 	"github.com/mevdschee/tqserver/internal/store"
+	"github.com/mevdschee/tqserver/internal/testrig"
 )
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // With a log that cannot be written (a read-only var/, a full disk), the
 // supervisor starts nothing it could not record — write-ahead means no
@@ -46,15 +26,7 @@ func (l *lockedBuffer) String() string {
 // buildTestWorker builds cmd/tqserver/testdata/testworker as worker name.
 func buildTestWorker(t *testing.T, root, name string) {
 	t.Helper()
-	_, here, _, _ := runtime.Caller(0)
-	src := filepath.Join(filepath.Dir(here), "..", "..", "cmd", "tqserver", "testdata", "testworker")
-	bin := filepath.Join(root, "workers", name, "bin", name)
-	if err := os.MkdirAll(filepath.Dir(bin), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if out, err := exec.Command("go", "build", "-o", bin, src).CombinedOutput(); err != nil {
-		t.Fatalf("build test worker: %v\n%s", err, out)
-	}
+	testrig.BuildTestWorker(t, testrig.WorkerBinPath(root, name), "", "")
 }
 
 // A full life in-process — start, serve, crash, restart, shut down — leaves
@@ -73,7 +45,7 @@ func TestLifecycleInProcess(t *testing.T) {
 	dw := cfg.Workers.Default
 	dw.HealthIntervalMs = 50
 	cfg.Workers.Default = dw
-	logs := &lockedBuffer{}
+	logs := &testrig.Buffer{}
 	sup := New(Options{Root: root, Mode: "prod", Config: cfg, Store: st, Proxy: proxy.New(proxy.Options{}),
 		Logger: zerolog.New(logs)})
 	done := make(chan error, 1)
@@ -89,13 +61,8 @@ func TestLifecycleInProcess(t *testing.T) {
 		return 0
 	}
 	waitUntil := func(what string, cond func() bool) {
-		deadline := time.Now().Add(20 * time.Second)
-		for !cond() {
-			if time.Now().After(deadline) {
-				t.Fatalf("timed out waiting for %s\n%s", what, logs.String())
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
+		t.Helper()
+		waitLogged(t, 20*time.Second, what, logs, cond)
 	}
 	waitUntil("healthy", func() bool { return healthyPID() != 0 })
 	first := healthyPID()
@@ -152,19 +119,15 @@ func TestNoEffectWithoutRecord(t *testing.T) {
 	cfg := config.Default()
 	cfg.Workers.RestartDelayMs = 20
 	cfg.Workers.RestartBackoffMaxMs = 100
-	logs := &lockedBuffer{}
+	logs := &testrig.Buffer{}
 	sup := New(Options{Root: root, Mode: "prod", Config: cfg, Store: st, Proxy: proxy.New(proxy.Options{}),
 		Logger: zerolog.New(logs)})
 	done := make(chan error, 1)
 	go func() { done <- sup.Run() }()
 
-	deadline := time.Now().Add(10 * time.Second)
-	for strings.Count(logs.String(), "could not record; effect skipped") < 4 {
-		if time.Now().After(deadline) {
-			t.Fatalf("no repeated loud errors:\n%s", logs.String())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitLogged(t, 10*time.Second, "repeated loud errors", logs, func() bool {
+		return strings.Count(logs.String(), "could not record; effect skipped") >= 4
+	})
 	st0 := sup.Status()
 	if len(st0.Workers) != 1 || len(st0.Workers[0].Instances) != 0 {
 		t.Fatalf("an instance exists without its record: %+v", st0)

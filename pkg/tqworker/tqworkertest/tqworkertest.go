@@ -1,33 +1,28 @@
 package tqworkertest
 
 import (
-	"bytes"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/mevdschee/tqserver/internal/testrig"
 )
 
 // ModuleRoot returns the directory of the go.mod that governs the test's
 // working directory (go test runs in the package directory).
 func ModuleRoot(t testing.TB) string {
 	t.Helper()
-	out, err := exec.Command("go", "env", "GOMOD").Output()
+	root, err := testrig.ModuleRoot()
 	if err != nil {
-		t.Fatalf("tqworkertest: go env GOMOD: %v", err)
+		t.Fatalf("tqworkertest: %v", err)
 	}
-	gomod := strings.TrimSpace(string(out))
-	if gomod == "" || gomod == os.DevNull {
-		t.Fatalf("tqworkertest: not inside a Go module")
-	}
-	return filepath.Dir(gomod)
+	return root
 }
 
 // Build compiles the main package pkg, a path relative to the module root
@@ -38,14 +33,8 @@ func Build(t testing.TB, pkg string) string {
 	t.Helper()
 	root := ModuleRoot(t)
 	bin := filepath.Join(t.TempDir(), filepath.Base(filepath.Clean(pkg)))
-	args := []string{"build", "-o", bin}
-	if raceEnabled {
-		args = append(args, "-race")
-	}
-	cmd := exec.Command("go", append(args, pkg)...)
-	cmd.Dir = root
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("tqworkertest: go %s (in %s): %v\n%s", strings.Join(cmd.Args[1:], " "), root, err, out)
+	if err := testrig.GoBuild(testrig.Build{Dir: root, Pkg: pkg, Out: bin, Race: testrig.Race}); err != nil {
+		t.Fatalf("tqworkertest: %v", err)
 	}
 	return bin
 }
@@ -81,7 +70,7 @@ type Config struct {
 type Worker struct {
 	cmd    *exec.Cmd
 	addr   string
-	out    *syncBuffer
+	out    *testrig.Buffer
 	done   chan struct{}
 	state  *os.ProcessState
 	err    error
@@ -113,13 +102,13 @@ func Start(t testing.TB, bin string, cfg Config) *Worker {
 }
 
 func start(t testing.TB, bin string, cfg Config) (*Worker, error) {
-	port, err := freePort()
+	port, err := testrig.FreePort()
 	if err != nil {
-		return &Worker{out: &syncBuffer{}}, err
+		return &Worker{out: &testrig.Buffer{}}, err
 	}
 	w := &Worker{
 		addr:   "127.0.0.1:" + strconv.Itoa(port),
-		out:    &syncBuffer{},
+		out:    &testrig.Buffer{},
 		done:   make(chan struct{}),
 		client: &http.Client{Timeout: 30 * time.Second, Transport: http.DefaultTransport.(*http.Transport).Clone()},
 	}
@@ -168,42 +157,34 @@ func start(t testing.TB, bin string, cfg Config) (*Worker, error) {
 		}
 	})
 
-	deadline := time.Now().Add(cfg.StartTimeout)
 	probe := &http.Client{Timeout: time.Second}
-	for {
+	exited := false
+	err = testrig.Poll(cfg.StartTimeout, testrig.PollInterval, "GET /health to answer 200", func() (bool, string) {
 		resp, err := probe.Get(w.URL("/health"))
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
-				return w, nil
+				return true, ""
 			}
 		}
 		select {
 		case <-w.done:
-			return w, fmt.Errorf("worker %s exited before it was healthy: %v", bin, w.err)
+			exited = true
+			return true, ""
 		default:
 		}
-		if time.Now().After(deadline) {
-			return w, fmt.Errorf("worker %s not healthy on %s within %s (last: %v)", bin, w.addr, cfg.StartTimeout, errOrStatus(resp, err))
+		if err != nil {
+			return false, err.Error()
 		}
-		time.Sleep(10 * time.Millisecond) // poll interval, not synchronization
+		return false, resp.Status
+	})
+	if exited {
+		return w, fmt.Errorf("worker %s exited before it was healthy: %v", bin, w.err)
 	}
-}
-
-func errOrStatus(resp *http.Response, err error) any {
 	if err != nil {
-		return err
+		return w, fmt.Errorf("worker %s not healthy on %s: %w", bin, w.addr, err)
 	}
-	return resp.Status
-}
-
-func freePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("pick a free port: %w", err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
+	return w, nil
 }
 
 // Addr returns the worker's 127.0.0.1:port.
@@ -247,28 +228,7 @@ func (w *Worker) Output() string { return w.out.String() }
 // with what if that does not happen within timeout.
 func Eventually(t testing.TB, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("tqworkertest: timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(10 * time.Millisecond) // poll interval, not synchronization
+	if err := testrig.Poll(timeout, testrig.PollInterval, what, func() (bool, string) { return cond(), "" }); err != nil {
+		t.Fatalf("tqworkertest: %v", err)
 	}
-}
-
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

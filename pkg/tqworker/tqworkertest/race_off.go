@@ -1,5 +1,0 @@
-//go:build !race
-
-package tqworkertest
-
-const raceEnabled = false
