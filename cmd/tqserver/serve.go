@@ -119,9 +119,24 @@ func (c *serveCmd) Run() error {
 	}
 	sup = supervisor.New(opts)
 
+	// The admin socket (and with it `status`, and the test rigs' "up")
+	// answers only once this server's server_start is in the log.
+	runErr := make(chan error, 1)
+	go func() { runErr <- sup.Run() }()
+	select {
+	case <-sup.Started():
+	case err := <-runErr:
+		ln.Close()
+		if err == nil {
+			err = errors.New("supervisor stopped before it started")
+		}
+		return err
+	}
 	stopAdmin, err := admin.Serve(root, admin.Handler(st, sup))
 	if err != nil {
 		ln.Close()
+		sup.Send(events.Shutdown{})
+		<-runErr
 		return err
 	}
 	defer stopAdmin()
@@ -141,8 +156,6 @@ func (c *serveCmd) Run() error {
 	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
 	defer signal.Stop(sigs)
 
-	runErr := make(chan error, 1)
-	go func() { runErr <- sup.Run() }()
 	stopWatch := startWatcher(lay, mode, cfg, sup, log)
 	defer stopWatch()
 	serveErr := make(chan error, 1)

@@ -74,10 +74,11 @@ type Supervisor struct {
 	buildSem     chan struct{}
 	buildFailing map[string]bool
 
-	events chan events.Event
-	quit   chan struct{} // closed when Run returns
-	ctx    context.Context
-	cancel context.CancelFunc
+	events  chan events.Event
+	quit    chan struct{} // closed when Run returns
+	started chan struct{} // closed once Run has recorded server_start (or failed to)
+	ctx     context.Context
+	cancel  context.CancelFunc
 
 	workers  map[string]*worker
 	insts    map[string]*instance
@@ -113,6 +114,7 @@ func New(o Options) *Supervisor {
 		warmTimeout: warmTimeout,
 		events:      make(chan events.Event, 1024),
 		quit:        make(chan struct{}),
+		started:     make(chan struct{}),
 		ctx:         ctx,
 		cancel:      cancel,
 		workers:     map[string]*worker{},
@@ -180,6 +182,10 @@ func (s *Supervisor) Reload(ctx context.Context, source string) events.ReloadRes
 
 // Run recovers from the log, starts every worker and consumes events until a
 // Shutdown event has stopped every instance.
+// Started is closed once Run has recorded server_start (or found that it
+// cannot): what answers for the server (the admin socket) waits for it.
+func (s *Supervisor) Started() <-chan struct{} { return s.started }
+
 func (s *Supervisor) Run() error {
 	defer close(s.quit)
 	defer s.cancel()
@@ -192,6 +198,7 @@ func (s *Supervisor) Run() error {
 		// own, so nothing starts until the log can be written again.
 		s.log.Error().Err(err).Msg("the log cannot be written: serving what can be recorded only; workers start once their start records can be written (retried with backoff)")
 	}
+	close(s.started)
 	for _, b := range s.initial {
 		s.onBuildFinished(b)
 	}
