@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/netip"
 )
 
 // The engine's HTTP/1.1 grammar (RFC 9110, RFC 9112), shared by both sides:
@@ -397,7 +398,7 @@ func checkTrailerDecl(v []byte) error {
 }
 
 // validAuthority checks a Host value or an absolute-form authority:
-// host [ ":" port ], host an IP literal in brackets or a registered name
+// host [ ":" port ], host an IPv6 literal in brackets or a registered name
 // (letters, digits, "-._~!$&'()*+,;=", no escapes), port digits.
 func validAuthority(a []byte) bool {
 	host, port := a, []byte(nil)
@@ -406,10 +407,9 @@ func validAuthority(a []byte) bool {
 		if end < 0 {
 			return false
 		}
-		for _, c := range a[1:end] {
-			if !isHex(c) && c != ':' && c != '.' {
-				return false
-			}
+		ip, err := netip.ParseAddr(string(a[1:end]))
+		if err != nil || !ip.Is6() || ip.Zone() != "" {
+			return false // an IP literal is an IPv6 address (RFC 3986 §3.2.2)
 		}
 		host, port = a[:end+1], a[end+1:]
 		if len(port) > 0 {

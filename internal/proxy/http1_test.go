@@ -31,6 +31,8 @@ func TestGrammarAgreesWithNetHTTP(t *testing.T) {
 	}{
 		{"trailer declares Content-Length", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTrailer: Content-Length\r\n\r\n"},
 		{"trailer declares Transfer-Encoding", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTrailer: x, transfer-encoding\r\n\r\n"},
+		{"empty IP literal", "GET http://[]:/ HTTP/1.1\r\nHost: a\r\n\r\n"},
+		{"IPv4 in brackets", "GET / HTTP/1.1\r\nHost: [1.2.3.4]\r\n\r\n"},
 		{"unclosed bracket", "GET http://[::1/ HTTP/1.1\r\nHost: a\r\n\r\n"},
 		{"escape in the authority", "GET http://a%41b/ HTTP/1.1\r\nHost: a\r\n\r\n"},
 		{"escape in Host", "GET / HTTP/1.1\r\nHost: a%41b\r\n\r\n"},
