@@ -129,10 +129,10 @@ func (c *chunkedReader) readSize() error {
 	}
 	n, i := int64(0), 0
 	for ; i < len(line) && isHex(line[i]); i++ {
-		if i == 16 {
+		if i == 16 || n > maxChunkSize>>4 {
 			return framing("chunk size too large")
 		}
-		n = n<<4 | int64(unhex(line[i]))
+		n = n<<4 | int64(unhex(line[i])) // cannot overflow: checked above
 	}
 	if i == 0 || n > maxChunkSize {
 		return framing("chunk size %q", truncate(line))

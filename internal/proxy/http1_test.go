@@ -80,6 +80,11 @@ func TestChunkedLimits(t *testing.T) {
 	if data, err := readChunked(fine.String() + "0\r\n\r\n"); err != nil || len(data) != 400 {
 		t.Fatalf("400 one-byte chunks: %d bytes, %v", len(data), err)
 	}
+	// Found by FuzzResponseBody: 16 hex digits overflowed to a negative
+	// size, read as the last chunk.
+	if _, err := readChunked("8000000000000000\r\n\r\n"); err == nil || !isFraming(err) {
+		t.Fatalf("a size of 2^63: %v", err)
+	}
 	long := "0\r\nX-T: " + strings.Repeat("t", 4100) + "\r\n\r\n"
 	if _, err := readChunked(long); err == nil || !isFraming(err) {
 		t.Fatalf("a 4 KiB trailer: %v", err)
