@@ -168,15 +168,21 @@ func (p *Proxy) getConn(b *Backend) *workerConn {
 func (b *Backend) putConn(wc *workerConn, limit int) {
 	wc.idleAt = time.Now()
 	cp := b.pool()
-	if len(cp.idle) >= limit {
-		wc.close()
-		return
-	}
 	select {
 	case cp.idle <- wc:
 	default:
 		wc.close()
 		return
+	}
+	// Concurrent returns may overshoot limit for a moment; each one that
+	// finds the pool over it closes the surplus, so the pool settles at
+	// limit or below.
+	for len(cp.idle) > limit {
+		select {
+		case x := <-cp.idle:
+			x.close()
+		default:
+		}
 	}
 	if b.closed.Load() {
 		b.closeIdle()
