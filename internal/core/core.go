@@ -49,6 +49,9 @@ func New(o Options, numbers map[string]uint64) *Core {
 	return c
 }
 
+// Configure replaces the options (a config reload), between steps.
+func (c *Core) Configure(o Options) { c.o = o }
+
 // Plan is one step's outcome: records to append, then effects to perform.
 type Plan struct {
 	Records []*store.Record
@@ -58,6 +61,9 @@ type Plan struct {
 	// Retry: when the append fails, send the event again after RetryIn.
 	Retry   bool
 	RetryIn time.Duration
+	// OnFail, when set, is stepped (with its Err filled in) when the
+	// append fails and the plan is aborted.
+	OnFail  *events.Unrecorded
 	effects []Effect
 	tx      *txn
 }
@@ -95,6 +101,15 @@ func (c *Core) Step(now time.Time, ev events.Event) *Plan {
 	if !p.Anyway && len(p.Records) > 0 {
 		p.Retry = retryable(ev)
 		p.RetryIn = backoff(c.o.RestartDelay, c.o.RestartBackoffMax, tx.retryBackoff)
+		switch e := ev.(type) {
+		case events.Spawned:
+			p.Retry = false // the process is stopped instead
+			p.OnFail = &events.Unrecorded{Instance: e.Instance, Event: ev, PID: e.PID, StartTicks: e.StartTicks}
+		case events.HealthOK:
+			p.OnFail = &events.Unrecorded{Instance: e.Instance, Event: ev}
+		case events.Warmed:
+			p.OnFail = &events.Unrecorded{Instance: e.Instance, Event: ev}
+		}
 	}
 	return p
 }
@@ -171,8 +186,8 @@ func (c *Core) Abort(p *Plan) {
 // the state first, so a late copy does what is still needed or nothing.
 func retryable(ev events.Event) bool {
 	switch ev.(type) {
-	case events.HealthOK, events.Warmed, events.Spawned, events.RestartDue, events.RollWorker,
-		events.AddWorker, events.Reconfigure, events.ProbeFailed, events.MaxRequests, events.ScaleTick:
+	case events.HealthOK, events.Warmed, events.RestartDue, events.RollWorker,
+		events.AddWorker, events.AddWorkers, events.Reconfigure, events.ProbeFailed, events.MaxRequests, events.ScaleTick:
 		return true
 	}
 	return false

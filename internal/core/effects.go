@@ -31,7 +31,11 @@ type Gate struct {
 
 // Warm opens connections to a healthy successor before traffic moves, as
 // many as its predecessor From uses (Warmed follows).
-type Warm struct{ Instance, From string }
+type Warm struct {
+	Instance, From, Worker string
+	Port                   int
+	MaxRequests            int64
+}
 
 // Route is one route of the table: its serving instances.
 type Route struct {
@@ -94,6 +98,14 @@ type Settle struct {
 	OK       bool
 	Msg      string
 }
+
+// Join: reload Batch waits for Instance to serve or fail.
+type Join struct {
+	Batch    uint64
+	Instance string
+}
+
+func (e Join) String() string { return fmt.Sprintf("join batch=%d %s", e.Batch, e.Instance) }
 
 // Notify tells dev browsers that Worker's new code serves.
 type Notify struct{ Worker string }

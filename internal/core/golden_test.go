@@ -176,12 +176,22 @@ func (r *rig) event(cmd string) (ev events.Event, failAppend bool) {
 		return 0
 	}
 	switch f[0] {
+	case "add-all":
+		var list []events.AddWorker
+		for _, n := range f[1:] {
+			list = append(list, events.AddWorker{Worker: n, Bin: "/app/workers/" + n + "/bin/" + n, Settings: settings(t, nil), Reason: sm.ReasonStartup})
+		}
+		return events.AddWorkers{Workers: list}, failAppend
 	case "add":
 		reason := a["reason"]
 		if reason == "" {
 			reason = sm.ReasonStartup
 		}
-		return events.AddWorker{Worker: arg(1), Bin: "/app/workers/" + arg(1) + "/bin/" + arg(1), Settings: settings(t, a),
+		bin := "/app/workers/" + arg(1) + "/bin/" + arg(1)
+		if a["nobin"] == "true" {
+			bin = ""
+		}
+		return events.AddWorker{Worker: arg(1), Bin: bin, Settings: settings(t, a),
 			Reason: reason, Batch: u64("batch")}, failAppend
 	case "spawned":
 		return events.Spawned{Instance: arg(1), PID: atoi(t, a["pid"])}, failAppend
@@ -214,7 +224,7 @@ func (r *rig) event(cmd string) (ev events.Event, failAppend bool) {
 	case "remove":
 		return events.RemoveWorker{Worker: arg(1), Reason: sm.ReasonOperator, Detail: "worker removed"}, failAppend
 	case "reconfigure":
-		return events.Reconfigure{Worker: arg(1), Settings: settings(t, a), Restart: a["restart"] == "true", Batch: u64("batch")}, failAppend
+		return events.Reconfigure{Worker: arg(1), Settings: settings(t, a), Restart: map[bool]string{true: sm.ReasonConfigChanged}[a["restart"] == "true"], Batch: u64("batch")}, failAppend
 	case "assets":
 		return events.Assets{Worker: arg(1), Public: a["public"] == "true", Private: a["private"] == "true"}, failAppend
 	case "tick":
@@ -289,10 +299,26 @@ func (r *rig) run(cmd string) string {
 			if p.Retry {
 				msg += fmt.Sprintf("; retry in %s", p.RetryIn)
 			}
+			if p.OnFail != nil {
+				u := *p.OnFail
+				u.Err = "disk full"
+				msg += "\nthen " + r.commit(r.c.Step(r.now, u), false, cmd)
+			}
 			return msg
 		}
 		out = append(out, "append failed: committed anyway (observation or removal)")
-	} else {
+	}
+	out = append(out, r.commit(p, fail, cmd))
+	return strings.TrimPrefix(strings.Join(out, "\n"), "\n")
+}
+
+// commit appends p's records to the fake log (unless fail), commits and
+// prints the step.
+func (r *rig) commit(p *Plan, fail bool, cmd string) string {
+	if len(p.Records) == 0 {
+		fail = false
+	}
+	if !fail {
 		for _, rec := range p.Records {
 			r.nextSeq++
 			rec.Seq = r.nextSeq
@@ -302,6 +328,7 @@ func (r *rig) run(cmd string) string {
 	if err := r.c.Commit(p, !fail); err != nil {
 		r.t.Errorf("%q: commit: %v", cmd, err)
 	}
+	var out []string
 	for _, rec := range p.Records {
 		out = append(out, "rec "+recString(*rec, fail))
 	}

@@ -13,6 +13,10 @@ func (c *Core) handle(ev events.Event) {
 	switch ev := ev.(type) {
 	case events.AddWorker:
 		c.onAddWorker(ev)
+	case events.AddWorkers:
+		for _, a := range ev.Workers {
+			c.onAddWorker(a)
+		}
 	case events.Spawned:
 		c.onSpawned(ev)
 	case events.SpawnFailed:
@@ -62,6 +66,8 @@ func (c *Core) handle(ev events.Event) {
 		c.onShutdown()
 	case events.ForceKill:
 		c.onForceKill()
+	case events.Unrecorded:
+		c.onUnrecorded(ev)
 	default:
 		c.logf("error", nil, "", "core: unknown event %T", ev)
 	}
@@ -72,7 +78,20 @@ func (c *Core) onAddWorker(ev events.AddWorker) {
 		return
 	}
 	w := c.peek(ev.Worker)
+	if w != nil && !w.removed && (w.bin != "" || ev.Bin == "") {
+		return
+	}
 	if w != nil && !w.removed {
+		// Its route was served without a binary (dev: the first build
+		// failed); now there is one.
+		w = c.w(ev.Worker)
+		w.bin, w.dir, w.settings = ev.Bin, ev.Dir, ev.Settings
+		for i := range w.slots {
+			c.start(w, &w.slots[i], ev.Reason, ev.Detail, ev.Batch)
+			if n := w.slots[i].next; n != "" {
+				w.insts[n].changedAt = ev.ChangedAt
+			}
+		}
 		return
 	}
 	if w == nil {
@@ -90,6 +109,9 @@ func (c *Core) onAddWorker(ev events.AddWorker) {
 		w.addSlot()
 	}
 	c.tx.routesDirty = true // its route is served (503 until an instance is) from now on
+	if w.bin == "" {
+		return // dev: sources without a binary yet; the first good build starts it
+	}
 	for i := range w.slots {
 		c.start(w, &w.slots[i], ev.Reason, ev.Detail, ev.Batch)
 		if n := w.slots[i].next; n != "" {
@@ -100,7 +122,7 @@ func (c *Core) onAddWorker(ev events.AddWorker) {
 
 // start launches a new instance in sl (the successor, when one serves).
 func (c *Core) start(w *worker, sl *slot, reason, detail string, batch uint64) {
-	if c.tx.shutting || w.removed || sl.next != "" {
+	if c.tx.shutting || w.removed || sl.next != "" || w.bin == "" {
 		return
 	}
 	sl.armed = false
@@ -119,6 +141,9 @@ func (c *Core) start(w *worker, sl *slot, reason, detail string, batch uint64) {
 	w.insts[in.name] = in
 	sl.next = in.name
 	c.tx.retryBackoff = sl.failures
+	if batch != 0 {
+		c.emit(Join{Batch: batch, Instance: in.name})
+	}
 	c.emit(Spawn{Instance: in.name, Worker: w.name, Bin: w.bin, Dir: w.dir, Route: w.route, Port: port, Settings: w.settings})
 }
 
@@ -133,7 +158,7 @@ func (c *Core) noPort(w *worker, sl *slot, reason string, batch uint64, cause er
 	}
 	detail := fmt.Sprintf("port_range_start..port_range_end (%d..%d) is exhausted: %d port(s) held by instances, the rest by other processes; retrying in %s (widen the range in config/server.yaml or free ports)",
 		c.o.PortLo, c.o.PortHi, mine, backoff(c.o.RestartDelay, c.o.RestartBackoffMax, sl.failures))
-	c.logf("error", w, "", "no free port: %v", cause)
+	c.logf("error", w, "", "no free port")
 	c.record(&store.Record{Worker: w.name, Event: sm.EventPortsExhausted, Reason: reason, Detail: detail})
 	if batch != 0 {
 		c.emit(Settle{Batch: batch, Msg: w.name + ": " + detail})
@@ -153,6 +178,31 @@ func (c *Core) onSpawned(ev events.Spawned) {
 		delay = 0 // hot swaps: probe at once
 	}
 	c.emit(Gate{Instance: in.name, Port: in.port, Settings: w.settings, Delay: delay})
+}
+
+// onUnrecorded: a step of an instance could not be written to the log.
+func (c *Core) onUnrecorded(ev events.Unrecorded) {
+	w, in := c.inst(ev.Instance)
+	if in == nil {
+		return
+	}
+	switch ev.Event.(type) {
+	case events.Spawned:
+		// A process whose pid is not in the log could not be reaped after
+		// a crash of the server: it never serves; the start is retried
+		// with backoff.
+		if in.m.State() == sm.Starting && !in.spawned {
+			in.spawned, in.pid, in.ticks = true, ev.PID, ev.StartTicks
+			c.failStart(w, in, sm.Stop, "its pid could not be recorded: "+ev.Err)
+		}
+	default:
+		// The reload is told now; the swap is retried by itself.
+		cur := ""
+		if sl := w.slotByID(in.slot); sl != nil && sl.current != "" {
+			cur = ", but " + sl.current + " keeps serving"
+		}
+		c.settle(in, false, fmt.Sprintf("%s: healthy%s: %s (retrying with backoff)", in.name, cur, ev.Err))
+	}
 }
 
 // failStart ends a starting instance that will never serve: its predecessor
@@ -191,7 +241,7 @@ func (c *Core) onHealthOK(ev events.HealthOK) {
 		// Connections are opened and warmed before traffic moves; the
 		// predecessor serves until Warmed.
 		in.warming = true
-		c.emit(Warm{Instance: in.name, From: sl.current})
+		c.emit(Warm{Instance: in.name, From: sl.current, Worker: w.name, Port: in.port, MaxRequests: w.settings.MaxRequests})
 		return
 	}
 	c.swapIn(w, in)

@@ -129,8 +129,8 @@ func (c *Core) onReconfigure(ev events.Reconfigure) {
 	for len(w.slots) < n {
 		w.addSlot()
 	}
-	if ev.Restart {
-		c.startRoll(w, sm.ReasonConfigChanged, "", ev.Batch, events.RollWorker{})
+	if ev.Restart != "" {
+		c.startRoll(w, ev.Restart, "", ev.Batch, events.RollWorker{})
 		return
 	}
 	for i := before; i < n; i++ {
@@ -165,6 +165,9 @@ func (c *Core) onAssets(ev events.Assets) {
 		detail += "; SIGUSR1 sent to " + strings.Join(targets, ", ")
 	}
 	c.record(&store.Record{Worker: w.name, Event: sm.EventAssetsChanged, Detail: detail})
+	if ev.Batch != 0 {
+		c.emit(Note{Batch: ev.Batch, Msg: w.name + ": " + detail})
+	}
 	for _, t := range targets {
 		c.emit(Signal{Instance: t, Sig: "SIGUSR1"})
 	}

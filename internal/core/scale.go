@@ -113,13 +113,13 @@ func (c *Core) onScaleTick(ev events.ScaleTick) {
 			n := in.count + 1
 			detail := fmt.Sprintf("autoscale: mean in-flight %s ≥ %s over %d instances, %d → %d (max %d)",
 				fmtMean(in.mean), fmtMean(in.target), in.count, in.count, n, in.hi)
-			c.logf("info", w, "", "%s", detail)
+			c.logf("info", w, "", "autoscale: scaling up")
 			c.start(w, w.addSlot(), sm.ReasonConfigChanged, detail, 0)
 		case -1:
 			n := in.count - 1
 			detail := fmt.Sprintf("autoscale: mean in-flight %s < %s for %s over %d instances, %d → %d (min %d)",
 				fmtMean(in.mean), fmtMean(in.target/2), in.downAfter, in.count, in.count, n, in.lo)
-			c.logf("info", w, "", "%s", detail)
+			c.logf("info", w, "", "autoscale: scaling down")
 			c.removeSlots(w, n, sm.ReasonConfigChanged, detail)
 		}
 	}

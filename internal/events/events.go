@@ -98,7 +98,9 @@ type SpawnFailed struct {
 }
 
 // AddWorker: a worker to run (at start, a new directory on reload, a first
-// successful dev build). Its slots start with Reason.
+// successful dev build). Its slots start with Reason. Without Bin (dev: its
+// sources have not built yet) only its route is served, 503 until a later
+// AddWorker with a Bin starts it.
 type AddWorker struct {
 	Worker, Route, Bin, Dir string
 	Settings                config.WorkerSettings
@@ -106,6 +108,11 @@ type AddWorker struct {
 	Batch                   uint64    // the reload waiting for it; 0 for none
 	ChangedAt               time.Time // dev: when the change was seen
 }
+
+// AddWorkers adds several workers in one step (server start): their routes
+// are all in the table before any instance starts, and their start records
+// go to the log in one transaction.
+type AddWorkers struct{ Workers []AddWorker }
 
 // RollWorker: replace every instance of Worker, one slot at a time.
 type RollWorker struct {
@@ -119,13 +126,14 @@ type RemoveWorker struct {
 	Worker, Reason, Detail string
 }
 
-// Reconfigure: Worker's settings changed (config reload). Restart says that
-// a change needs its instances replaced; the new slot count comes from the
-// settings (an autoscaled count stays when in range).
+// Reconfigure: Worker's settings changed (config reload). Restart, when
+// set, is the reason its instances are replaced (config_changed, or
+// binary_changed when its binary changed too); the new slot count comes from
+// the settings (an autoscaled count stays when in range).
 type Reconfigure struct {
 	Worker   string
 	Settings config.WorkerSettings
-	Restart  bool
+	Restart  string
 	Batch    uint64
 }
 
@@ -133,6 +141,7 @@ type Reconfigure struct {
 type Assets struct {
 	Worker          string
 	Public, Private bool
+	Batch           uint64 // the reload told what was done; 0 for none
 }
 
 // ScaleTick: one autoscaling sample: the mean requests in flight per
@@ -141,6 +150,22 @@ type ScaleTick struct {
 	Now   time.Time
 	Means map[string]float64
 }
+
+// Unrecorded: the step of Event (an instance's spawned, health_ok or
+// warmed) could not be written to the log, so none of it happened. What
+// follows is the core's to decide: a process whose pid is not in the log is
+// stopped; a reload waiting for a swap is told.
+type Unrecorded struct {
+	Instance   string
+	Event      Event
+	Err        string
+	PID        int
+	StartTicks uint64
+}
+
+// Local carries an event private to the loop's owner (a change check's
+// result, a retry): the supervisor sends them to itself.
+type Local struct{ V any }
 
 // ForceKill: shutdown overran its deadline.
 type ForceKill struct{}
@@ -163,11 +188,14 @@ func (Spawned) event()       {}
 func (SpawnFailed) event()   {}
 func (AddWorker) event()     {}
 func (RollWorker) event()    {}
+func (AddWorkers) event()    {}
 func (RemoveWorker) event()  {}
 func (Reconfigure) event()   {}
 func (Assets) event()        {}
 func (ScaleTick) event()     {}
 func (ForceKill) event()     {}
+func (Local) event()         {}
+func (Unrecorded) event()    {}
 
 // FilesChanged is what the dev-mode watcher reports after its debounce: the
 // files of one area that changed. Worker is empty for config and server
