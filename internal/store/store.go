@@ -14,6 +14,8 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 	berrors "go.etcd.io/bbolt/errors"
+
+	"github.com/mevdschee/tqserver/internal/stats"
 )
 
 // SchemaVersion is the layout of the log this code reads and writes. A file
@@ -64,6 +66,8 @@ type Store struct {
 	appendMu  sync.Mutex
 	obsMu     sync.Mutex
 	observers []*observer
+
+	appendTime stats.Histogram // how long each Append took (appendtime.go)
 }
 
 // Open opens the log at path, creating it (and its directory) unless
@@ -237,6 +241,7 @@ func (s *Store) Append(r *Record) error {
 	if r == nil {
 		return fmt.Errorf("%s: append: nil record", s.path)
 	}
+	defer s.timeAppend(time.Now())
 	old := *r
 	if r.Time.IsZero() {
 		r.Time = time.Now()
