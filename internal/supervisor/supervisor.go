@@ -159,6 +159,12 @@ func (s *Supervisor) Status() *Status {
 			if b := snap.backends[w.Instances[j].Instance]; b != nil {
 				fl, sv := b.Inflight(), b.Served()
 				w.Instances[j].Inflight, w.Instances[j].Served = &fl, &sv
+				rq := b.Requests()
+				w.Instances[j].Requests = rq.ClassMap()
+				if q, ok := rq.Latency.Quantile(0.99); ok {
+					ms := q * 1000
+					w.Instances[j].P99Ms = &ms
+				}
 			}
 		}
 		st.Workers[i] = w
