@@ -62,7 +62,7 @@ type Collector struct {
 	cancel func()
 
 	mu       sync.Mutex
-	restarts map[[2]string]uint64           // {worker, reason}
+	restarts map[[2]string]uint64          // {worker, reason}
 	builds   map[[2]string]*buildHistogram // {worker, result}
 }
 
