@@ -210,7 +210,7 @@ func fullWant() *Config {
 		Server: Server{Port: 8081, ReadTimeoutSeconds: 31, WriteTimeoutSeconds: 32, IdleTimeoutSeconds: 121,
 			HeaderTimeoutSeconds: 11, UpstreamTimeoutSeconds: 61, MaxHeaderBytes: 4096, WorkerIdleTimeoutSeconds: 62, WorkerIdleConns: 17,
 			DeploymentMode: "prod", AdminListen: "0.0.0.0:18081", AdminListenSet: true, AdminToken: "s3cret",
-			Static:         Static{Enabled: false, URLPrefix: "/assets", CacheMaxAgeSeconds: 60, DevRoot: "apps"}},
+			Static: Static{Enabled: false, URLPrefix: "/assets", CacheMaxAgeSeconds: 60, DevRoot: "apps"}},
 		Workers: Workers{WorkersDir: "apps", PortRangeStart: 10000, PortRangeEnd: 10100,
 			StartupDelayMs: 1, RestartDelayMs: 2, ShutdownGracePeriodMs: 3,
 			RestartBackoffMaxMs: 4, RestartBackoffResetMs: 5, DrainTimeoutMs: 6,
