@@ -21,6 +21,7 @@ import (
 	"github.com/mevdschee/tqserver/internal/devreload"
 	"github.com/mevdschee/tqserver/internal/events"
 	"github.com/mevdschee/tqserver/internal/layout"
+	"github.com/mevdschee/tqserver/internal/metrics"
 	"github.com/mevdschee/tqserver/internal/process"
 	"github.com/mevdschee/tqserver/internal/proxy"
 	"github.com/mevdschee/tqserver/internal/store"
@@ -128,6 +129,11 @@ func (c *serveCmd) Run() error {
 		popts.Rewrite = devreload.Rewrite
 	}
 	px := proxy.New(popts)
+	// Before the supervisor runs, so restarts and builds recorded from its
+	// first records on are counted.
+	col := metrics.New(metrics.Options{Proxy: px, Store: st, Status: func() *supervisor.Status { return sup.Status() }})
+	defer col.Close()
+	adminOpts.Metrics = metrics.Handler(col)
 	opts := supervisor.Options{
 		Root: root, Mode: mode, Listen: ln.Addr().String(), Config: cfg, Store: st, Proxy: px,
 		Logger: log, Version: versionString(), Builds: builds,
@@ -252,7 +258,7 @@ func adminTCPOptions(cfg *config.Config) admin.TCPOptions {
 		Addr: cfg.Server.AdminListen, Explicit: cfg.Server.AdminListenSet,
 		Token: token, TokenSource: source,
 		Dashboard: dashboard.Handler(),
-		// Metrics: set by the metrics change (a nil handler answers 404).
+		// Metrics is set in Run once the proxy and the store exist.
 	}
 }
 
