@@ -177,3 +177,52 @@ func TestMetricsScrape(t *testing.T) {
 		t.Errorf("shop 2xx after a request to the new instance: %v, want more than %v", got, shop2xx)
 	}
 }
+
+// Dev mode: the build at start and a failed build after an edit are in
+// tqserver_build_duration_seconds by result, with the took_ms of their
+// records as the observed durations.
+func TestMetricsDevBuilds(t *testing.T) {
+	adminPort, err := testrig.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	root := newRoot(t, fmt.Sprintf("server:\n  admin_listen: \"127.0.0.1:%d\"\n", adminPort)+fastConfig)
+	writeFile(t, filepath.Join(root, "go.mod"), "module example.com/devapp\n\ngo 1.22\n")
+	src := filepath.Join(root, "workers", "index", "src", "main.go")
+	writeFile(t, src, devSource(t, "d1"))
+	s := startServerMode(t, root, "dev")
+	waitBody(t, s.URL("/"), "d1 index", 60*time.Second)
+	metricsURL := fmt.Sprintf("http://127.0.0.1:%d/metrics", adminPort)
+
+	tookMs := func(event string) (n int, sum int64) {
+		for _, r := range history(t, root, "--worker", "index") {
+			if r.Event == event {
+				if r.TookMs <= 0 {
+					t.Errorf("%s record without took_ms: %+v", event, r)
+				}
+				n++
+				sum += r.TookMs
+			}
+		}
+		return n, sum
+	}
+	check := func(result, event string) {
+		t.Helper()
+		n, sum := tookMs(event)
+		m := scrapeMetrics(t, metricsURL)
+		count := m[fmt.Sprintf(`tqserver_build_duration_seconds_count{result=%q,worker="index"}`, result)]
+		secs := m[fmt.Sprintf(`tqserver_build_duration_seconds_sum{result=%q,worker="index"}`, result)]
+		if n != 1 || count != 1 || secs != float64(sum)/1000 {
+			t.Errorf("%s: %d records (took_ms %d); histogram count %v, sum %v s", result, n, sum, count, secs)
+		}
+	}
+	check("ok", "build_ok")
+
+	writeFile(t, src, devSource(t, "d2")+"\nfunc broken( {\n")
+	testrig.WaitFor(t, 60*time.Second, "build_failed record", func() bool {
+		n, _ := tookMs("build_failed")
+		return n > 0
+	})
+	check("failed", "build_failed")
+	check("ok", "build_ok")
+}
