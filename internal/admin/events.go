@@ -24,6 +24,9 @@ var (
 	heartbeat = 15 * time.Second
 	// eventWriteTimeout bounds one write to a client that stopped reading.
 	eventWriteTimeout = 10 * time.Second
+	// afterObserve runs between registering the observer and reading the
+	// log (tests append there: records both replayed and observed).
+	afterObserve = func() {}
 )
 
 // errSlowClient ends the stream of a client whose buffer overflowed.
@@ -58,6 +61,7 @@ func eventsHandler(st *store.Store) http.Handler {
 			}
 		})
 		defer cancel()
+		afterObserve()
 
 		rc := http.NewResponseController(w)
 		h := w.Header()
