@@ -148,6 +148,19 @@ func eventsHandler(st *store.Store) http.Handler {
 					return
 				}
 			case <-r.Context().Done():
+				// The server is stopping (or the client left): what was
+				// already observed (server_stop) still goes out, best effort.
+				for len(ch) > 0 {
+					rec := <-ch
+					if !(replay && rec.Seq <= last) {
+						if err := writeEvent(&buf, &rec); err != nil {
+							return
+						}
+					}
+				}
+				if buf.Len() > 0 {
+					_ = send()
+				}
 				return
 			}
 		}

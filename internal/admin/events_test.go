@@ -255,12 +255,19 @@ func TestEventsEndOnStop(t *testing.T) {
 	if line, err := br.ReadString('\n'); err != nil || !strings.HasPrefix(line, "HTTP/1.") || !strings.Contains(line, " 200 ") {
 		t.Fatalf("no stream: %q %v", line, err)
 	}
+	// A record appended just before the stop (the server's server_stop)
+	// still reaches the client.
+	appendN(t, st, 1, "last words")
 	t0 := time.Now()
 	stop()
 	if d := time.Since(t0); d > time.Second {
 		t.Fatalf("stop took %s with a stream open", d)
 	}
-	if _, err := io.ReadAll(br); err != nil {
+	rest, err := io.ReadAll(br)
+	if err != nil {
 		t.Fatalf("stream did not end cleanly: %v", err)
+	}
+	if !strings.Contains(string(rest), "id: 1\n") {
+		t.Fatalf("the last record was not sent before the stream ended: %q", rest)
 	}
 }
