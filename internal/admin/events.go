@@ -29,6 +29,9 @@ var (
 	afterObserve = func() {}
 )
 
+// errWrite marks a failed write to the client during a replay.
+var errWrite = errors.New("write to client")
+
 // errSlowClient ends the stream of a client whose buffer overflowed.
 var errSlowClient = errors.New("client too slow: more than the buffered records waiting")
 
@@ -91,13 +94,20 @@ func eventsHandler(st *store.Store) http.Handler {
 				if buf.Len() < 32<<10 {
 					return nil
 				}
-				return send()
+				if err := send(); err != nil {
+					return fmt.Errorf("%w: %w", errWrite, err)
+				}
+				return nil
 			})
 			if err == nil {
 				err = send()
+			} else if !errors.Is(err, errWrite) {
+				// The log could not be read (the client reconnects from
+				// the last id it received): say why in a comment.
+				fmt.Fprintf(&buf, ": history unreadable after seq %d: %s\n\n", last, firstLine(err.Error()))
+				_ = send()
 			}
 			if err != nil {
-				// The client reconnects from the last id it received.
 				return
 			}
 		}
