@@ -321,6 +321,8 @@ func (s *Supervisor) handle(ev events.Event) {
 			}
 		case retry:
 			s.step(v.ev, v.attempt)
+		case restartChecked:
+			s.onRestartChecked(v)
 		}
 	case events.Restart:
 		s.onRestart(ev) // operator.go
