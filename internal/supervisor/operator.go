@@ -15,15 +15,7 @@ import (
 // Error starting with events.UnknownWorker.
 func (s *Supervisor) Restart(ctx context.Context, worker string) events.ReloadResult {
 	reply := make(chan events.ReloadResult, 1)
-	s.Send(events.Restart{Worker: worker, Reply: reply})
-	select {
-	case r := <-reply:
-		return r
-	case <-s.quit:
-		return events.ReloadResult{Error: "server is shutting down"}
-	case <-ctx.Done():
-		return events.ReloadResult{Error: ctx.Err().Error()}
-	}
+	return s.await(ctx, events.Restart{Worker: worker, Reply: reply}, reply)
 }
 
 // onRestart starts an operator restart. Its reply is settled like a

@@ -211,7 +211,12 @@ func (s *Supervisor) Status() *Status {
 // Reload runs a change check and waits for its result.
 func (s *Supervisor) Reload(ctx context.Context, source string) events.ReloadResult {
 	reply := make(chan events.ReloadResult, 1)
-	s.Send(events.Reload{Source: source, Reply: reply})
+	return s.await(ctx, events.Reload{Source: source, Reply: reply}, reply)
+}
+
+// await sends ev to the loop and waits for its result on reply.
+func (s *Supervisor) await(ctx context.Context, ev events.Event, reply <-chan events.ReloadResult) events.ReloadResult {
+	s.Send(ev)
 	select {
 	case r := <-reply:
 		return r
