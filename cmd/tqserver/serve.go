@@ -20,6 +20,7 @@ import (
 	"github.com/mevdschee/tqserver/internal/devreload"
 	"github.com/mevdschee/tqserver/internal/events"
 	"github.com/mevdschee/tqserver/internal/layout"
+	"github.com/mevdschee/tqserver/internal/logs"
 	"github.com/mevdschee/tqserver/internal/process"
 	"github.com/mevdschee/tqserver/internal/proxy"
 	"github.com/mevdschee/tqserver/internal/store"
@@ -31,14 +32,6 @@ type serveCmd struct {
 	rootFlag
 	Mode   string `help:"dev or prod (overrides TQ_MODE, DEPLOYMENT_MODE and config)." enum:"dev,prod," default:""`
 	Listen string `help:"Listen address (default :PORT from server.port)."`
-}
-
-func newLogger(mode string) zerolog.Logger {
-	zerolog.TimeFieldFormat = time.RFC3339Nano
-	if mode == "dev" {
-		return zerolog.New(zerolog.ConsoleWriter{Out: os.Stderr, TimeFormat: "15:04:05.000"}).With().Timestamp().Logger()
-	}
-	return zerolog.New(os.Stderr).With().Timestamp().Logger()
 }
 
 func (c *serveCmd) Run() error {
@@ -58,7 +51,12 @@ func (c *serveCmd) Run() error {
 	if listen == "" {
 		listen = ":" + strconv.Itoa(cfg.Server.Port)
 	}
-	log := newLogger(mode)
+	logSet, err := logs.Open(root, mode, cfg.Logs, os.Stderr)
+	if err != nil {
+		return err
+	}
+	defer logSet.Close()
+	log := logSet.Server()
 	lay := cfg.Layout(root)
 
 	if err := os.MkdirAll(lay.VarDir(), 0o755); err != nil {
@@ -302,7 +300,7 @@ func buildAll(lay layout.Root, cfg *config.Config, log zerolog.Logger) []events.
 		if r.Err != nil {
 			log.Error().Str("worker", r.Worker).Msg("build failed:\n" + r.Output)
 		} else {
-			log.Info().Str("worker", r.Worker).Dur("took", r.Duration).Msg("built")
+			log.Info().Str("worker", r.Worker).Int64("took_ms", r.Duration.Milliseconds()).Msg("built")
 		}
 		out = append(out, events.BuildFinished{Worker: r.Worker, Duration: r.Duration, Err: r.Err, Output: r.Output})
 	}

@@ -28,6 +28,7 @@ type Config struct {
 	Workers    Workers
 	Deployment Deployment
 	Binaries   Binaries
+	Logs       Logs
 	// Files lists the files actually read, relative to the root
 	// (ServerFile, DeploymentFile); missing files are not listed.
 	Files []string
@@ -281,6 +282,7 @@ func Default() *Config {
 				Resources:      Resources{BasePath: layout.DefaultWorkersDir, WatchResourceChanges: false},
 			},
 		},
+		Logs: defaultLogs(),
 		Binaries: Binaries{
 			Format: workerNamePlaceholder,
 			Path:   layout.DefaultWorkersDir + "/" + workerNamePlaceholder + "/" + layout.BinDir + "/" + workerNamePlaceholder,

@@ -167,6 +167,12 @@ workers:
       health_interval_ms: 25
       health_probe_timeout_ms: 26
       health_failure_threshold: 27
+logs:
+  dir: var/log
+  max_size_mb: 10
+  max_files: 3
+  worker_lines_per_second: 50
+  worker_burst: 60
 `
 
 const fullDeployment = `deployment:
@@ -235,6 +241,7 @@ func fullWant() *Config {
 				Resources:      Resources{BasePath: "res2", WatchResourceChanges: true}},
 		},
 		Binaries: Binaries{Format: "{worker_name}.bin", Path: "dist/{worker_name}/{worker_name}.bin"},
+		Logs:     Logs{Dir: "var/log", MaxSizeMB: 10, MaxFiles: 3, WorkerLinesPerSecond: 50, WorkerBurst: 60},
 		Files:    []string{ServerFile, DeploymentFile},
 	}
 }

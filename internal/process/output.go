@@ -33,7 +33,15 @@ type Output struct {
 	// negative value) means no limit; Burst below 1 means 1.
 	LinesPerSecond float64
 	Burst          int
+	// FloodBytesPerSecond caps how fast output is read while lines are
+	// being dropped (default 64 MiB/s): past it the pipe fills and the
+	// worker's writes wait, so a flood costs neither it nor the server
+	// more than a slice of one CPU. Below the line limit nothing waits.
+	FloodBytesPerSecond int64
 }
+
+// defaultFloodBytesPerSecond is Output.FloodBytesPerSecond when unset.
+const defaultFloodBytesPerSecond = 64 << 20
 
 // output collects the lines of both streams: it logs them (within the rate
 // limit) and keeps the last ones in a ring shared by stdout and stderr.
@@ -47,16 +55,23 @@ type output struct {
 	next int      // the slot the next line goes to (the oldest once full)
 	lim  *limiter // nil: no limit
 	now  func() time.Time
+
+	floodRate int64               // bytes/s read while dropping
+	sleep     func(time.Duration) // time.Sleep; tests replace it
 }
 
 func newOutput(log zerolog.Logger, tailLines int, o Output) *output {
 	if o.Lines != nil {
 		log = *o.Lines
 	}
-	out := &output{log: log, ring: make([][]byte, tailLines), now: time.Now}
+	out := &output{log: log, ring: make([][]byte, tailLines), now: time.Now, sleep: time.Sleep}
 	if o.LinesPerSecond > 0 {
 		out.lim = &limiter{rate: o.LinesPerSecond, burst: float64(max(o.Burst, 1))}
 		out.lim.tokens = out.lim.burst
+		out.floodRate = o.FloodBytesPerSecond
+		if out.floodRate <= 0 {
+			out.floodRate = defaultFloodBytesPerSecond
+		}
 	}
 	// Both streams log at info: a worker's stderr is its ordinary log
 	// output (Go's log package writes there), not a warning from tqserver.
@@ -65,8 +80,9 @@ func newOutput(log zerolog.Logger, tailLines int, o Output) *output {
 	return out
 }
 
-// line keeps line in the tail and logs it unless the limit says drop.
-func (o *output) line(stream string, line []byte) {
+// line keeps line in the tail and logs it unless the limit says drop; it
+// reports whether it dropped the line.
+func (o *output) line(stream string, line []byte) (dropped bool) {
 	o.mu.Lock()
 	slot := o.ring[o.next][:0]
 	cut := min(len(line), maxTailLine)
@@ -76,18 +92,19 @@ func (o *output) line(stream string, line []byte) {
 	o.ring[o.next] = append(slot, line[:cut]...)
 	o.next = (o.next + 1) % len(o.ring)
 	o.n = min(o.n+1, len(o.ring))
-	var dropped int64
+	var before int64
 	ok := true
 	if o.lim != nil {
-		ok, dropped = o.lim.take(o.now())
+		ok, before = o.lim.take(o.now())
 	}
 	o.mu.Unlock()
-	if dropped > 0 {
-		o.logDropped(dropped)
+	if before > 0 {
+		o.logDropped(before)
 	}
 	if ok {
 		o.log.Info().Str("stream", stream).Msg(string(line))
 	}
+	return !ok
 }
 
 func (o *output) logDropped(n int64) {
@@ -152,13 +169,30 @@ func (l *limiter) take(now time.Time) (ok bool, dropped int64) {
 // lineWriter splits one stream into lines. os/exec writes to it from a
 // single goroutine and stops before Cmd.Wait returns, so it needs no lock.
 type lineWriter struct {
-	stream string
-	o      *output
-	buf    []byte // the current unterminated line, at most maxLine bytes
+	stream  string
+	o       *output
+	buf     []byte        // the current unterminated line, at most maxLine bytes
+	dropped bool          // a line of the current Write was dropped
+	debt    time.Duration // reading time owed while dropping (flood brake)
 }
 
 func (w *lineWriter) Write(p []byte) (int, error) {
 	n := len(p)
+	w.dropped = false
+	w.lines(p)
+	if w.dropped && w.o.floodRate > 0 {
+		// Over the limit: read this stream no faster than floodRate, so
+		// the pipe fills and the worker waits instead of both burning CPU.
+		w.debt += time.Duration(int64(n) * int64(time.Second) / w.o.floodRate)
+		if w.debt >= time.Millisecond {
+			w.o.sleep(w.debt)
+			w.debt = 0
+		}
+	}
+	return n, nil
+}
+
+func (w *lineWriter) lines(p []byte) {
 	for len(p) > 0 {
 		i := bytes.IndexByte(p, '\n')
 		seg := p
@@ -173,7 +207,7 @@ func (w *lineWriter) Write(p []byte) (int, error) {
 		}
 		if len(w.buf) == 0 && i >= 0 {
 			// A whole line in p: no copy into buf.
-			w.o.line(w.stream, bytes.TrimSuffix(seg, []byte{'\r'}))
+			w.dropped = w.o.line(w.stream, bytes.TrimSuffix(seg, []byte{'\r'})) || w.dropped
 			p = p[i+1:]
 			continue
 		}
@@ -184,7 +218,6 @@ func (w *lineWriter) Write(p []byte) (int, error) {
 		p = p[i+1:]
 		w.emit()
 	}
-	return n, nil
 }
 
 func (w *lineWriter) flush() {
@@ -194,6 +227,6 @@ func (w *lineWriter) flush() {
 }
 
 func (w *lineWriter) emit() {
-	w.o.line(w.stream, bytes.TrimSuffix(w.buf, []byte{'\r'}))
+	w.dropped = w.o.line(w.stream, bytes.TrimSuffix(w.buf, []byte{'\r'})) || w.dropped
 	w.buf = w.buf[:0]
 }

@@ -96,3 +96,26 @@ func TestOutputNoLimit(t *testing.T) {
 		t.Errorf("logged %d lines, want 1000", n)
 	}
 }
+
+// While lines are dropped the stream is read no faster than
+// FloodBytesPerSecond (the copy sleeps, so the pipe fills and the worker
+// waits); within the limit nothing sleeps.
+func TestOutputFloodBrake(t *testing.T) {
+	o := newOutput(zerolog.Nop(), 2, Output{LinesPerSecond: 1, Burst: 10, FloodBytesPerSecond: 1 << 20})
+	now := time.Unix(1000, 0)
+	o.now = func() time.Time { return now }
+	var slept time.Duration
+	o.sleep = func(d time.Duration) { slept += d }
+	chunk := []byte(strings.Repeat("0123456789abcde\n", 4096)) // 64 KiB, 4096 lines
+	small := []byte("a\nb\nc\n")
+	_, _ = o.stdout.Write(small)
+	if slept != 0 {
+		t.Fatalf("slept %v within the limit", slept)
+	}
+	for range 16 { // 1 MiB, all dropped
+		_, _ = o.stdout.Write(chunk)
+	}
+	if slept < 990*time.Millisecond || slept > 1010*time.Millisecond {
+		t.Errorf("slept %v reading 1 MiB over the limit at 1 MiB/s, want ~1s", slept)
+	}
+}

@@ -13,6 +13,7 @@ import (
 	"github.com/mevdschee/tqserver/internal/config"
 	"github.com/mevdschee/tqserver/internal/events"
 	"github.com/mevdschee/tqserver/internal/layout"
+	"github.com/mevdschee/tqserver/internal/logs"
 	"github.com/mevdschee/tqserver/internal/process"
 	"github.com/mevdschee/tqserver/internal/proxy"
 	sm "github.com/mevdschee/tqserver/internal/statemachine"
@@ -334,6 +335,7 @@ func (s *Supervisor) start(sl *slot, reason, detail string, batch *pendingReload
 	proc, err := process.Start(process.Spec{
 		Path: w.f.bin, Dir: w.f.dir, Env: s.workerEnv(w, port),
 		Logger:    s.log.With().Str("worker", w.f.name).Str("instance", inst.name).Logger(),
+		Output:    logs.Output(s.cfg, w.f.name, inst.name), // rate limit; logs/{worker}.log when logs.dir is set
 		TailLines: 20,
 		Mark:      process.Mark(s.root, inst.name), // finds its descendants, also after a crash
 	})
