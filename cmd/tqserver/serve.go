@@ -264,6 +264,10 @@ func startWatcher(lay layout.Root, mode string, cfg *config.Config, sup *supervi
 		Debounce: time.Duration(fw.DebounceMs) * time.Millisecond,
 		Send:     func(ev events.FilesChanged) { sup.Send(ev) },
 		Logger:   log,
+		// Only changes these select rebuild or reload; public/ and
+		// private/ follow resources.watch_resource_changes.
+		Patterns:        fw.WatchPatterns,
+		IgnoreResources: !cfg.Deployment.Resources(mode).WatchResourceChanges,
 	})
 	if err != nil {
 		log.Error().Err(err).Msg("file watcher not started: edits will not be rebuilt (SIGHUP still works)")
@@ -277,7 +281,8 @@ func startWatcher(lay layout.Root, mode string, cfg *config.Config, sup *supervi
 			log.Error().Err(err).Msg("file watcher stopped")
 		}
 	}()
-	log.Info().Msg("watching workers/, config/ and server sources for changes")
+	log.Info().Strs("patterns", fw.WatchPatterns).Bool("resources", cfg.Deployment.Resources(mode).WatchResourceChanges).
+		Msg("watching workers/, config/ and server sources for changes")
 	return func() { cancel(); <-done }
 }
 
@@ -296,7 +301,7 @@ func buildAll(lay layout.Root, cfg *config.Config, log zerolog.Logger) []events.
 		dirs = append(dirs, f.Dir)
 	}
 	var out []events.BuildFinished
-	for _, r := range builder.BuildAll(context.Background(), dirs, cfg.Deployment.Dev.Build.ParallelBuilds, builder.Options{LDFlags: cfg.Deployment.Dev.Build.LDFlags}) {
+	for _, r := range builder.BuildAll(context.Background(), dirs, cfg.Deployment.Dev.Build.ParallelBuilds, builder.Options{LDFlags: cfg.Deployment.Dev.Build.LDFlags, Layout: &lay}) {
 		if r.Err != nil {
 			log.Error().Str("worker", r.Worker).Msg("build failed:\n" + r.Output)
 		} else {
