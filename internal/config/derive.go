@@ -33,7 +33,7 @@ func finish(c *Config, set map[string]keyAt) error {
 	case has("workers.discovery.workers_dir") && has("workers.workers_dir"):
 		if cleanDir(w.Discovery.WorkersDir) != cleanDir(w.WorkersDir) {
 			return errAt("workers.discovery.workers_dir",
-				"workers.discovery.workers_dir (%q) differs from workers.workers_dir (%q): both name the one workers directory; set them equal or keep only one",
+				"workers.discovery.workers_dir (%q) differs from workers.workers_dir (%q): both name the one workers directory; set them equal, or remove discovery.workers_dir (it then follows workers_dir)",
 				w.Discovery.WorkersDir, w.WorkersDir)
 		}
 	case has("workers.discovery.workers_dir"):
@@ -87,7 +87,7 @@ func finish(c *Config, set map[string]keyAt) error {
 	} {
 		if has(m.key) && m.means != binDir {
 			return errAt(m.key,
-				"%s (%q) would put builds in %s/, but the server runs binaries from %s/ (binaries.path %q): builds always go where the server runs them; set binaries.path instead and drop output_dir",
+				"%s (%q) would put builds in %s/, but the server runs binaries from %s/ (binaries.path %q): builds always go where the server runs them; remove output_dir, and set binaries.path to move binaries",
 				m.key, m.dir, m.means, binDir, b.Path)
 		}
 	}
@@ -106,7 +106,7 @@ func finish(c *Config, set map[string]keyAt) error {
 		}
 		if cleanDir(r.res.BasePath) != wd {
 			return errAt(r.key,
-				"%s (%q) must be the workers directory (workers.workers_dir, %q): each worker's public/ and private/ are in its own directory, where TQ_WORKER_BASE points; to move them, set workers.workers_dir",
+				"%s (%q) must be the workers directory (workers.workers_dir, %q): each worker's public/ and private/ are in its own directory, where TQ_WORKER_BASE points; remove base_path (it then follows workers.workers_dir), and set workers.workers_dir to move the workers",
 				r.key, r.res.BasePath, w.WorkersDir)
 		}
 	}

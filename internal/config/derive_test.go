@@ -1,6 +1,8 @@
 package config
 
 import (
+	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -98,13 +100,13 @@ func TestRejectedKeys(t *testing.T) {
 		{"binary in public", DeploymentFile, "binaries:\n  path: workers/{worker_name}/public/b\n",
 			[]string{`puts binaries in each worker's public/, which is served`}},
 		{"dev output_dir elsewhere", DeploymentFile, "deployment:\n  dev:\n    build:\n      output_dir: out\n",
-			[]string{`config/deployment.yaml:4: deployment.dev.build.output_dir ("out") would put builds in workers/{worker_name}/out/, but the server runs binaries from workers/{worker_name}/bin/`, "set binaries.path instead"}},
+			[]string{`config/deployment.yaml:4: deployment.dev.build.output_dir ("out") would put builds in workers/{worker_name}/out/, but the server runs binaries from workers/{worker_name}/bin/`, "set binaries.path to move binaries"}},
 		{"prod output_dir elsewhere", DeploymentFile, "deployment:\n  prod:\n    build:\n      output_dir: dist\n",
 			[]string{`deployment.prod.build.output_dir ("dist") would put builds in dist/{worker_name}/bin/`}},
 		{"output_dir vs moved path", DeploymentFile, "deployment:\n  dev:\n    build:\n      output_dir: bin\nbinaries:\n  path: build/{worker_name}\n",
 			[]string{`config/deployment.yaml:4: deployment.dev.build.output_dir ("bin")`, `runs binaries from build/`}},
 		{"base_path elsewhere", DeploymentFile, "deployment:\n  dev:\n    resources:\n      base_path: res\n",
-			[]string{`config/deployment.yaml:4: deployment.dev.resources.base_path ("res") must be the workers directory (workers.workers_dir, "workers")`, "set workers.workers_dir"}},
+			[]string{`config/deployment.yaml:4: deployment.dev.resources.base_path ("res") must be the workers directory (workers.workers_dir, "workers")`, "remove base_path"}},
 		{"on_file_change partial", DeploymentFile, "deployment:\n  on_file_change: [restart_affected_worker]\n",
 			[]string{"config/deployment.yaml:2: deployment.on_file_change must list restart_server", "check_on_sighup: false"}},
 		{"on_file_change unknown", DeploymentFile, "deployment:\n  on_file_change: [reboot]\n",
@@ -134,5 +136,28 @@ func TestRejectedKeys(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), `binaries.path ("workers/{worker_name}/bin/{worker_name}") is under workers/, but workers.workers_dir is "apps"`) ||
 		!strings.Contains(err.Error(), `"apps/{worker_name}/bin/{worker_name}"`) {
 		t.Errorf("moved workers_dir: %v", err)
+	}
+}
+
+// The shipped examples with only workers.workers_dir changed still load,
+// and everything that follows it moves along.
+func TestExamplesFollowAMovedWorkersDir(t *testing.T) {
+	srv, err := os.ReadFile(filepath.Join("..", "..", "config", "server.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dep, err := os.ReadFile(filepath.Join("..", "..", "config", "deployment.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	moved := strings.Replace(string(srv), "\n  workers_dir: \"workers\"\n", "\n  workers_dir: \"apps\"\n", 1)
+	if moved == string(srv) {
+		t.Fatal("config/server.yaml has no workers_dir line to change")
+	}
+	c := mustLoad(t, map[string]string{ServerFile: moved, DeploymentFile: string(dep)})
+	if c.Binaries.Path != "apps/{worker_name}/bin/{worker_name}" || c.Workers.Discovery.WorkersDir != "apps" ||
+		c.Deployment.Dev.Resources.BasePath != "apps" || c.Deployment.Dev.FileWatcher.WatchPatterns[0] != "apps/*/src/**" {
+		t.Errorf("did not follow: binaries %q, discovery %q, base %q, patterns %q", c.Binaries.Path,
+			c.Workers.Discovery.WorkersDir, c.Deployment.Dev.Resources.BasePath, c.Deployment.Dev.FileWatcher.WatchPatterns)
 	}
 }
