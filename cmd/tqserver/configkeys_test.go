@@ -65,6 +65,30 @@ func TestBinariesPathEndToEnd(t *testing.T) {
 	}
 }
 
+// deployment.check_on_sighup: false (deployment specification): a reload
+// re-reads the config but restarts no worker for a new binary.
+func TestCheckOnSighupFalse(t *testing.T) {
+	root := newRoot(t, fastConfig)
+	writeFile(t, filepath.Join(root, "config", "deployment.yaml"), "deployment:\n  check_on_sighup: false\n")
+	install(t, root, "index", "c1", "")
+	s := startServer(t, root)
+	waitBody(t, s.URL("/"), "c1 index", 30*time.Second)
+	install(t, root, "index", "c2", "")
+	out, errOut, err := runCLI(t, "reload", "--root", root)
+	if err != nil {
+		t.Fatalf("reload: %v\n%s%s", err, out, errOut)
+	}
+	if !strings.Contains(out, "disabled") {
+		t.Errorf("reload output %q does not say the checks are off", out)
+	}
+	if c, b := get(t, s.URL("/")); c != 200 || !strings.Contains(b, "c1 index") {
+		t.Errorf("GET / = %d %q, want c1 still serving", c, b)
+	}
+	if n := count(history(t, root), func(r store.Record) bool { return r.Reason == "binary_changed" }); n != 0 {
+		t.Errorf("%d binary_changed records with check_on_sighup: false", n)
+	}
+}
+
 // Dev mode with binaries.path: the start build and a rebuild after an edit
 // both go to build/{name}, and nothing to workers/{name}/bin/{name}.
 func TestBinariesPathDevBuilds(t *testing.T) {
@@ -91,7 +115,7 @@ func TestBinariesPathDevBuilds(t *testing.T) {
 func TestWatchPatternsOnlyListedTrigger(t *testing.T) {
 	root := newRoot(t, fastConfig)
 	writeFile(t, filepath.Join(root, "config", "deployment.yaml"),
-		"deployment:\n  dev:\n    file_watcher:\n      debounce_ms: 20\n      watch_patterns: [\"config/*.yaml\"]\n")
+		"deployment:\n  dev:\n    file_watcher:\n      debounce_ms: 20\n      watch_patterns: [\"config/*.yaml\"]")
 	writeFile(t, filepath.Join(root, "go.mod"), "module example.com/devapp\n\ngo 1.22\n")
 	src := filepath.Join(root, "workers", "index", "src", "main.go")
 	writeFile(t, src, devSource(t, "w1"))
@@ -102,7 +126,8 @@ func TestWatchPatternsOnlyListedTrigger(t *testing.T) {
 	}
 	before := builds()
 
-	writeFile(t, src, devSource(t, "w2")) // not selected by the patterns
+	writeFile(t, src, devSource(t, "w2"))                                             // not selected by the patterns
+	writeFile(t, filepath.Join(root, "workers", "index", "private", "t.html"), "<p>") // resources not watched
 	// Written after the source edit, through the same inotify queue: once
 	// its reload is in the log, the edit has been seen (and dropped).
 	writeFile(t, filepath.Join(root, "config", "server.yaml"), fastConfig+"  drain_timeout_ms: 1234\n")
@@ -112,7 +137,30 @@ func TestWatchPatternsOnlyListedTrigger(t *testing.T) {
 	if n := builds(); n != before {
 		t.Errorf("%d build records after a source edit outside watch_patterns, want none", n-before)
 	}
+
 	if c, b := get(t, s.URL("/")); c != 200 || !strings.Contains(b, "w1 index") {
 		t.Errorf("GET / = %d %q, want the unrebuilt w1", c, b)
+	}
+}
+
+// watch_resource_changes: false: an edit in private/ signals nothing (it
+// waits for the next reload); a source edit after it still rebuilds.
+func TestWatchResourceChangesFalse(t *testing.T) {
+	root := newRoot(t, fastConfig)
+	writeFile(t, filepath.Join(root, "config", "deployment.yaml"),
+		"deployment:\n  dev:\n    file_watcher:\n      debounce_ms: 20\n    resources:\n      watch_resource_changes: false\n")
+	writeFile(t, filepath.Join(root, "go.mod"), "module example.com/devapp\n\ngo 1.22\n")
+	src := filepath.Join(root, "workers", "index", "src", "main.go")
+	writeFile(t, src, devSource(t, "r1"))
+	writeFile(t, filepath.Join(root, "workers", "index", "private", "t.html"), "<p>1")
+	s := startServerMode(t, root, "dev")
+	waitBody(t, s.URL("/"), "r1 index", 60*time.Second)
+	writeFile(t, filepath.Join(root, "workers", "index", "private", "t.html"), "<p>2")
+	// After the private/ edit in the same inotify queue: once its swap is
+	// served, the edit before it has been seen (and dropped).
+	writeFile(t, src, devSource(t, "r2"))
+	waitBody(t, s.URL("/"), "r2 index", 60*time.Second)
+	if n := count(history(t, root), func(r store.Record) bool { return r.Event == "assets_changed" }); n != 0 {
+		t.Errorf("%d assets_changed records with watch_resource_changes: false, want none", n)
 	}
 }
