@@ -246,6 +246,46 @@ func (s *Store) Append(r *Record) error {
 	return nil
 }
 
+// AppendAll writes rs in one fsync'd transaction: all of them, in order,
+// or none (then every record is left as it was and no sequence number is
+// consumed). It is how the supervisor writes one step's records before
+// performing any of its effects.
+func (s *Store) AppendAll(rs []*Record) error {
+	if len(rs) == 0 {
+		return nil
+	}
+	old := make([]Record, len(rs))
+	now := time.Now()
+	for i, r := range rs {
+		if r == nil {
+			return fmt.Errorf("%s: append: nil record", s.path)
+		}
+		old[i] = *r
+		if r.Time.IsZero() {
+			r.Time = now
+		}
+		r.Time = r.Time.UTC()
+	}
+	err := s.ensureFile()
+	if err == nil {
+		err = s.update(func(tx *bolt.Tx) error {
+			for _, r := range rs {
+				if err := put(tx, r); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	}
+	if err != nil {
+		for i, r := range rs {
+			*r = old[i]
+		}
+		return fmt.Errorf("%s: append %d record(s) from %s: %w", s.path, len(rs), rs[0].Event, err)
+	}
+	return nil
+}
+
 // put assigns r the bucket's next sequence and stores it.
 func put(tx *bolt.Tx, r *Record) error {
 	b := tx.Bucket(logBucket)

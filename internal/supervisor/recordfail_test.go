@@ -32,15 +32,21 @@ type appendFaults struct {
 
 func injectAppendFaults(s *Supervisor) *appendFaults {
 	f := &appendFaults{}
-	real := s.appendRecord
-	s.appendRecord = func(r *store.Record) error {
+	real := s.appendRecords
+	// A step's records go in one transaction: one matching record fails
+	// them all, as a full disk would.
+	s.appendRecords = func(rs []*store.Record) error {
 		f.mu.Lock()
 		defer f.mu.Unlock()
-		if f.pred != nil && f.pred(r) {
-			f.failed = append(f.failed, *r)
-			return fmt.Errorf("%s record (injected): %w", r.Event, syscall.EIO)
+		for _, r := range rs {
+			if f.pred != nil && f.pred(r) {
+				for _, r := range rs {
+					f.failed = append(f.failed, *r)
+				}
+				return fmt.Errorf("%s record (injected): %w", r.Event, syscall.EIO)
+			}
 		}
-		return real(r)
+		return real(rs)
 	}
 	return f
 }

@@ -24,6 +24,9 @@ type WorkerStatus struct {
 	Name      string           `json:"name"`
 	Route     string           `json:"route"`
 	Instances []InstanceStatus `json:"instances"`
+	// Slots are the states of its serving positions (internal/core):
+	// serving, starting, rolling, warming, backing_off, pending, empty.
+	Slots []string `json:"slots,omitempty"`
 }
 
 // InstanceStatus is one live instance.
