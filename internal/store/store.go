@@ -14,6 +14,8 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 	berrors "go.etcd.io/bbolt/errors"
+
+	"github.com/mevdschee/tqserver/internal/stats"
 )
 
 // SchemaVersion is the layout of the log this code reads and writes. A file
@@ -57,6 +59,15 @@ type Store struct {
 	path      string
 	readOnly  bool
 	recreated func(string)
+
+	// appendMu serialises Append from its transaction to the observers'
+	// calls, so they see records in seq order. obsMu guards observers and
+	// is held while they are called (see Observe).
+	appendMu  sync.Mutex
+	obsMu     sync.Mutex
+	observers []*observer
+
+	appendTime stats.Histogram // how long each Append took (appendtime.go)
 }
 
 // Open opens the log at path, creating it (and its directory) unless
@@ -230,18 +241,8 @@ func (s *Store) Append(r *Record) error {
 	if r == nil {
 		return fmt.Errorf("%s: append: nil record", s.path)
 	}
-	old := *r
-	if r.Time.IsZero() {
-		r.Time = time.Now()
-	}
-	r.Time = r.Time.UTC()
-	err := s.ensureFile()
-	if err == nil {
-		err = s.update(func(tx *bolt.Tx) error { return put(tx, r) })
-	}
-	if err != nil {
-		*r = old
-		return fmt.Errorf("%s: append %s record: %w", s.path, r.Event, err)
+	if err := s.AppendAll([]*Record{r}); err != nil {
+		return fmt.Errorf("%s: append %s record: %w", s.path, r.Event, errors.Unwrap(err))
 	}
 	return nil
 }
@@ -266,7 +267,14 @@ func (s *Store) AppendAll(rs []*Record) error {
 		}
 		r.Time = r.Time.UTC()
 	}
-	err := s.ensureFile()
+	defer s.timeAppend(time.Now())
+	s.appendMu.Lock()
+	defer s.appendMu.Unlock()
+	recreated, err := s.ensureFile()
+	if recreated != nil {
+		// Committed to the new file even if this append then fails.
+		s.notify(*recreated)
+	}
 	if err == nil {
 		err = s.update(func(tx *bolt.Tx) error {
 			for _, r := range rs {
@@ -282,6 +290,9 @@ func (s *Store) AppendAll(rs []*Record) error {
 			*r = old[i]
 		}
 		return fmt.Errorf("%s: append %d record(s) from %s: %w", s.path, len(rs), rs[0].Event, err)
+	}
+	for _, r := range rs {
+		s.notify(*r)
 	}
 	return nil
 }

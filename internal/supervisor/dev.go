@@ -198,7 +198,7 @@ func (s *Supervisor) onBuildFinished(ev events.BuildFinished) {
 	if ev.Canceled {
 		return
 	}
-	r := &store.Record{Worker: ev.Worker, Event: sm.EventBuildOK, Detail: "built in " + ev.Duration.Round(time.Millisecond).String()}
+	r := &store.Record{Worker: ev.Worker, Event: sm.EventBuildOK, Detail: "built in " + ev.Duration.Round(time.Millisecond).String(), TookMs: ev.Duration.Milliseconds()}
 	if ev.Err != nil {
 		r.Event = sm.EventBuildFailed
 		r.Detail = strings.TrimSpace(ev.Err.Error() + "\n" + ev.Output)

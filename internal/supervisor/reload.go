@@ -350,5 +350,11 @@ func serverSettingsChanged(a, b *config.Config) []string {
 	if a.Workers.WorkersDir != b.Workers.WorkersDir {
 		out = append(out, "workers.workers_dir")
 	}
+	if a.Server.AdminListen != b.Server.AdminListen {
+		out = append(out, "server.admin_listen")
+	}
+	if a.Server.AdminToken != b.Server.AdminToken {
+		out = append(out, "server.admin_token")
+	}
 	return out
 }

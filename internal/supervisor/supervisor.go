@@ -195,6 +195,12 @@ func (s *Supervisor) Status() *Status {
 			if b := snap.backends[w.Instances[j].Instance]; b != nil {
 				fl, sv := b.Inflight(), b.Served()
 				w.Instances[j].Inflight, w.Instances[j].Served = &fl, &sv
+				rq := b.Requests()
+				w.Instances[j].Requests = rq.ClassMap()
+				if q, ok := rq.Latency.Quantile(0.99); ok {
+					ms := q * 1000
+					w.Instances[j].P99Ms = &ms
+				}
 			}
 		}
 		st.Workers[i] = w
@@ -315,7 +321,11 @@ func (s *Supervisor) handle(ev events.Event) {
 			}
 		case retry:
 			s.step(v.ev, v.attempt)
+		case restartChecked:
+			s.onRestartChecked(v)
 		}
+	case events.Restart:
+		s.onRestart(ev) // operator.go
 	case events.BuildFinished:
 		s.onBuildFinished(ev)
 	case events.FilesChanged:
