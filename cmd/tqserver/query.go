@@ -251,10 +251,10 @@ func (c *buildCmd) Run() error {
 			dirs = append(dirs, f.Dir)
 		}
 	}
-	o := builder.Options{LDFlags: cfg.Deployment.Dev.Build.LDFlags}
+	o := builder.Options{LDFlags: cfg.Deployment.Dev.Build.LDFlags, Layout: &lay}
 	par := cfg.Deployment.Dev.Build.ParallelBuilds
 	if c.Prod {
-		o = builder.Options{LDFlags: cfg.Deployment.Prod.Build.LDFlags, Prod: true}
+		o = builder.Options{LDFlags: cfg.Deployment.Prod.Build.LDFlags, Prod: true, Layout: &lay}
 		par = cfg.Deployment.Prod.Build.ParallelBuilds
 	}
 	failed := 0

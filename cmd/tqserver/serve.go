@@ -21,6 +21,7 @@ import (
 	"github.com/mevdschee/tqserver/internal/devreload"
 	"github.com/mevdschee/tqserver/internal/events"
 	"github.com/mevdschee/tqserver/internal/layout"
+	"github.com/mevdschee/tqserver/internal/logs"
 	"github.com/mevdschee/tqserver/internal/metrics"
 	"github.com/mevdschee/tqserver/internal/process"
 	"github.com/mevdschee/tqserver/internal/proxy"
@@ -33,14 +34,6 @@ type serveCmd struct {
 	rootFlag
 	Mode   string `help:"dev or prod (overrides TQ_MODE, DEPLOYMENT_MODE and config)." enum:"dev,prod," default:""`
 	Listen string `help:"Listen address (default :PORT from server.port)."`
-}
-
-func newLogger(mode string) zerolog.Logger {
-	zerolog.TimeFieldFormat = time.RFC3339Nano
-	if mode == "dev" {
-		return zerolog.New(zerolog.ConsoleWriter{Out: os.Stderr, TimeFormat: "15:04:05.000"}).With().Timestamp().Logger()
-	}
-	return zerolog.New(os.Stderr).With().Timestamp().Logger()
 }
 
 func (c *serveCmd) Run() error {
@@ -60,7 +53,12 @@ func (c *serveCmd) Run() error {
 	if listen == "" {
 		listen = ":" + strconv.Itoa(cfg.Server.Port)
 	}
-	log := newLogger(mode)
+	logSet, err := logs.Open(root, mode, cfg.Logs, os.Stderr)
+	if err != nil {
+		return err
+	}
+	defer logSet.Close()
+	log := logSet.Server()
 	lay := cfg.Layout(root)
 
 	if err := os.MkdirAll(lay.VarDir(), 0o755); err != nil {
@@ -312,6 +310,10 @@ func startWatcher(lay layout.Root, mode string, cfg *config.Config, sup *supervi
 		Debounce: time.Duration(fw.DebounceMs) * time.Millisecond,
 		Send:     func(ev events.FilesChanged) { sup.Send(ev) },
 		Logger:   log,
+		// Only changes these select rebuild or reload; public/ and
+		// private/ follow resources.watch_resource_changes.
+		Patterns:        fw.WatchPatterns,
+		IgnoreResources: !cfg.Deployment.Resources(mode).WatchResourceChanges,
 	})
 	if err != nil {
 		log.Error().Err(err).Msg("file watcher not started: edits will not be rebuilt (SIGHUP still works)")
@@ -325,7 +327,8 @@ func startWatcher(lay layout.Root, mode string, cfg *config.Config, sup *supervi
 			log.Error().Err(err).Msg("file watcher stopped")
 		}
 	}()
-	log.Info().Msg("watching workers/, config/ and server sources for changes")
+	log.Info().Strs("patterns", fw.WatchPatterns).Bool("resources", cfg.Deployment.Resources(mode).WatchResourceChanges).
+		Msg("watching workers/, config/ and server sources for changes")
 	return func() { cancel(); <-done }
 }
 
@@ -344,11 +347,11 @@ func buildAll(lay layout.Root, cfg *config.Config, log zerolog.Logger) []events.
 		dirs = append(dirs, f.Dir)
 	}
 	var out []events.BuildFinished
-	for _, r := range builder.BuildAll(context.Background(), dirs, cfg.Deployment.Dev.Build.ParallelBuilds, builder.Options{LDFlags: cfg.Deployment.Dev.Build.LDFlags}) {
+	for _, r := range builder.BuildAll(context.Background(), dirs, cfg.Deployment.Dev.Build.ParallelBuilds, builder.Options{LDFlags: cfg.Deployment.Dev.Build.LDFlags, Layout: &lay}) {
 		if r.Err != nil {
 			log.Error().Str("worker", r.Worker).Msg("build failed:\n" + r.Output)
 		} else {
-			log.Info().Str("worker", r.Worker).Dur("took", r.Duration).Msg("built")
+			log.Info().Str("worker", r.Worker).Int64("took_ms", r.Duration.Milliseconds()).Msg("built")
 		}
 		out = append(out, events.BuildFinished{Worker: r.Worker, Duration: r.Duration, Err: r.Err, Output: r.Output})
 	}

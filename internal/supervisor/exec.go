@@ -8,6 +8,7 @@ import (
 
 	"github.com/mevdschee/tqserver/internal/core"
 	"github.com/mevdschee/tqserver/internal/events"
+	"github.com/mevdschee/tqserver/internal/logs"
 	"github.com/mevdschee/tqserver/internal/process"
 	"github.com/mevdschee/tqserver/internal/proxy"
 )
@@ -143,6 +144,7 @@ func (x *executor) spawn(e core.Spawn) {
 	proc, err := process.Start(process.Spec{
 		Path: e.Bin, Dir: e.Dir, Env: s.workerEnv(e.Worker, e.Route, e.Dir, e.Settings, e.Port),
 		Logger:    s.log.With().Str("worker", e.Worker).Str("instance", e.Instance).Logger(),
+		Output:    logs.Output(s.cfg, e.Worker, e.Instance), // rate limit; logs/{worker}.log when logs.dir is set
 		TailLines: 20,
 		Mark:      process.Mark(s.root, e.Instance), // finds its descendants, also after a crash
 	})
