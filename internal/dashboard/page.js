@@ -1,0 +1,663 @@
+'use strict';
+// The tqserver dashboard. It reads only the admin API of this origin
+// (CONTRACT.md §9): one GET v1/status every 2 s for all workers, the
+// history once (and after a reconnect, the gap), and v1/events for every
+// new record. Records and status go into one model; the DOM is updated at
+// most once per animation frame.
+(function () {
+  const TOKEN_KEY = 'tqserver.admin_token';
+  const CAP = 2000; // records kept, and timeline rows shown
+  const STATUS_EVERY_MS = 2000; // never more often than this
+  const RETRY_MAX_MS = 10000;
+  const FAIL_REASONS = new Set(['crashed', 'rollback', 'health_failed', 'checksum_mismatch']);
+  const FAIL_EVENTS = new Set(['build_failed', 'binary_rejected', 'config_rejected', 'ports_exhausted']);
+  const $ = (id) => document.getElementById(id);
+
+  let token = sessionStorage.getItem(TOKEN_KEY) || '';
+  let tokenWaiters = [];
+
+  const model = {
+    status: null, // the last v1/status answer
+    statusAt: 0, // performance.now() of that answer
+    statusFailed: '', // why the last poll failed
+    workers: new Map(), // name -> {name, route, extra, instances: Map(instance -> fields)}
+    prevCounts: new Map(), // instance -> requests total at statusAt
+    rates: new Map(), // worker -> requests per second (absent: unknown)
+    records: [], // oldest first, at most CAP
+    bySeq: new Map(), // seq -> record
+    derived: new Map(), // worker -> {restarts, last}
+    workerNames: new Set(),
+    reasons: new Set(),
+  };
+  const dirty = { server: false, workers: false, timeline: false, rebuild: false, derive: false, filters: false };
+  let fresh = []; // records appended since the last render, oldest first
+  let frame = 0;
+  let live = false;
+
+  function schedule() {
+    if (!frame) frame = requestAnimationFrame(render);
+  }
+  const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+  // ---- the API ------------------------------------------------------------
+
+  function needToken(msg) {
+    $('auth-msg').textContent = msg;
+    $('auth').hidden = false;
+    $('auth-token').focus();
+    return new Promise((resolve) => tokenWaiters.push(resolve));
+  }
+
+  $('auth').addEventListener('submit', (e) => {
+    e.preventDefault();
+    const v = $('auth-token').value.trim();
+    if (!v) return;
+    token = v;
+    sessionStorage.setItem(TOKEN_KEY, v);
+    $('auth-token').value = '';
+    $('auth').hidden = true;
+    const w = tokenWaiters;
+    tokenWaiters = [];
+    w.forEach((resolve) => resolve());
+  });
+
+  // api fetches path (relative to the page, so a proxy prefix keeps
+  // working) with the bearer token when one is known; on 401 it asks for
+  // the token and tries again. A non-2xx answer throws its first line.
+  async function api(path, init) {
+    init = init || {};
+    for (;;) {
+      const used = token;
+      const headers = new Headers(init.headers || {});
+      if (used) headers.set('Authorization', 'Bearer ' + used);
+      const res = await fetch(path, Object.assign({}, init, { headers: headers, cache: 'no-store' }));
+      if (res.status === 401) {
+        // Another request may have got a new token meanwhile.
+        if (token === used) {
+          await needToken(used
+            ? 'The server refused this token. Admin token:'
+            : 'This server needs its admin token (server.admin_token or TQ_ADMIN_TOKEN):');
+        }
+        continue;
+      }
+      if (!res.ok) {
+        const body = (await res.text()).trim().split('\n')[0];
+        throw new Error((init.method || 'GET') + ' /' + path + ': ' + res.status + (body ? ' ' + body : ''));
+      }
+      return res;
+    }
+  }
+
+  // ---- records ------------------------------------------------------------
+
+  function isFailure(r) {
+    return (FAIL_REASONS.has(r.reason) && r.to === 'stopped') || FAIL_EVENTS.has(r.event) ||
+      (r.to === 'stopped' && (r.exit_code !== undefined || r.signal !== undefined) && r.reason !== 'replaced' && r.reason !== 'shutdown');
+  }
+
+  function addRecords(recs) {
+    for (const r of recs) {
+      if (!r || typeof r.seq !== 'number' || model.bySeq.has(r.seq)) continue;
+      model.bySeq.set(r.seq, r);
+      const n = model.records.length;
+      if (n === 0 || r.seq > model.records[n - 1].seq) {
+        model.records.push(r);
+        fresh.push(r);
+      } else {
+        // An older record (the initial history arriving after live ones).
+        let lo = 0, hi = n;
+        while (lo < hi) {
+          const mid = (lo + hi) >> 1;
+          if (model.records[mid].seq < r.seq) lo = mid + 1; else hi = mid;
+        }
+        model.records.splice(lo, 0, r);
+        dirty.rebuild = true;
+      }
+      if (r.worker && !model.workerNames.has(r.worker)) { model.workerNames.add(r.worker); dirty.filters = true; }
+      if (r.reason && !model.reasons.has(r.reason)) { model.reasons.add(r.reason); dirty.filters = true; }
+      applyLive(r);
+    }
+    while (model.records.length > CAP) {
+      model.bySeq.delete(model.records.shift().seq);
+    }
+    if (fresh.length > CAP) fresh = fresh.slice(fresh.length - CAP);
+    dirty.timeline = dirty.derive = dirty.workers = true;
+    schedule();
+  }
+
+  // applyLive moves an instance as a record newer than the last status
+  // says, so the table follows the stream between two polls.
+  function applyLive(r) {
+    if (!r.worker || !r.instance || !r.to) return;
+    if (model.status && r.seq <= (model.status.last_seq || 0)) return;
+    let w = model.workers.get(r.worker);
+    if (!w) {
+      w = { name: r.worker, route: r.route || '', extra: {}, instances: new Map() };
+      model.workers.set(r.worker, w);
+    }
+    if (r.route) w.route = r.route;
+    if (r.to === 'stopped') {
+      w.instances.delete(r.instance);
+      return;
+    }
+    const cur = w.instances.get(r.instance) || { instance: r.instance };
+    cur.state = r.to;
+    cur.since = r.time;
+    if (r.pid) cur.pid = r.pid;
+    if (r.port) cur.port = r.port;
+    if (r.reason) cur.reason = r.reason;
+    w.instances.set(r.instance, cur);
+  }
+
+  function parseLines(text) {
+    const out = [];
+    for (const line of text.split('\n')) {
+      if (!line.trim()) continue;
+      let v;
+      try { v = JSON.parse(line); } catch (e) { notice('history: a line is not JSON: ' + line.slice(0, 120), true); continue; }
+      if (v && v.error !== undefined && v.seq === undefined) { notice('history: ' + v.error, true); continue; }
+      out.push(v);
+    }
+    return out;
+  }
+
+  async function loadHistory(since) {
+    let q = 'v1/history?limit=' + CAP;
+    if (since) q += '&since=' + encodeURIComponent(since);
+    const res = await api(q);
+    addRecords(parseLines(await res.text()));
+  }
+
+  // stream reads v1/events (text/event-stream) with fetch rather than
+  // EventSource, which cannot send the Authorization header. After each
+  // (re)connect it fetches the history it may have missed; seq numbers
+  // drop the overlap.
+  async function stream(initial) {
+    let wait = 500;
+    let reported = false;
+    for (;;) {
+      try {
+        const res = await api('v1/events', { headers: { Accept: 'text/event-stream' } });
+        setLive(true);
+        wait = 500;
+        reported = false;
+        // Whatever was appended before this connection and after the
+        // history the page has.
+        initial.then(() => {
+          const n = model.records.length;
+          return loadHistory(n ? model.records[n - 1].time : '');
+        }).catch((e) => notice('history: ' + e.message, true));
+        const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
+        let buf = '';
+        let data = [];
+        let type = '';
+        for (;;) {
+          const { value, done } = await reader.read();
+          if (done) break;
+          buf += value;
+          let i;
+          while ((i = buf.indexOf('\n')) >= 0) {
+            let line = buf.slice(0, i);
+            buf = buf.slice(i + 1);
+            if (line.endsWith('\r')) line = line.slice(0, -1);
+            if (line === '') {
+              if (data.length && (type === '' || type === 'message')) onEventData(data.join('\n'));
+              data = [];
+              type = '';
+              continue;
+            }
+            if (line.startsWith(':')) continue;
+            const c = line.indexOf(':');
+            const field = c < 0 ? line : line.slice(0, c);
+            let v = c < 0 ? '' : line.slice(c + 1);
+            if (v.startsWith(' ')) v = v.slice(1);
+            if (field === 'data') data.push(v);
+            else if (field === 'event') type = v;
+          }
+        }
+      } catch (e) {
+        if (!reported) notice('live stream: ' + e.message + ' (retrying)', true);
+        reported = true;
+      }
+      setLive(false);
+      await sleep(wait);
+      wait = Math.min(wait * 2, RETRY_MAX_MS);
+    }
+  }
+
+  function onEventData(text) {
+    let r;
+    try { r = JSON.parse(text); } catch (e) { return; }
+    addRecords([r]);
+  }
+
+  function setLive(on) {
+    live = on;
+    const el = $('live');
+    el.textContent = on ? 'live' : 'reconnecting…';
+    el.className = 'live ' + (on ? 'on' : 'off');
+  }
+
+  // ---- status ---------------------------------------------------------------
+
+  function sumRequests(req) {
+    if (!req || typeof req !== 'object') return null;
+    let n = 0;
+    for (const k in req) if (typeof req[k] === 'number') n += req[k];
+    return n;
+  }
+
+  async function loadStatus() {
+    const st = await (await api('v1/status')).json();
+    const now = performance.now();
+    const dt = model.statusAt ? (now - model.statusAt) / 1000 : 0;
+    const counts = new Map();
+    const workers = new Map();
+    model.rates = new Map();
+    for (const ws of st.workers || []) {
+      const instances = new Map();
+      let rate;
+      for (const inst of ws.instances || []) {
+        instances.set(inst.instance, Object.assign({}, inst));
+        // requests (by status class) when the proxy's metrics are there;
+        // served counts the same requests otherwise.
+        let total = sumRequests(inst.requests);
+        if (total === null && typeof inst.served === 'number') total = inst.served;
+        if (total === null) continue;
+        counts.set(inst.instance, total);
+        if (!dt) continue;
+        // An instance started since the last poll began at zero.
+        const prev = model.prevCounts.has(inst.instance) ? model.prevCounts.get(inst.instance) : 0;
+        rate = (rate || 0) + Math.max(0, total - prev) / dt;
+      }
+      const extra = {};
+      for (const k in ws) if (k !== 'name' && k !== 'route' && k !== 'instances') extra[k] = ws[k];
+      workers.set(ws.name, { name: ws.name, route: ws.route || '', extra: extra, instances: instances });
+      if (rate !== undefined) model.rates.set(ws.name, rate);
+      if (!model.workerNames.has(ws.name)) { model.workerNames.add(ws.name); dirty.filters = true; }
+    }
+    model.status = st;
+    model.statusAt = now;
+    model.prevCounts = counts;
+    model.workers = workers;
+    model.statusFailed = '';
+    // Records the status did not know yet still apply.
+    for (const r of model.records) if (r.seq > (st.last_seq || 0)) applyLive(r);
+    dirty.server = dirty.workers = true;
+    schedule();
+  }
+
+  async function pollStatus() {
+    for (;;) {
+      const began = performance.now();
+      if (!document.hidden) {
+        try {
+          await loadStatus();
+        } catch (e) {
+          model.statusFailed = e.message;
+          dirty.server = true;
+          schedule();
+        }
+      }
+      await sleep(Math.max(0, STATUS_EVERY_MS - (performance.now() - began)));
+    }
+  }
+
+  // ---- formatting -----------------------------------------------------------
+
+  function pad(n, w) { return String(n).padStart(w || 2, '0'); }
+  function fmtTime(iso) {
+    const d = new Date(iso);
+    if (isNaN(d)) return iso || '';
+    return pad(d.getHours()) + ':' + pad(d.getMinutes()) + ':' + pad(d.getSeconds()) + '.' + pad(d.getMilliseconds(), 3);
+  }
+  function fmtDur(ms) {
+    if (!(ms >= 0)) return '–';
+    const s = Math.floor(ms / 1000);
+    if (s < 60) return s + 's';
+    const m = Math.floor(s / 60);
+    if (m < 60) return m + 'm ' + pad(s % 60) + 's';
+    const h = Math.floor(m / 60);
+    if (h < 24) return h + 'h ' + pad(m % 60) + 'm';
+    return Math.floor(h / 24) + 'd ' + pad(h % 24) + 'h';
+  }
+  function fmtBytes(n) {
+    if (n < 1024) return n + ' B';
+    if (n < 1 << 20) return (n / 1024).toFixed(1) + ' KiB';
+    return (n / (1 << 20)).toFixed(1) + ' MiB';
+  }
+  // fmtBinary shows a binary stamp however the status spells it: a string,
+  // or an object with some of sha256, size, mtime.
+  function fmtBinary(v) {
+    if (v === undefined || v === null || v === '') return '–';
+    if (typeof v !== 'object') return String(v);
+    const parts = [];
+    const sum = v.sha256 || v.sum;
+    if (sum) parts.push(String(sum).slice(0, 12));
+    if (typeof v.size === 'number') parts.push(fmtBytes(v.size));
+    if (v.mtime) parts.push(fmtTime(v.mtime));
+    return parts.length ? parts.join(' ') : JSON.stringify(v);
+  }
+  function exitText(r) {
+    if (r.signal) return r.signal;
+    if (r.exit_code !== undefined && r.exit_code !== null) return 'exit ' + r.exit_code;
+    return '';
+  }
+
+  // ---- derived per worker -------------------------------------------------
+
+  function derive() {
+    const d = new Map();
+    for (const r of model.records) {
+      if (!r.worker) continue;
+      let x = d.get(r.worker);
+      if (!x) { x = { restarts: 0, last: null }; d.set(r.worker, x); }
+      if (r.to === 'starting' && r.reason && r.reason !== 'startup') x.restarts++;
+      if (r.to === 'starting' || isFailure(r)) x.last = r;
+    }
+    model.derived = d;
+  }
+
+  // ---- rendering ------------------------------------------------------------
+
+  const workerRows = new Map(); // name -> {tr, td: [], button}
+  let workerOrder = '';
+  const COLS = ['name', 'route', 'state', 'pids', 'ports', 'uptime', 'binary', 'restarts', 'reason', 'rps', 'p99'];
+  const NUMERIC = new Set(['pids', 'ports', 'restarts', 'rps', 'p99']);
+
+  function setCell(td, text, title, cls) {
+    if (td.textContent !== text) td.textContent = text;
+    if ((td.title || '') !== (title || '')) td.title = title || '';
+    if (cls !== undefined && td.className !== cls) td.className = cls;
+  }
+
+  function newWorkerRow(name) {
+    const tr = document.createElement('tr');
+    tr.dataset.worker = name;
+    const td = {};
+    for (const c of COLS) {
+      const cell = document.createElement('td');
+      td[c] = cell;
+      tr.appendChild(cell);
+    }
+    td.name.className = 'name';
+    td.reason.dataset.col = 'reason';
+    const act = document.createElement('td');
+    const button = document.createElement('button');
+    button.type = 'button';
+    button.textContent = 'Restart';
+    button.className = 'restart';
+    button.dataset.worker = name;
+    button.title = 'POST /v1/workers/' + name + '/restart: a zero-downtime replacement (reason operator)';
+    act.appendChild(button);
+    tr.appendChild(act);
+    return { tr: tr, td: td, button: button };
+  }
+
+  function renderWorkers() {
+    const tbody = $('workers').tBodies[0];
+    const names = Array.from(model.workers.keys()).sort();
+    const now = Date.now();
+    let instances = 0;
+    for (const name of names) {
+      const w = model.workers.get(name);
+      let row = workerRows.get(name);
+      if (!row) { row = newWorkerRow(name); workerRows.set(name, row); }
+      const insts = Array.from(w.instances.values()).sort((a, b) => a.instance < b.instance ? -1 : 1);
+      instances += insts.length;
+      const states = new Map();
+      let oldestHealthy = Infinity;
+      let p99 = null;
+      let breakdown = {};
+      let binary = w.extra.binary !== undefined ? w.extra.binary : w.extra.binstamp;
+      for (const i of insts) {
+        states.set(i.state, (states.get(i.state) || 0) + 1);
+        if (i.state === 'healthy' && i.since) oldestHealthy = Math.min(oldestHealthy, Date.parse(i.since));
+        if (typeof i.p99_ms === 'number') p99 = Math.max(p99 === null ? 0 : p99, i.p99_ms);
+        if (i.requests) for (const k in i.requests) breakdown[k] = (breakdown[k] || 0) + i.requests[k];
+        if (binary === undefined && i.binary !== undefined) binary = i.binary;
+      }
+      let stateText = 'down';
+      let stateCls = 'st-down';
+      if (states.size) {
+        stateText = Array.from(states, ([s, n]) => n > 1 ? s + ' ×' + n : s).join(', ');
+        stateCls = states.has('healthy') ? 'st-healthy' : 'st-' + insts[0].state;
+      }
+      const td = row.td;
+      setCell(td.name, name, 'show only ' + name + ' in the timeline');
+      setCell(td.route, w.route || '');
+      setCell(td.state, stateText, insts.map((i) => i.instance + ': ' + i.state + (i.since ? ' since ' + i.since : '')).join('\n'), stateCls);
+      setCell(td.pids, insts.map((i) => i.pid || '?').join(' ') || '–', '', 'num');
+      setCell(td.ports, insts.map((i) => i.port || '?').join(' ') || '–', '', 'num');
+      setCell(td.uptime, oldestHealthy === Infinity ? '–' : fmtDur(now - oldestHealthy));
+      setCell(td.binary, fmtBinary(binary), binary && typeof binary === 'object' ? JSON.stringify(binary) : '');
+      const dv = model.derived.get(name);
+      const restarts = typeof w.extra.restarts === 'number' ? w.extra.restarts : (dv ? dv.restarts : 0);
+      setCell(td.restarts, String(restarts), '', 'num');
+      const last = dv && dv.last;
+      if (last) {
+        const bad = isFailure(last);
+        setCell(td.reason, (last.reason || last.event) + (exitText(last) ? ' (' + exitText(last) + ')' : ''),
+          'record #' + last.seq + ' at ' + last.time + ': click for its detail', 'open-rec ' + (bad ? 'reason-bad' : ''));
+        td.reason.dataset.seq = String(last.seq);
+      } else {
+        const r = insts.length ? insts[insts.length - 1].reason || '' : '';
+        setCell(td.reason, r || '–', '', '');
+        delete td.reason.dataset.seq;
+      }
+      const rate = model.rates.get(name);
+      setCell(td.rps, rate === undefined ? '–' : rate.toFixed(rate < 10 ? 1 : 0),
+        Object.keys(breakdown).length ? Object.keys(breakdown).sort().map((k) => k + ': ' + breakdown[k]).join('  ') : '', 'num');
+      setCell(td.p99, p99 === null ? '–' : (p99 < 10 ? p99.toFixed(2) : p99.toFixed(0)) + ' ms', '', 'num');
+    }
+    for (const [name, row] of workerRows) {
+      if (!model.workers.has(name)) { row.tr.remove(); workerRows.delete(name); }
+    }
+    const order = names.join('\n');
+    if (order !== workerOrder) {
+      const frag = document.createDocumentFragment();
+      for (const name of names) frag.appendChild(workerRows.get(name).tr);
+      tbody.appendChild(frag);
+      workerOrder = order;
+    }
+    $('workers-count').textContent = names.length + ' workers, ' + instances + ' instances';
+  }
+
+  function renderServer() {
+    const st = model.status;
+    const run = $('srv-running');
+    if (model.statusFailed) {
+      run.textContent = 'unreachable';
+      run.title = model.statusFailed;
+      run.className = 'st-down';
+    } else if (st) {
+      run.textContent = st.running ? 'running' : 'not running';
+      run.title = '';
+      run.className = st.running ? 'st-healthy' : 'st-down';
+      $('srv-pid').textContent = st.pid || '–';
+      $('srv-mode').textContent = st.mode || '–';
+      $('srv-listen').textContent = st.listen || '–';
+      $('srv-seq').textContent = st.last_seq === undefined ? '–' : String(st.last_seq);
+      $('srv-workers').textContent = String((st.workers || []).length);
+    }
+  }
+
+  function matches(r) {
+    const fw = $('f-worker').value;
+    const fr = $('f-reason').value;
+    if (fw && r.worker !== fw) return false;
+    if (fr && r.reason !== fr) return false;
+    if ($('f-failures').checked && !isFailure(r)) return false;
+    return true;
+  }
+
+  function timelineRow(r, isFresh) {
+    const tr = document.createElement('tr');
+    tr.dataset.seq = String(r.seq);
+    if (r.worker) tr.dataset.worker = r.worker;
+    if (r.reason) tr.dataset.reason = r.reason;
+    tr.dataset.event = r.event || '';
+    const failure = isFailure(r);
+    tr.className = (failure ? 'failure' : '') + (isFresh ? ' fresh' : '');
+    const cells = [
+      fmtTime(r.time), String(r.seq), r.worker || '', r.instance || '',
+      r.to ? (r.from || '∅') + ' → ' + r.to : '', r.event || '', r.reason || '',
+      r.pid ? String(r.pid) : '', r.port ? String(r.port) : '', exitText(r),
+      r.detail ? 'detail ›' : '',
+    ];
+    cells.forEach((text, i) => {
+      const td = document.createElement('td');
+      td.textContent = text;
+      if (i === 0) td.title = r.time || '';
+      if (i === 1 || i === 7 || i === 8) td.className = 'num';
+      if (i === 10) td.className = 'muted';
+      tr.appendChild(td);
+    });
+    if (r.detail) tr.title = r.detail.split('\n')[0].slice(0, 200);
+    return tr;
+  }
+
+  function renderTimeline() {
+    const tbody = $('timeline').tBodies[0];
+    if (dirty.rebuild) {
+      const frag = document.createDocumentFragment();
+      let n = 0;
+      for (let i = model.records.length - 1; i >= 0 && n < CAP; i--) {
+        const r = model.records[i];
+        if (!matches(r)) continue;
+        frag.appendChild(timelineRow(r, false));
+        n++;
+      }
+      tbody.replaceChildren(frag);
+    } else if (fresh.length) {
+      const frag = document.createDocumentFragment();
+      for (let i = fresh.length - 1; i >= 0; i--) {
+        if (matches(fresh[i])) frag.appendChild(timelineRow(fresh[i], true));
+      }
+      tbody.insertBefore(frag, tbody.firstChild);
+      while (tbody.rows.length > CAP) tbody.lastElementChild.remove();
+    }
+    fresh = [];
+    $('timeline-count').textContent = tbody.rows.length + ' shown of ' + model.records.length + ' loaded';
+  }
+
+  function fillSelect(sel, values) {
+    const keep = sel.value;
+    const opts = [new Option('all', '')];
+    for (const v of Array.from(values).sort()) opts.push(new Option(v, v));
+    sel.replaceChildren(...opts);
+    sel.value = keep;
+  }
+
+  function render() {
+    frame = 0;
+    if (dirty.derive) { derive(); dirty.derive = false; }
+    if (dirty.filters) {
+      fillSelect($('f-worker'), model.workerNames);
+      fillSelect($('f-reason'), model.reasons);
+      dirty.filters = false;
+    }
+    if (dirty.server) { renderServer(); dirty.server = false; }
+    if (dirty.workers) { renderWorkers(); dirty.workers = false; }
+    if (dirty.timeline || dirty.rebuild) { renderTimeline(); dirty.timeline = dirty.rebuild = false; }
+  }
+
+  // ---- detail ---------------------------------------------------------------
+
+  function openDetail(r) {
+    $('detail-title').textContent = 'record #' + r.seq + ' · ' + (r.event || '') + (r.worker ? ' · ' + r.worker : '');
+    const dl = $('detail-fields');
+    const rows = [
+      ['time', r.time], ['worker', r.worker], ['instance', r.instance], ['route', r.route],
+      ['transition', r.to ? (r.from || '∅') + ' → ' + r.to : ''], ['event', r.event], ['reason', r.reason],
+      ['pid', r.pid], ['port', r.port], ['exit code', r.exit_code], ['signal', r.signal],
+    ];
+    const frag = document.createDocumentFragment();
+    for (const [k, v] of rows) {
+      if (v === undefined || v === null || v === '') continue;
+      const dt = document.createElement('dt');
+      dt.textContent = k;
+      const dd = document.createElement('dd');
+      dd.textContent = String(v);
+      dd.dataset.field = k;
+      frag.append(dt, dd);
+    }
+    dl.replaceChildren(frag);
+    $('detail-output-title').textContent = isFailure(r) ? 'detail (output tail / error)' : 'detail';
+    $('detail-output').textContent = r.detail || '(this record has no detail)';
+    const d = $('detail');
+    if (!d.open) d.showModal();
+  }
+
+  // ---- notices and actions ----------------------------------------------------
+
+  function notice(text, bad) {
+    const box = $('notices');
+    const p = document.createElement('p');
+    p.className = 'notice' + (bad ? ' bad' : '');
+    p.textContent = text;
+    p.title = 'click to dismiss';
+    box.prepend(p);
+    while (box.children.length > 3) box.lastElementChild.remove();
+  }
+
+  function describe(what, res) {
+    const parts = [];
+    if (res.changes && res.changes.length) parts.push(res.changes.join('; '));
+    if (res.failures && res.failures.length) parts.push('failed: ' + res.failures.join('; '));
+    if (res.error) parts.push('error: ' + res.error);
+    return what + ': ' + (parts.length ? parts.join('\n') : 'nothing to do');
+  }
+
+  async function act(button, what, path) {
+    button.disabled = true;
+    try {
+      const res = await api(path, { method: 'POST' });
+      const text = await res.text();
+      let v = {};
+      try { v = JSON.parse(text); } catch (e) { v = { changes: text.trim() ? [text.trim()] : [] }; }
+      notice(describe(what, v), !!(v.error || (v.failures && v.failures.length)));
+    } catch (e) {
+      notice(what + ': ' + e.message, true);
+    } finally {
+      button.disabled = false;
+    }
+  }
+
+  $('reload').addEventListener('click', (e) => act(e.currentTarget, 'reload', 'v1/reload'));
+  $('workers').addEventListener('click', (e) => {
+    const b = e.target.closest('button.restart');
+    if (b) {
+      act(b, 'restart ' + b.dataset.worker, 'v1/workers/' + encodeURIComponent(b.dataset.worker) + '/restart');
+      return;
+    }
+    const td = e.target.closest('td');
+    if (!td) return;
+    if (td.dataset.seq) {
+      const r = model.bySeq.get(Number(td.dataset.seq));
+      if (r) openDetail(r);
+    } else if (td.classList.contains('name')) {
+      $('f-worker').value = td.textContent;
+      dirty.rebuild = true;
+      schedule();
+    }
+  });
+  $('timeline').tBodies[0].addEventListener('click', (e) => {
+    const tr = e.target.closest('tr');
+    const r = tr && model.bySeq.get(Number(tr.dataset.seq));
+    if (r) openDetail(r);
+  });
+  for (const id of ['f-worker', 'f-reason', 'f-failures']) {
+    $(id).addEventListener('change', () => { dirty.rebuild = true; schedule(); });
+  }
+  $('notices').addEventListener('click', (e) => {
+    if (e.target.classList.contains('notice')) e.target.remove();
+  });
+  $('detail').addEventListener('click', (e) => {
+    if (e.target === $('detail')) $('detail').close(); // a click on the backdrop
+  });
+
+  pollStatus();
+  const initial = loadHistory('').catch((e) => notice('history: ' + e.message, true));
+  stream(initial);
+})();
