@@ -82,7 +82,8 @@
       }
       if (!res.ok) {
         const body = (await res.text()).trim().split('\n')[0];
-        throw new Error((init.method || 'GET') + ' /' + path + ': ' + res.status + (body ? ' ' + body : ''));
+        const what = body.startsWith(String(res.status)) ? body : (res.status + ' ' + body).trim();
+        throw new Error((init.method || 'GET') + ' /' + path + ': ' + what);
       }
       return res;
     }
@@ -177,7 +178,12 @@
     let reported = false;
     for (;;) {
       try {
-        const res = await api('v1/events', { headers: { Accept: 'text/event-stream' } });
+        const headers = { Accept: 'text/event-stream' };
+        const n = model.records.length;
+        // A server that replays after Last-Event-ID fills the gap itself;
+        // the history fetch below covers one that does not.
+        if (n) headers['Last-Event-ID'] = String(model.records[n - 1].seq);
+        const res = await api('v1/events', { headers: headers });
         setLive(true);
         wait = 500;
         reported = false;
@@ -352,8 +358,9 @@
       if (!r.worker) continue;
       let x = d.get(r.worker);
       if (!x) { x = { restarts: 0, last: null }; d.set(r.worker, x); }
-      if (r.to === 'starting' && r.reason && r.reason !== 'startup') x.restarts++;
-      if (r.to === 'starting' || isFailure(r)) x.last = r;
+      const started = r.to === 'starting' && !r.from; // not the spawned record that follows
+      if (started && r.reason && r.reason !== 'startup') x.restarts++;
+      if (started || isFailure(r)) x.last = r;
     }
     model.derived = d;
   }
@@ -377,11 +384,11 @@
     const td = {};
     for (const c of COLS) {
       const cell = document.createElement('td');
+      cell.dataset.col = c;
       td[c] = cell;
       tr.appendChild(cell);
     }
     td.name.className = 'name';
-    td.reason.dataset.col = 'reason';
     const act = document.createElement('td');
     const button = document.createElement('button');
     button.type = 'button';

@@ -1,0 +1,378 @@
+package dashboard_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"image/png"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chromedp/cdproto/runtime"
+	"github.com/chromedp/chromedp"
+
+	"github.com/mevdschee/tqserver/internal/chromiumtest"
+	"github.com/mevdschee/tqserver/internal/store"
+	"github.com/mevdschee/tqserver/internal/testrig"
+)
+
+// The browser tests run the real tqserver binary on an app root in
+// t.TempDir() with test workers, its admin listener on a free loopback
+// port, and drive the dashboard there in headless Chromium: what the page
+// shows is checked against what the server says over its socket.
+
+// wait bounds each wait on the page or the server.
+const wait = 30 * time.Second
+
+var (
+	buildOnce sync.Once
+	buildDir  string
+	tqBin     string
+	buildErr  error
+	builds    *testrig.Builds
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if buildDir != "" {
+		os.RemoveAll(buildDir)
+	}
+	os.Exit(code)
+}
+
+// serverBin builds tqserver once per test binary (with -race when the
+// tests run with it).
+func serverBin(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		buildDir, buildErr = os.MkdirTemp("", "tqserver-dashboard-")
+		if buildErr != nil {
+			return
+		}
+		src, err := testrig.RepoRoot()
+		if err != nil {
+			buildErr = err
+			return
+		}
+		tqBin = filepath.Join(buildDir, "tqserver")
+		buildErr = testrig.BuildServer(src, tqBin, testrig.Race)
+		builds = testrig.NewBuilds(buildDir)
+	})
+	if buildErr != nil {
+		t.Fatalf("build tqserver: %v", buildErr)
+	}
+	return tqBin
+}
+
+// dashServer is a running tqserver and the URL of its admin listener.
+type dashServer struct {
+	*testrig.Server
+	admin string // http://127.0.0.1:PORT
+}
+
+// startDashServer runs tqserver in prod mode on a new app root with the
+// test worker installed under each name in workers (name → behaviour) and
+// extraYAML appended under server:.
+func startDashServer(t *testing.T, workers map[string]string, serverYAML string) *dashServer {
+	t.Helper()
+	bin := serverBin(t)
+	root := t.TempDir()
+	for _, d := range []string{"config", "workers", "var"} {
+		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	port, err := testrig.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := fmt.Sprintf(`server:
+  admin_listen: "127.0.0.1:%d"
+%sworkers:
+  port_range_start: 23400
+  port_range_end: 23699
+  shutdown_grace_period_ms: 2000
+  restart_delay_ms: 100
+  restart_backoff_max_ms: 2000
+  default:
+    health_timeout_ms: 5000
+    health_interval_ms: 500
+`, port, serverYAML)
+	if err := os.WriteFile(filepath.Join(root, "config", "server.yaml"), []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for name, behaviour := range workers {
+		if err := testrig.Install(root, name, builds.TestWorker(t, "v1", behaviour)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s := testrig.StartServerT(t, testrig.ServerOptions{Bin: bin, Root: root}, wait)
+	d := &dashServer{Server: s, admin: fmt.Sprintf("http://127.0.0.1:%d", port)}
+	client := &http.Client{Timeout: 5 * time.Second}
+	if err := s.PollAlive(wait, 20*time.Millisecond, "the admin listener's /healthz", func() (bool, string) {
+		resp, err := client.Get(d.admin + "/healthz")
+		if err != nil {
+			return false, err.Error()
+		}
+		resp.Body.Close()
+		return resp.StatusCode == 200, resp.Status
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+// status is the server's status over its unix socket.
+type status struct {
+	Workers []struct {
+		Name      string `json:"name"`
+		Instances []struct {
+			Instance string `json:"instance"`
+			State    string `json:"state"`
+			PID      int    `json:"pid"`
+		} `json:"instances"`
+	} `json:"workers"`
+}
+
+func (d *dashServer) healthyPID(t *testing.T, worker string) int {
+	t.Helper()
+	var st status
+	if err := testrig.SocketStatus(d.Root(), &st); err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range st.Workers {
+		if w.Name != worker {
+			continue
+		}
+		for _, in := range w.Instances {
+			if in.State == "healthy" {
+				return in.PID
+			}
+		}
+	}
+	return 0
+}
+
+// history is the server's history of worker over its unix socket.
+func (d *dashServer) history(t *testing.T, worker string) []store.Record {
+	t.Helper()
+	resp, err := testrig.AdminClient(d.Root(), 10*time.Second).Get("http://tqserver/v1/history?worker=" + worker)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var recs []store.Record
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		var r store.Record
+		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
+			t.Fatalf("history line %q: %v", sc.Text(), err)
+		}
+		recs = append(recs, r)
+	}
+	if err := sc.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return recs
+}
+
+// browser is a headless Chromium for one test; a JavaScript exception in
+// the page fails the test.
+type browser struct {
+	t    *testing.T
+	ctx  context.Context
+	mu   sync.Mutex
+	errs []string
+}
+
+func openBrowser(t *testing.T) *browser {
+	t.Helper()
+	ctx := chromiumtest.New(t)
+	b := &browser{t: t, ctx: ctx}
+	if err := chromedp.Listen(ctx, func(ev any) {
+		if e, ok := ev.(*runtime.EventExceptionThrown); ok {
+			b.mu.Lock()
+			b.errs = append(b.errs, (&chromedp.ExceptionError{ExceptionDetails: e.ExceptionDetails}).Error())
+			b.mu.Unlock()
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		for _, e := range b.errs {
+			t.Errorf("JavaScript exception in the dashboard: %s", e)
+		}
+	})
+	return b
+}
+
+func (b *browser) do(step string, actions ...chromedp.Action[chromedp.Void]) {
+	b.t.Helper()
+	if err := chromedp.Do(b.ctx, actions...); err != nil {
+		b.t.Fatalf("%s: %v", step, err)
+	}
+}
+
+func (b *browser) waitJS(what, expr string) {
+	b.t.Helper()
+	chromiumtest.WaitJS(b.t, b.ctx, wait, what, expr)
+}
+
+func (b *browser) text(expr string) string {
+	b.t.Helper()
+	return chromiumtest.Eval[string](b.t, b.ctx, expr)
+}
+
+// shot saves a screenshot as name in $TQ_ARTIFACTS (for CI) or the test's
+// temporary directory, and checks that it is a real image.
+func (b *browser) shot(name string) {
+	b.t.Helper()
+	png1, err := chromedp.Run(b.ctx, chromedp.CaptureScreenshot())
+	if err != nil {
+		b.t.Fatalf("screenshot %s: %v", name, err)
+	}
+	dir := os.Getenv("TQ_ARTIFACTS")
+	if dir == "" {
+		dir = b.t.TempDir()
+	} else if err := os.MkdirAll(dir, 0o755); err != nil {
+		b.t.Fatal(err)
+	}
+	path := filepath.Join(dir, name)
+	if err := os.WriteFile(path, png1, 0o644); err != nil {
+		b.t.Fatal(err)
+	}
+	img, err := png.Decode(bytes.NewReader(png1))
+	if err != nil {
+		b.t.Fatalf("screenshot %s is not a PNG: %v", name, err)
+	}
+	if r := img.Bounds(); r.Dx() < 500 || r.Dy() < 400 {
+		b.t.Errorf("screenshot %s is only %v", name, r)
+	}
+	b.t.Logf("screenshot: %s", path)
+}
+
+// js quotes s as a JavaScript string literal.
+func js(s string) string {
+	q, _ := json.Marshal(s)
+	return string(q)
+}
+
+// cell is the JavaScript for the text of column col in worker's row ("" when
+// the row is missing).
+func cell(worker, col string) string {
+	return `(document.querySelector(` + js(`#workers tr[data-worker="`+worker+`"] [data-col="`+col+`"]`) + `)?.textContent ?? "")`
+}
+
+func TestDashboardWorkersRestartAndCrashDetail(t *testing.T) {
+	b := openBrowser(t) // first: skips before any build when there is no browser
+	d := startDashServer(t, map[string]string{"index": "normal", "api_users": "normal", "api_crash": "crash"}, "")
+	pids := map[string]int{}
+	for _, name := range []string{"index", "api_users"} {
+		testrig.WaitFor(t, wait, name+" healthy", func() bool {
+			pids[name] = d.healthyPID(t, name)
+			return pids[name] != 0
+		})
+	}
+	b.do("load the dashboard", chromedp.Navigate(d.admin+"/"), chromedp.WaitVisible(chromedp.ID("workers")))
+
+	// (1) Both example workers, healthy, with the PIDs and routes the server reports.
+	for _, c := range []struct{ name, route string }{{"index", "/"}, {"api_users", "/api/users"}} {
+		b.waitJS(c.name+" healthy with its pid and route", cell(c.name, "state")+` === "healthy" && `+
+			cell(c.name, "pids")+` === "`+fmt.Sprint(pids[c.name])+`" && `+cell(c.name, "route")+` === `+js(c.route))
+	}
+	b.waitJS("the live stream connected", `document.getElementById("live").textContent === "live"`)
+	chromiumtest.Eval[bool](b.t, b.ctx, `window.tqNoReload = true`)
+	b.shot("dashboard-workers.png")
+
+	// (2) Restart pressed in the page: a record with reason operator
+	// appears in the timeline, with no page reload, and the row follows.
+	b.do("press Restart on api_users", chromedp.Click(chromedp.CSS(`#workers tr[data-worker="api_users"] button.restart`)))
+	b.waitJS("an operator record of api_users in the timeline",
+		`document.querySelector('#timeline tr[data-worker="api_users"][data-reason="operator"]') !== null`)
+	var newPID int
+	testrig.WaitFor(t, wait, "a new healthy api_users instance", func() bool {
+		newPID = d.healthyPID(t, "api_users")
+		return newPID != 0 && newPID != pids["api_users"]
+	})
+	b.waitJS("the new pid of api_users in its row", cell("api_users", "pids")+` === "`+fmt.Sprint(newPID)+`"`)
+	if !chromiumtest.Eval[bool](b.t, b.ctx, `window.tqNoReload === true`) {
+		t.Fatal("the page reloaded itself; the restart must show up live")
+	}
+	operator := 0
+	for _, r := range d.history(t, "api_users") {
+		if r.Reason == "operator" {
+			operator++
+		}
+	}
+	if operator == 0 {
+		t.Fatal("the server's history has no operator record for api_users")
+	}
+	b.waitJS("as many operator rows as the server has operator records",
+		`document.querySelectorAll('#timeline tr[data-worker="api_users"][data-reason="operator"]').length >= `+fmt.Sprint(operator))
+	if got := b.text(`document.querySelector("#notices .notice")?.className ?? "none"`); got != "notice" {
+		t.Errorf("the restart's notice is %q, want a plain (not failed) notice: %s", got,
+			b.text(`document.querySelector("#notices .notice")?.textContent ?? ""`))
+	}
+	b.shot("dashboard-restart.png")
+
+	// (3) The crashing worker: its last reason opens the record with the
+	// stderr tail and the exit code, one click away.
+	b.waitJS("api_crash shows a crash", cell("api_crash", "reason")+`.startsWith("crashed")`)
+	b.do("open the crash", chromedp.Click(chromedp.CSS(`#workers tr[data-worker="api_crash"] [data-col="reason"]`)))
+	b.waitJS("the detail with the stderr tail", `document.getElementById("detail").open && `+
+		`document.getElementById("detail-output").textContent.includes("testworker: boom (crashing on purpose)")`)
+	if got := b.text(`document.querySelector('#detail-fields dd[data-field="exit code"]')?.textContent ?? ""`); got != "3" {
+		t.Errorf("detail shows exit code %q, want 3", got)
+	}
+	b.shot("dashboard-crash-detail.png")
+	b.do("close the detail", chromedp.Click(chromedp.ID("detail-close")))
+	b.waitJS("the detail closed", `!document.getElementById("detail").open`)
+
+	// (4) Filters: by worker, then by reason.
+	chromiumtest.Eval[bool](b.t, b.ctx, `(() => { const s = document.getElementById("f-worker"); s.value = "api_crash"; s.dispatchEvent(new Event("change")); return true })()`)
+	b.waitJS("only api_crash rows", `(() => { const rows = [...document.querySelectorAll("#timeline tbody tr")]; `+
+		`return rows.length > 0 && rows.every(r => r.dataset.worker === "api_crash") })()`)
+	chromiumtest.Eval[bool](b.t, b.ctx, `(() => { const w = document.getElementById("f-worker"); w.value = ""; const s = document.getElementById("f-reason"); s.value = "operator"; s.dispatchEvent(new Event("change")); return true })()`)
+	b.waitJS("only operator rows, of api_users", `(() => { const rows = [...document.querySelectorAll("#timeline tbody tr")]; `+
+		`return rows.length > 0 && rows.every(r => r.dataset.reason === "operator" && r.dataset.worker === "api_users") })()`)
+	b.do("open an operator record from the timeline", chromedp.Click(chromedp.CSS(`#timeline tbody tr[data-reason="operator"]`)))
+	b.waitJS("its detail", `document.getElementById("detail").open && document.getElementById("detail-title").textContent.includes("api_users")`)
+	b.shot("dashboard-timeline-filter.png")
+
+	// (5) No polling storm: the page asked only the API, one status
+	// request per 2 s for all workers at most, and never per worker.
+	type entries struct {
+		Elapsed float64  `json:"elapsed"`
+		URLs    []string `json:"urls"`
+	}
+	raw := b.text(`JSON.stringify({elapsed: performance.now(), urls: performance.getEntriesByType("resource").map(e => new URL(e.name).pathname)})`)
+	var got entries
+	if err := json.Unmarshal([]byte(raw), &got); err != nil {
+		t.Fatal(err)
+	}
+	statuses := 0
+	for _, u := range got.URLs {
+		switch {
+		case u == "/v1/status":
+			statuses++
+		case u == "/v1/history", u == "/v1/events", u == "/v1/reload", u == "/v1/workers/api_users/restart":
+		default:
+			t.Errorf("the page requested %s", u)
+		}
+	}
+	if max := int(got.Elapsed/2000) + 1; statuses > max {
+		t.Errorf("%d status requests in %.1fs: more than one per 2 s", statuses, got.Elapsed/1000)
+	}
+	if statuses == 0 {
+		t.Error("the page never polled /v1/status")
+	}
+}
