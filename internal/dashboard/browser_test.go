@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/cdp"
+	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 
@@ -374,5 +376,57 @@ func TestDashboardWorkersRestartAndCrashDetail(t *testing.T) {
 	}
 	if statuses == 0 {
 		t.Error("the page never polled /v1/status")
+	}
+}
+
+// clearCookies drops the browser's cookies: the admin token cookie that
+// GET /?token= set.
+func clearCookies(ctx context.Context, t *chromedp.Target) (chromedp.Void, error) {
+	_, err := cdp.Call(ctx, t, network.ClearBrowserCookies, cdp.Empty{})
+	return chromedp.Void{}, err
+}
+
+// With a token, the page opened through /?token= works on the cookie; when
+// its requests are refused later (the cookie is gone), it asks for the
+// token in the page, says so when the token is wrong, and then sends it as
+// Authorization: Bearer — for the status, and for a restart.
+func TestDashboardAsksForTheAdminToken(t *testing.T) {
+	const token = "s3cret-dash-token"
+	b := openBrowser(t)
+	d := startDashServer(t, map[string]string{"index": "normal", "api_users": "normal"}, "  admin_token: \""+token+"\"\n")
+	resp, err := http.Get(d.admin + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("GET / without the token: %s, want 401", resp.Status)
+	}
+	b.do("load the dashboard with the token", chromedp.Navigate(d.admin+"/?token="+token), chromedp.WaitVisible(chromedp.ID("workers")))
+	b.waitJS("both workers", cell("index", "state")+` === "healthy" && `+cell("api_users", "state")+` === "healthy"`)
+	if got := b.text(`location.search`); got != "" {
+		t.Errorf("the token stays in the address bar: %q", got)
+	}
+
+	b.do("drop the token cookie", clearCookies)
+	b.waitJS("the token form", `!document.getElementById("auth").hidden`)
+	b.do("enter a wrong token", chromedp.SendKeys(chromedp.ID("auth-token"), "wrong"), chromedp.Click(chromedp.CSS(`#auth button[type="submit"]`)))
+	b.waitJS("the wrong token refused", `!document.getElementById("auth").hidden && document.getElementById("auth-msg").textContent.includes("refused")`)
+	b.shot("dashboard-token.png")
+	b.do("enter the token", chromedp.SendKeys(chromedp.ID("auth-token"), token), chromedp.Click(chromedp.CSS(`#auth button[type="submit"]`)))
+	b.waitJS("the form gone and the token kept for this tab", `document.getElementById("auth").hidden && sessionStorage.getItem("tqserver.admin_token") === `+js(token))
+	b.waitJS("the server shown as running again", `document.getElementById("srv-running").textContent === "running"`)
+
+	b.do("press Restart on index", chromedp.Click(chromedp.CSS(`#workers tr[data-worker="index"] button.restart`)))
+	b.waitJS("the restart done", `(document.querySelector("#notices .notice")?.textContent ?? "").startsWith("restart index")`)
+	if got := b.text(`document.querySelector("#notices .notice").className`); got != "notice" {
+		t.Fatalf("restart with the bearer token: %s", b.text(`document.querySelector("#notices .notice").textContent`))
+	}
+	operator := false
+	for _, r := range d.history(t, "index") {
+		operator = operator || r.Reason == "operator"
+	}
+	if !operator {
+		t.Fatal("no operator record for index after the restart")
 	}
 }

@@ -96,13 +96,16 @@
       (r.to === 'stopped' && (r.exit_code !== undefined || r.signal !== undefined) && r.reason !== 'replaced' && r.reason !== 'shutdown');
   }
 
-  function addRecords(recs) {
+  // addRecords merges records into the model; live ones (from the stream)
+  // flash when they appear.
+  function addRecords(recs, live) {
     for (const r of recs) {
       if (!r || typeof r.seq !== 'number' || model.bySeq.has(r.seq)) continue;
       model.bySeq.set(r.seq, r);
       const n = model.records.length;
       if (n === 0 || r.seq > model.records[n - 1].seq) {
         model.records.push(r);
+        if (live) r.fresh = true;
         fresh.push(r);
       } else {
         // An older record (the initial history arriving after live ones).
@@ -122,7 +125,7 @@
       model.bySeq.delete(model.records.shift().seq);
     }
     if (fresh.length > CAP) fresh = fresh.slice(fresh.length - CAP);
-    dirty.timeline = dirty.derive = dirty.workers = true;
+    dirty.timeline = dirty.derive = dirty.workers = dirty.server = true;
     schedule();
   }
 
@@ -162,37 +165,33 @@
     return out;
   }
 
-  async function loadHistory(since) {
-    let q = 'v1/history?limit=' + CAP;
-    if (since) q += '&since=' + encodeURIComponent(since);
-    const res = await api(q);
-    addRecords(parseLines(await res.text()));
+  async function loadHistory() {
+    const res = await api('v1/history?limit=' + CAP);
+    addRecords(parseLines(await res.text()), false);
   }
 
   // stream reads v1/events (text/event-stream) with fetch rather than
-  // EventSource, which cannot send the Authorization header. After each
-  // (re)connect it fetches the history it may have missed; seq numbers
-  // drop the overlap.
+  // EventSource, which cannot send the Authorization header. Each event's
+  // id is its record's seq; every (re)connect sends the last seq the page
+  // holds as Last-Event-ID and the server replays the records after it, so
+  // nothing between the history and the stream, or during a reconnect, is
+  // lost. seq numbers drop any overlap.
   async function stream(initial) {
+    await initial;
     let wait = 500;
     let reported = false;
     for (;;) {
       try {
         const headers = { Accept: 'text/event-stream' };
         const n = model.records.length;
-        // A server that replays after Last-Event-ID fills the gap itself;
-        // the history fetch below covers one that does not.
         if (n) headers['Last-Event-ID'] = String(model.records[n - 1].seq);
         const res = await api('v1/events', { headers: headers });
         setLive(true);
         wait = 500;
         reported = false;
-        // Whatever was appended before this connection and after the
-        // history the page has.
-        initial.then(() => {
-          const n = model.records.length;
-          return loadHistory(n ? model.records[n - 1].time : '');
-        }).catch((e) => notice('history: ' + e.message, true));
+        // The first history fetch failed: now that the stream holds every
+        // new record, fetch the older ones again.
+        if (!n) loadHistory().catch((e) => notice('history: ' + e.message, true));
         const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
         let buf = '';
         let data = [];
@@ -234,7 +233,7 @@
   function onEventData(text) {
     let r;
     try { r = JSON.parse(text); } catch (e) { return; }
-    addRecords([r]);
+    addRecords([r], true);
   }
 
   function setLive(on) {
@@ -406,6 +405,7 @@
     const names = Array.from(model.workers.keys()).sort();
     const now = Date.now();
     let instances = 0;
+    let anyBinary = false;
     for (const name of names) {
       const w = model.workers.get(name);
       let row = workerRows.get(name);
@@ -437,6 +437,7 @@
       setCell(td.pids, insts.map((i) => i.pid || '?').join(' ') || '–', '', 'num');
       setCell(td.ports, insts.map((i) => i.port || '?').join(' ') || '–', '', 'num');
       setCell(td.uptime, oldestHealthy === Infinity ? '–' : fmtDur(now - oldestHealthy));
+      if (binary !== undefined && binary !== null && binary !== '') anyBinary = true;
       setCell(td.binary, fmtBinary(binary), binary && typeof binary === 'object' ? JSON.stringify(binary) : '');
       const dv = model.derived.get(name);
       const restarts = typeof w.extra.restarts === 'number' ? w.extra.restarts : (dv ? dv.restarts : 0);
@@ -467,6 +468,8 @@
       tbody.appendChild(frag);
       workerOrder = order;
     }
+    // The binary stamp is shown only when the status carries one.
+    $('workers').classList.toggle('no-binary', !anyBinary);
     $('workers-count').textContent = names.length + ' workers, ' + instances + ' instances';
   }
 
@@ -484,7 +487,10 @@
       $('srv-pid').textContent = st.pid || '–';
       $('srv-mode').textContent = st.mode || '–';
       $('srv-listen').textContent = st.listen || '–';
-      $('srv-seq').textContent = st.last_seq === undefined ? '–' : String(st.last_seq);
+      // The stream may be ahead of the last poll.
+      const n = model.records.length;
+      const seq = Math.max(st.last_seq || 0, n ? model.records[n - 1].seq : 0);
+      $('srv-seq').textContent = String(seq);
       $('srv-workers').textContent = String((st.workers || []).length);
     }
   }
@@ -539,7 +545,7 @@
     } else if (fresh.length) {
       const frag = document.createDocumentFragment();
       for (let i = fresh.length - 1; i >= 0; i--) {
-        if (matches(fresh[i])) frag.appendChild(timelineRow(fresh[i], true));
+        if (matches(fresh[i])) frag.appendChild(timelineRow(fresh[i], !!fresh[i].fresh));
       }
       tbody.insertBefore(frag, tbody.firstChild);
       while (tbody.rows.length > CAP) tbody.lastElementChild.remove();
@@ -665,6 +671,6 @@
   });
 
   pollStatus();
-  const initial = loadHistory('').catch((e) => notice('history: ' + e.message, true));
+  const initial = loadHistory().catch((e) => notice('history: ' + e.message, true));
   stream(initial);
 })();
