@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"syscall"
 	"time"
@@ -57,12 +58,16 @@ func ListenTCP(o TCPOptions) (ln net.Listener, warning string, err error) {
 	return nil, "", fmt.Errorf("%s %s: %w (set another address, or \"\" for no admin listener)", what, o.Addr, unwrapOp(err))
 }
 
-// unwrapOp drops net.OpError's "listen tcp ADDR:" prefix, which the message
-// already says.
+// unwrapOp drops the "listen tcp ADDR: bind:" prefixes of net.OpError and
+// os.SyscallError: the message already names the address.
 func unwrapOp(err error) error {
 	var op *net.OpError
 	if errors.As(err, &op) && op.Err != nil {
-		return op.Err
+		err = op.Err
+	}
+	var sc *os.SyscallError
+	if errors.As(err, &sc) && sc.Err != nil {
+		err = sc.Err
 	}
 	return err
 }
@@ -98,13 +103,25 @@ func TCPHandler(api http.Handler, o TCPOptions) http.Handler {
 	if metrics == nil {
 		metrics = notFound
 	}
-	mux.Handle("GET /", dash)
-	mux.Handle("GET /metrics", metrics)
+	mux.Handle("/", getOnly(dash))
+	mux.Handle("/metrics", getOnly(metrics))
 	var h http.Handler = mux
 	if o.Token != "" {
 		h = requireToken(o.Token, h)
 	}
 	return http.NewCrossOriginProtection().Handler(h)
+}
+
+// getOnly answers 405 to methods other than GET and HEAD.
+func getOnly(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			w.Header().Set("Allow", "GET, HEAD")
+			http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
 }
 
 // requireToken answers 401 to a request without the token, except on
