@@ -356,10 +356,17 @@
     for (const r of model.records) {
       if (!r.worker) continue;
       let x = d.get(r.worker);
-      if (!x) { x = { restarts: 0, last: null }; d.set(r.worker, x); }
+      if (!x) { x = { restarts: 0, last: null, failure: null }; d.set(r.worker, x); }
       const started = r.to === 'starting' && !r.from; // not the spawned record that follows
       if (started && r.reason && r.reason !== 'startup') x.restarts++;
+      if (isFailure(r)) x.failure = r;
       if (started || isFailure(r)) x.last = r;
+    }
+    // What the last reason cell shows and opens: a start caused by a
+    // failure (a crash's restart) shows that failure, with its output.
+    for (const x of d.values()) {
+      x.shown = x.last;
+      if (x.last && !isFailure(x.last) && FAIL_REASONS.has(x.last.reason) && x.failure) x.shown = x.failure;
     }
     model.derived = d;
   }
@@ -442,7 +449,7 @@
       const dv = model.derived.get(name);
       const restarts = typeof w.extra.restarts === 'number' ? w.extra.restarts : (dv ? dv.restarts : 0);
       setCell(td.restarts, String(restarts), '', 'num');
-      const last = dv && dv.last;
+      const last = dv && dv.shown;
       if (last) {
         const bad = isFailure(last);
         setCell(td.reason, (last.reason || last.event) + (exitText(last) ? ' (' + exitText(last) + ')' : ''),
