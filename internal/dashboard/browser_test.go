@@ -276,7 +276,7 @@ func cell(worker, col string) string {
 
 func TestDashboardWorkersRestartAndCrashDetail(t *testing.T) {
 	b := openBrowser(t) // first: skips before any build when there is no browser
-	d := startDashServer(t, map[string]string{"index": "normal", "api_users": "normal", "api_crash": "crash"}, "")
+	d := startDashServer(t, map[string]string{"index": "normal", "api_users": "normal", "api_crash": "crash", "api_sick": "nohealth"}, "")
 	pids := map[string]int{}
 	for _, name := range []string{"index", "api_users"} {
 		testrig.WaitFor(t, wait, name+" healthy", func() bool {
@@ -339,6 +339,23 @@ func TestDashboardWorkersRestartAndCrashDetail(t *testing.T) {
 		t.Errorf("detail shows exit code %q, want 3", got)
 	}
 	b.shot("dashboard-crash-detail.png")
+	b.do("close the detail", chromedp.Click(chromedp.ID("detail-close")))
+	b.waitJS("the detail closed", `!document.getElementById("detail").open`)
+
+	// (3b) A worker that never becomes healthy, while its next attempt is
+	// starting: the last reason still opens the failure that caused the
+	// attempt (with its detail), not the start record.
+	sickStart := `(() => { const r = document.querySelector('#timeline tr[data-worker="api_sick"]'); ` +
+		`return r !== null && (r.dataset.event === "start" || r.dataset.event === "spawned") && r.dataset.reason === "health_failed" })()`
+	b.waitJS("api_sick starting again after a failed health check", sickStart+` && `+cell("api_sick", "reason")+`.startsWith("health_failed")`)
+	shown := b.text(`document.querySelector('#workers tr[data-worker="api_sick"] [data-col="reason"]').dataset.seq ?? ""`)
+	if ev := b.text(`document.querySelector('#timeline tr[data-seq="` + shown + `"]')?.dataset.event ?? "missing"`); ev == "start" || ev == "spawned" || ev == "missing" {
+		t.Errorf("api_sick's last reason points at record %s (%s), want the failed health check", shown, ev)
+	}
+	b.do("open api_sick's failure", chromedp.Click(chromedp.CSS(`#workers tr[data-worker="api_sick"] [data-col="reason"]`)))
+	b.waitJS("the failure's detail", `document.getElementById("detail").open && `+
+		`document.querySelector('#detail-fields dd[data-field="reason"]')?.textContent === "health_failed" && `+
+		`document.querySelector('#detail-fields dd[data-field="transition"]')?.textContent.endsWith("stopped")`)
 	b.do("close the detail", chromedp.Click(chromedp.ID("detail-close")))
 	b.waitJS("the detail closed", `!document.getElementById("detail").open`)
 
