@@ -373,7 +373,11 @@
 
   // ---- rendering ------------------------------------------------------------
 
-  const workerRows = new Map(); // name -> {tr, td: [], button}
+  // Rows are grid rows of spans, not table rows: each row is its own layout
+  // root (CSS contain), so updating a cell or adding a record does not lay
+  // out every other row again, as a table did (hundreds of ms a poll at
+  // 200 workers).
+  const workerRows = new Map(); // name -> {tr, td: {col: span}, button}
   let workerOrder = '';
   const COLS = ['name', 'route', 'state', 'pids', 'ports', 'uptime', 'binary', 'restarts', 'reason', 'rps', 'p99'];
   const NUMERIC = new Set(['pids', 'ports', 'restarts', 'rps', 'p99']);
@@ -385,17 +389,21 @@
   }
 
   function newWorkerRow(name) {
-    const tr = document.createElement('tr');
+    const tr = document.createElement('div');
+    tr.className = 'row';
+    tr.setAttribute('role', 'row');
     tr.dataset.worker = name;
     const td = {};
     for (const c of COLS) {
-      const cell = document.createElement('td');
+      const cell = document.createElement('span');
+      cell.setAttribute('role', 'cell');
       cell.dataset.col = c;
       td[c] = cell;
       tr.appendChild(cell);
     }
     td.name.className = 'name';
-    const act = document.createElement('td');
+    const act = document.createElement('span');
+    act.dataset.col = 'act';
     const button = document.createElement('button');
     button.type = 'button';
     button.textContent = 'Restart';
@@ -408,7 +416,7 @@
   }
 
   function renderWorkers() {
-    const tbody = $('workers').tBodies[0];
+    const tbody = $('workers-body');
     const names = Array.from(model.workers.keys()).sort();
     const now = Date.now();
     let instances = 0;
@@ -512,13 +520,14 @@
   }
 
   function timelineRow(r, isFresh) {
-    const tr = document.createElement('tr');
+    const tr = document.createElement('div');
+    tr.setAttribute('role', 'row');
     tr.dataset.seq = String(r.seq);
     if (r.worker) tr.dataset.worker = r.worker;
     if (r.reason) tr.dataset.reason = r.reason;
     tr.dataset.event = r.event || '';
     const failure = isFailure(r);
-    tr.className = (failure ? 'failure' : '') + (isFresh ? ' fresh' : '');
+    tr.className = 'row' + (failure ? ' failure' : '') + (isFresh ? ' fresh' : '');
     const cells = [
       fmtTime(r.time), String(r.seq), r.worker || '', r.instance || '',
       r.to ? (r.from || '∅') + ' → ' + r.to : '', r.event || '', r.reason || '',
@@ -526,7 +535,8 @@
       r.detail ? 'detail ›' : '',
     ];
     cells.forEach((text, i) => {
-      const td = document.createElement('td');
+      const td = document.createElement('span');
+      td.setAttribute('role', 'cell');
       td.textContent = text;
       if (i === 0) td.title = r.time || '';
       if (i === 1 || i === 7 || i === 8) td.className = 'num';
@@ -538,7 +548,7 @@
   }
 
   function renderTimeline() {
-    const tbody = $('timeline').tBodies[0];
+    const tbody = $('timeline-body');
     if (dirty.rebuild) {
       const frag = document.createDocumentFragment();
       let n = 0;
@@ -555,10 +565,10 @@
         if (matches(fresh[i])) frag.appendChild(timelineRow(fresh[i], !!fresh[i].fresh));
       }
       tbody.insertBefore(frag, tbody.firstChild);
-      while (tbody.rows.length > CAP) tbody.lastElementChild.remove();
+      while (tbody.childElementCount > CAP) tbody.lastElementChild.remove();
     }
     fresh = [];
-    $('timeline-count').textContent = tbody.rows.length + ' shown of ' + model.records.length + ' loaded';
+    $('timeline-count').textContent = tbody.childElementCount + ' shown of ' + model.records.length + ' loaded';
   }
 
   function fillSelect(sel, values) {
@@ -645,25 +655,25 @@
   }
 
   $('reload').addEventListener('click', (e) => act(e.currentTarget, 'reload', 'v1/reload'));
-  $('workers').addEventListener('click', (e) => {
+  $('workers-body').addEventListener('click', (e) => {
     const b = e.target.closest('button.restart');
     if (b) {
       act(b, 'restart ' + b.dataset.worker, 'v1/workers/' + encodeURIComponent(b.dataset.worker) + '/restart');
       return;
     }
-    const td = e.target.closest('td');
+    const td = e.target.closest('[data-col]');
     if (!td) return;
     if (td.dataset.seq) {
       const r = model.bySeq.get(Number(td.dataset.seq));
       if (r) openDetail(r);
-    } else if (td.classList.contains('name')) {
+    } else if (td.dataset.col === 'name') {
       $('f-worker').value = td.textContent;
       dirty.rebuild = true;
       schedule();
     }
   });
-  $('timeline').tBodies[0].addEventListener('click', (e) => {
-    const tr = e.target.closest('tr');
+  $('timeline-body').addEventListener('click', (e) => {
+    const tr = e.target.closest('.row');
     const r = tr && model.bySeq.get(Number(tr.dataset.seq));
     if (r) openDetail(r);
   });
