@@ -260,6 +260,13 @@ func TestAdminRestartZeroDowntimeAndEvents(t *testing.T) {
 	if err != nil || !strings.Contains(out, "index: operator\n") || strings.Count(out, ": serving") != 2 {
 		t.Fatalf("tqserver restart index: %v, stdout %q, stderr %q", err, out, stderr)
 	}
+
+	// An open stream neither delays the shutdown nor misses server_stop.
+	s.signal(syscall.SIGTERM)
+	live.next(t, 20*time.Second, "server_stop", func(ev sseEvent) bool { return ev.rec.Event == "server_stop" })
+	if err := s.wait(20 * time.Second); err != nil {
+		t.Fatalf("server exit: %v", err)
+	}
 }
 
 // With a token every path but /healthz answers 401 without it; the

@@ -24,7 +24,13 @@ var (
 	heartbeat = 15 * time.Second
 	// eventWriteTimeout bounds one write to a client that stopped reading.
 	eventWriteTimeout = 10 * time.Second
+	// afterObserve runs between registering the observer and reading the
+	// log (tests append there: records both replayed and observed).
+	afterObserve = func() {}
 )
+
+// errWrite marks a failed write to the client during a replay.
+var errWrite = errors.New("write to client")
 
 // errSlowClient ends the stream of a client whose buffer overflowed.
 var errSlowClient = errors.New("client too slow: more than the buffered records waiting")
@@ -58,6 +64,7 @@ func eventsHandler(st *store.Store) http.Handler {
 			}
 		})
 		defer cancel()
+		afterObserve()
 
 		rc := http.NewResponseController(w)
 		h := w.Header()
@@ -87,13 +94,20 @@ func eventsHandler(st *store.Store) http.Handler {
 				if buf.Len() < 32<<10 {
 					return nil
 				}
-				return send()
+				if err := send(); err != nil {
+					return fmt.Errorf("%w: %w", errWrite, err)
+				}
+				return nil
 			})
 			if err == nil {
 				err = send()
+			} else if !errors.Is(err, errWrite) {
+				// The log could not be read (the client reconnects from
+				// the last id it received): say why in a comment.
+				fmt.Fprintf(&buf, ": history unreadable after seq %d: %s\n\n", last, firstLine(err.Error()))
+				_ = send()
 			}
 			if err != nil {
-				// The client reconnects from the last id it received.
 				return
 			}
 		}
@@ -144,6 +158,19 @@ func eventsHandler(st *store.Store) http.Handler {
 					return
 				}
 			case <-r.Context().Done():
+				// The server is stopping (or the client left): what was
+				// already observed (server_stop) still goes out, best effort.
+				for len(ch) > 0 {
+					rec := <-ch
+					if !(replay && rec.Seq <= last) {
+						if err := writeEvent(&buf, &rec); err != nil {
+							return
+						}
+					}
+				}
+				if buf.Len() > 0 {
+					_ = send()
+				}
 				return
 			}
 		}
