@@ -366,6 +366,31 @@ func TestDashboardWorkersRestartAndCrashDetail(t *testing.T) {
 	b.do("close the detail", chromedp.Click(chromedp.ID("detail-close")))
 	b.waitJS("the detail closed", `!document.getElementById("detail").open`)
 
+	// (3c) A deploy watched in the page: a new index binary, Reload
+	// pressed in the page; the replacement shows up live with its reason.
+	if err := testrig.Install(d.Root(), "index", builds.TestWorker(t, "v2", "normal")); err != nil {
+		t.Fatal(err)
+	}
+	b.do("press Reload", chromedp.Click(chromedp.ID("reload")))
+	b.waitJS("the reload's answer", `(document.querySelector("#notices .notice")?.textContent ?? "").startsWith("reload")`)
+	if got := b.text(`document.querySelector("#notices .notice").className`); got != "notice" {
+		t.Fatalf("reload in the page: %s", b.text(`document.querySelector("#notices .notice").textContent`))
+	}
+	b.waitJS("index replaced for binary_changed, live", `document.querySelector('#timeline-body .row[data-worker="index"][data-reason="binary_changed"]') !== null && `+
+		`document.querySelector('#timeline-body .row[data-worker="index"][data-reason="replaced"][data-event="exited"]') !== null && `+
+		cell("index", "reason")+` === "binary_changed"`)
+	testrig.WaitFor(t, wait, "index serving v2", func() bool {
+		resp, err := http.Get(d.URL("/"))
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		var buf bytes.Buffer
+		buf.ReadFrom(resp.Body)
+		return bytes.HasPrefix(buf.Bytes(), []byte("v2 index"))
+	})
+	b.shot("dashboard-deploy.png")
+
 	// (4) Filters: by worker, then by reason.
 	chromiumtest.Eval[bool](b.t, b.ctx, `(() => { const s = document.getElementById("f-worker"); s.value = "api_crash"; s.dispatchEvent(new Event("change")); return true })()`)
 	b.waitJS("only api_crash rows", `(() => { const rows = [...document.querySelectorAll("#timeline-body .row")]; `+
