@@ -391,6 +391,48 @@ func TestDashboardWorkersRestartAndCrashDetail(t *testing.T) {
 	})
 	b.shot("dashboard-deploy.png")
 
+	// (3d) Traffic: requests per second from the proxy's counters, and
+	// p99 exactly when the status has it.
+	client := &http.Client{Timeout: 5 * time.Second}
+	hit := func() {
+		for i := 0; i < 40; i++ {
+			if resp, err := client.Get(d.URL("/")); err == nil {
+				resp.Body.Close()
+			}
+		}
+	}
+	hit()
+	testrig.WaitFor(t, wait, "index's req/s above zero", func() bool {
+		v := b.text(cell("index", "rps"))
+		if v != "0.0" && v != "–" && v != "" {
+			return true
+		}
+		hit() // the rate is of the last poll interval: keep it busy
+		return false
+	})
+	var st struct {
+		Workers []struct {
+			Name      string `json:"name"`
+			Instances []struct {
+				P99 *float64 `json:"p99_ms"`
+			} `json:"instances"`
+		} `json:"workers"`
+	}
+	if err := testrig.SocketStatus(d.Root(), &st); err != nil {
+		t.Fatal(err)
+	}
+	hasP99 := false
+	for _, w := range st.Workers {
+		for _, in := range w.Instances {
+			hasP99 = hasP99 || (w.Name == "index" && in.P99 != nil)
+		}
+	}
+	if hasP99 {
+		b.waitJS("index's p99 in ms", cell("index", "p99")+`.endsWith(" ms")`)
+	} else if got := b.text(cell("index", "p99")); got != "–" {
+		t.Errorf("index's p99 shows %q with no p99_ms in the status, want –", got)
+	}
+
 	// (4) Filters: by worker, then by reason.
 	chromiumtest.Eval[bool](b.t, b.ctx, `(() => { const s = document.getElementById("f-worker"); s.value = "api_crash"; s.dispatchEvent(new Event("change")); return true })()`)
 	b.waitJS("only api_crash rows", `(() => { const rows = [...document.querySelectorAll("#timeline-body .row")]; `+
