@@ -582,3 +582,43 @@ func TestDashboardAt200Workers(t *testing.T) {
 	}
 	checkRequests(t, b, "/v1/workers/w100/restart")
 }
+
+// The server stops and starts again under an open page: the page says it
+// is reconnecting, follows the new server without a reload, and then holds
+// every record of the log, also those appended while it was disconnected
+// (Last-Event-ID replay), each once.
+func TestDashboardReconnectsWithoutLosingRecords(t *testing.T) {
+	b := openBrowser(t)
+	d := startDashServer(t, map[string]string{"index": "normal"}, "")
+	b.do("load the dashboard", chromedp.Navigate(d.admin+"/"), chromedp.WaitVisible(chromedp.ID("workers")))
+	b.waitJS("index healthy and the stream live", cell("index", "state")+` === "healthy" && document.getElementById("live").textContent === "live"`)
+	chromiumtest.Eval[bool](t, b.ctx, `window.tqNoReload = true`)
+
+	d.Stop(15 * time.Second)
+	b.waitJS("the page reconnecting", `document.getElementById("live").textContent !== "live"`)
+	s2 := testrig.StartServerT(t, testrig.ServerOptions{Bin: serverBin(t), Root: d.Root()}, wait)
+	var pid int
+	testrig.WaitFor(t, wait, "index healthy under the new server", func() bool {
+		pid = (&dashServer{Server: s2}).healthyPID(t, "index")
+		return pid != 0
+	})
+	b.waitJS("the page live again with the new index", `document.getElementById("live").textContent === "live" && `+
+		cell("index", "pids")+` === "`+fmt.Sprint(pid)+`" && `+cell("index", "state")+` === "healthy"`)
+	if !chromiumtest.Eval[bool](t, b.ctx, `window.tqNoReload === true`) {
+		t.Fatal("the page reloaded itself")
+	}
+	var want []string
+	for _, r := range (&dashServer{Server: s2}).history(t, "") {
+		want = append(want, fmt.Sprint(r.Seq))
+	}
+	wantJSON, _ := json.Marshal(want)
+	b.waitJS("every record of the log in the timeline, once", `(() => { const seqs = [...document.querySelectorAll("#timeline-body .row")].map(r => r.dataset.seq); `+
+		`const want = `+string(wantJSON)+`; return new Set(seqs).size === seqs.length && want.every(s => seqs.includes(s)) })()`)
+	got := b.text(`JSON.stringify([...document.querySelectorAll("#timeline-body .row")].map(r => r.dataset.event))`)
+	for _, ev := range []string{"server_stop", "server_start"} {
+		if !bytes.Contains([]byte(got), []byte(`"`+ev+`"`)) {
+			t.Errorf("no %s row in the timeline: %s", ev, got)
+		}
+	}
+	b.shot("dashboard-reconnected.png")
+}
