@@ -1,8 +1,8 @@
 'use strict';
 // The tqserver dashboard. It reads only the admin API of this origin
 // (CONTRACT.md §9): one GET v1/status every 2 s for all workers, the
-// history once (and after a reconnect, the gap), and v1/events for every
-// new record. Records and status go into one model; the DOM is updated at
+// history once, and v1/events for every new record (resumed after a
+// disconnect from the last seq held, so the server replays the gap). Records and status go into one model; the DOM is updated at
 // most once per animation frame.
 (function () {
   const TOKEN_KEY = 'tqserver.admin_token';
@@ -25,7 +25,7 @@
     rates: new Map(), // worker -> requests per second (absent: unknown)
     records: [], // oldest first, at most CAP
     bySeq: new Map(), // seq -> record
-    derived: new Map(), // worker -> {restarts, last}
+    derived: new Map(), // worker -> {restarts, last, failure, shown}
     workerNames: new Set(),
     reasons: new Set(),
   };
@@ -98,14 +98,14 @@
 
   // addRecords merges records into the model; live ones (from the stream)
   // flash when they appear.
-  function addRecords(recs, live) {
+  function addRecords(recs, fromStream) {
     for (const r of recs) {
       if (!r || typeof r.seq !== 'number' || model.bySeq.has(r.seq)) continue;
       model.bySeq.set(r.seq, r);
       const n = model.records.length;
       if (n === 0 || r.seq > model.records[n - 1].seq) {
         model.records.push(r);
-        if (live) r.fresh = true;
+        if (fromStream) r.fresh = true;
         fresh.push(r);
       } else {
         // An older record (the initial history arriving after live ones).
@@ -121,8 +121,8 @@
       if (r.reason && !model.reasons.has(r.reason)) { model.reasons.add(r.reason); dirty.filters = true; }
       applyLive(r);
     }
-    while (model.records.length > CAP) {
-      model.bySeq.delete(model.records.shift().seq);
+    if (model.records.length > CAP) {
+      for (const old of model.records.splice(0, model.records.length - CAP)) model.bySeq.delete(old.seq);
     }
     if (fresh.length > CAP) fresh = fresh.slice(fresh.length - CAP);
     dirty.timeline = dirty.derive = dirty.workers = dirty.server = true;
@@ -380,7 +380,6 @@
   const workerRows = new Map(); // name -> {tr, td: {col: span}, button}
   let workerOrder = '';
   const COLS = ['name', 'route', 'state', 'pids', 'ports', 'uptime', 'binary', 'restarts', 'reason', 'rps', 'p99'];
-  const NUMERIC = new Set(['pids', 'ports', 'restarts', 'rps', 'p99']);
 
   function setCell(td, text, title, cls) {
     if (td.textContent !== text) td.textContent = text;
