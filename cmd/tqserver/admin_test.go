@@ -432,3 +432,39 @@ func TestAdminDefaultAddressTakenWarns(t *testing.T) {
 		t.Fatalf("admin_listen \"\" still mentions the listener:\n%s", s2.Logs())
 	}
 }
+
+// A restart starts what is on disk, so it refuses a binary that no reload
+// has checked (that is a deploy: verified, reason binary_changed); the same
+// bytes copied again are no obstacle.
+func TestRestartRefusesUnloadedBinary(t *testing.T) {
+	root := newRoot(t, adminConfig("", ""))
+	install(t, root, "index", "v1", "normal")
+	s := startServer(t, root)
+	waitBody(t, s.URL("/"), "v1 index", 10*time.Second)
+
+	install(t, root, "index", "v1", "normal") // new inode and mtime, same bytes
+	out, stderr, err := runCLI(t, "restart", "--root", root, "index")
+	if err != nil || !strings.Contains(out, "index: operator\n") {
+		t.Fatalf("restart with the same bytes reinstalled: %v, stdout %q, stderr %q", err, out, stderr)
+	}
+
+	install(t, root, "index", "v2", "normal")
+	out, stderr, err = runCLI(t, "restart", "--root", root, "index")
+	want := "tqserver: index: nothing restarted: its binary on disk is not the one running (a deploy not yet loaded); run `tqserver reload` to deploy it"
+	if err == nil || strings.TrimSpace(stderr) != want {
+		t.Fatalf("restart with an unloaded binary: %v, stdout %q, stderr\n%q\nwant\n%q", err, out, stderr, want)
+	}
+	if _, body := get(t, s.URL("/")); !strings.HasPrefix(body, "v1 ") {
+		t.Fatalf("after the refused restart: %q", body)
+	}
+	if n := count(history(t, root, "--worker", "index"), func(r store.Record) bool { return r.Event == "start" && r.Reason == "operator" }); n != 1 {
+		t.Fatalf("%d operator starts, want 1 (the refused restart started nothing)", n)
+	}
+	if out, _, err := runCLI(t, "reload", "--root", root); err != nil || !strings.Contains(out, "index: binary_changed") {
+		t.Fatalf("reload: %v %q", err, out)
+	}
+	waitBody(t, s.URL("/"), "v2 index", 10*time.Second)
+	if out, stderr, err := runCLI(t, "restart", "--root", root, "index"); err != nil || !strings.Contains(out, "index: operator\n") {
+		t.Fatalf("restart after the reload: %v, stdout %q, stderr %q", err, out, stderr)
+	}
+}

@@ -2,6 +2,8 @@ package supervisor
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"time"
 
 	"github.com/mevdschee/tqserver/internal/events"
@@ -41,6 +43,11 @@ func (s *Supervisor) onRestart(ev events.Restart) {
 		s.finish(p)
 		return
 	}
+	if msg := s.binaryMoved(w); msg != "" {
+		p.result.Error = msg
+		s.finish(p)
+		return
+	}
 	s.reloads = append(s.reloads, p)
 	s.log.Info().Str("worker", ev.Worker).Str("reason", sm.ReasonOperator).Msg("restart requested")
 	p.result.Changes = append(p.result.Changes, ev.Worker+": "+sm.ReasonOperator)
@@ -54,4 +61,26 @@ func (s *Supervisor) onRestart(ev events.Restart) {
 	s.startRoll(w, sm.ReasonOperator, "restart requested by the operator", p, time.Time{})
 	p.checked = true
 	s.settleReloads()
+}
+
+// binaryMoved says why w must not be restarted as it is: its binary on disk
+// is not the one it runs (a deploy that no reload has checked yet, or a
+// binary that a reload would reject). A restart starts what is on disk, so
+// it would deploy that binary unverified and under reason operator; the
+// operator is told to reload instead. With timestamp checks off no reload
+// ever looks at binaries, and a restart runs what is there.
+func (s *Supervisor) binaryMoved(w *worker) string {
+	if !s.cfg.TimestampCheckEnabled(s.mode) || statBin(w.f.bin).sameStat(w.stamp.bin) {
+		return ""
+	}
+	b, err := s.acceptBinary(w.f, w)
+	switch {
+	case errors.Is(err, errSameContent):
+		w.stamp.bin = b // touched or copied again: the same bytes
+		return ""
+	case err == nil:
+		return fmt.Sprintf("%s: nothing restarted: its binary on disk is not the one running (a deploy not yet loaded); run `tqserver reload` to deploy it", w.f.name)
+	default:
+		return fmt.Sprintf("%s: nothing restarted: its binary on disk is not the one running and would be rejected: %v", w.f.name, err)
+	}
 }
