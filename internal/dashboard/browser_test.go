@@ -83,8 +83,14 @@ type dashServer struct {
 // extraYAML appended under server:.
 func startDashServer(t *testing.T, workers map[string]string, serverYAML string) *dashServer {
 	t.Helper()
-	bin := serverBin(t)
 	root := t.TempDir()
+	return startDashServerOn(t, root, "prod", workers, serverYAML)
+}
+
+// startDashServerOn is startDashServer on root, in mode (prod or dev).
+func startDashServerOn(t *testing.T, root, mode string, workers map[string]string, serverYAML string) *dashServer {
+	t.Helper()
+	bin := serverBin(t)
 	for _, d := range []string{"config", "workers", "var"} {
 		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
 			t.Fatal(err)
@@ -121,7 +127,7 @@ func startDashServer(t *testing.T, workers map[string]string, serverYAML string)
 			}
 		}
 	}
-	s := testrig.StartServerT(t, testrig.ServerOptions{Bin: bin, Root: root}, wait)
+	s := testrig.StartServerT(t, testrig.ServerOptions{Bin: bin, Root: root, Mode: mode}, 2*wait) // dev mode builds first
 	d := &dashServer{Server: s, admin: fmt.Sprintf("http://127.0.0.1:%d", port)}
 	client := &http.Client{Timeout: 5 * time.Second}
 	if err := s.PollAlive(wait, 20*time.Millisecond, "the admin listener's /healthz", func() (bool, string) {
@@ -621,4 +627,48 @@ func TestDashboardReconnectsWithoutLosingRecords(t *testing.T) {
 		}
 	}
 	b.shot("dashboard-reconnected.png")
+}
+
+// Dev mode: an edit that does not compile shows as the worker's last
+// reason, build_failed in red, and one click shows the compiler's output
+// with file:line; the instance keeps serving meanwhile.
+func TestDashboardShowsAFailedBuild(t *testing.T) {
+	b := openBrowser(t)
+	repo, err := testrig.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	source, err := os.ReadFile(filepath.Join(repo, testrig.TestWorkerPkg, "main.go"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	root := t.TempDir()
+	write := func(rel, content string) {
+		t.Helper()
+		path := filepath.Join(root, rel)
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		// Write then rename, so the watcher never builds half a file.
+		if err := os.WriteFile(path+".tmp", []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(path+".tmp", path); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("go.mod", "module example.com/dashapp\n\ngo 1.22\n")
+	write("workers/index/src/main.go", string(source))
+	d := startDashServerOn(t, root, "dev", nil, "")
+	b.do("load the dashboard", chromedp.Navigate(d.admin+"/"), chromedp.WaitVisible(chromedp.ID("workers")))
+	b.waitJS("index healthy and the stream live", cell("index", "state")+` === "healthy" && document.getElementById("live").textContent === "live"`)
+
+	write("workers/index/src/main.go", string(source)+"\nfunc broken( {\n")
+	chromiumtest.WaitJS(t, b.ctx, 2*wait, "index's last reason build_failed", cell("index", "reason")+` === "build_failed"`)
+	if got := b.text(cell("index", "state")); got != "healthy" {
+		t.Errorf("index shows %q after a failed build; the running instance keeps serving", got)
+	}
+	b.do("open the failed build", chromedp.Click(chromedp.CSS(`#workers-body .row[data-worker="index"] [data-col="reason"]`)))
+	b.waitJS("the compiler's output", `document.getElementById("detail").open && /main\.go:\d+/.test(document.getElementById("detail-output").textContent)`)
+	b.shot("dashboard-build-failed.png")
 }
