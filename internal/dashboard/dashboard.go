@@ -16,28 +16,30 @@ var (
 	pageHTML string
 	//go:embed page.css
 	pageCSS string
-	//go:embed page.js
-	pageJS string
+	// Two scripts that share the page's global scope: data.js (the API
+	// into one model), then view.js (draws it, and starts the loops).
+	//go:embed data.js
+	dataJS string
+	//go:embed view.js
+	viewJS string
 )
 
-// The document and its headers, built once: the script and style are
-// inlined, and the Content-Security-Policy allows exactly those two (by
-// hash) and requests to this origin, so nothing else can run in a page
-// that holds the admin token and can restart workers.
+// The document and its headers, built once: the scripts and the style are
+// inlined, and the Content-Security-Policy allows exactly those (by hash)
+// and requests to this origin, so nothing else can run in a page that
+// holds the admin token and can restart workers.
 var (
-	page     = assemble(pageHTML, pageCSS, pageJS)
-	pageCSP  = csp(pageCSS, pageJS)
+	page     = assemble(pageHTML, map[string]string{"/*STYLE*/": pageCSS, "/*DATA*/": dataJS, "/*VIEW*/": viewJS})
+	pageCSP  = csp(pageCSS, dataJS, viewJS)
 	pageETag = etag(page)
 )
 
-const (
-	styleSlot  = "/*STYLE*/"
-	scriptSlot = "/*SCRIPT*/"
-)
-
-func assemble(html, css, js string) []byte {
-	html = strings.Replace(html, styleSlot, css, 1)
-	html = strings.Replace(html, scriptSlot, js, 1)
+// assemble puts each slot's content in place of the slot (a comment in
+// page.html).
+func assemble(html string, slots map[string]string) []byte {
+	for slot, content := range slots {
+		html = strings.Replace(html, slot, content, 1)
+	}
 	return []byte(html)
 }
 
@@ -46,10 +48,14 @@ func hashSource(s string) string {
 	return "'sha256-" + base64.StdEncoding.EncodeToString(sum[:]) + "'"
 }
 
-func csp(css, js string) string {
+func csp(css string, scripts ...string) string {
+	var hashes []string
+	for _, js := range scripts {
+		hashes = append(hashes, hashSource(js))
+	}
 	return strings.Join([]string{
 		"default-src 'none'",
-		"script-src " + hashSource(js),
+		"script-src " + strings.Join(hashes, " "),
 		"style-src " + hashSource(css),
 		"connect-src 'self'",
 		"img-src data:",
