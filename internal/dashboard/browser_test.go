@@ -319,6 +319,10 @@ func TestDashboardWorkersRestartAndCrashDetail(t *testing.T) {
 		return newPID != 0 && newPID != pids["api_users"]
 	})
 	b.waitJS("the new pid of api_users in its row", cell("api_users", "pids")+` === "`+fmt.Sprint(newPID)+`"`)
+	// One restart: one new instance (its start and spawned records count once).
+	if got := b.text(cell("api_users", "restarts")); got != "1" {
+		t.Errorf("api_users shows %s restarts after one, want 1", got)
+	}
 	if !chromiumtest.Eval[bool](b.t, b.ctx, `window.tqNoReload === true`) {
 		t.Fatal("the page reloaded itself; the restart must show up live")
 	}
