@@ -2,9 +2,11 @@ package config
 
 import (
 	"maps"
+	"reflect"
 	"slices"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/mevdschee/tqserver/internal/layout"
 )
@@ -576,4 +578,51 @@ func (c *Config) Layout(root string) layout.Root {
 		IncludePatterns: append([]string{}, c.Workers.Discovery.IncludePatterns...),
 		BinaryPath:      c.Binaries.Path,
 	})
+}
+
+// ChangedKeys names the workers.default / workers.paths keys whose values
+// differ between a and b, in field order (env entries as env.NAME), for the
+// record that says why a worker restarted.
+func (a WorkerSettings) ChangedKeys(b WorkerSettings) []string {
+	var out []string
+	va, vb := reflect.ValueOf(a), reflect.ValueOf(b)
+	for i := range va.NumField() {
+		f := va.Type().Field(i)
+		if f.Name == "Env" {
+			continue
+		}
+		if va.Field(i).Interface() != vb.Field(i).Interface() {
+			out = append(out, snakeCase(f.Name))
+		}
+	}
+	keys := map[string]bool{}
+	for k := range a.Env {
+		keys[k] = true
+	}
+	for k := range b.Env {
+		keys[k] = true
+	}
+	for _, k := range slices.Sorted(maps.Keys(keys)) {
+		av, aok := a.Env[k]
+		bv, bok := b.Env[k]
+		if av != bv || aok != bok {
+			out = append(out, "env."+k)
+		}
+	}
+	return out
+}
+
+// snakeCase turns a field name into its key: MaxRequests → max_requests.
+func snakeCase(s string) string {
+	var b strings.Builder
+	for i, r := range s {
+		if unicode.IsUpper(r) {
+			if i > 0 {
+				b.WriteByte('_')
+			}
+			r = unicode.ToLower(r)
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
 }

@@ -130,7 +130,7 @@ func (c *Core) onReconfigure(ev events.Reconfigure) {
 		w.addSlot()
 	}
 	if ev.Restart != "" {
-		c.startRoll(w, ev.Restart, "", ev.Batch, events.RollWorker{})
+		c.startRoll(w, ev.Restart, ev.Detail, ev.Batch, events.RollWorker{})
 		return
 	}
 	for i := before; i < n; i++ {

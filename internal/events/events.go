@@ -134,6 +134,7 @@ type Reconfigure struct {
 	Worker   string
 	Settings config.WorkerSettings
 	Restart  string
+	Detail   string // what changed and what asked, for the start records
 	Batch    uint64
 }
 

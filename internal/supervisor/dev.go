@@ -105,7 +105,8 @@ func (s *Supervisor) build(name string, seen time.Time, tentative bool) {
 	if !layout.ValidName(name) {
 		return
 	}
-	lw := s.layout().Worker(name)
+	lay := s.layout()
+	lw := lay.Worker(name)
 	if !lw.HasSource() {
 		return
 	}
@@ -140,7 +141,7 @@ func (s *Supervisor) build(name string, seen time.Time, tentative bool) {
 			return
 		}
 		defer func() { <-sem }()
-		r := builder.Build(ctx, lw.Dir, builder.Options{LDFlags: bo.LDFlags, Stage: true})
+		r := builder.Build(ctx, lw.Dir, builder.Options{LDFlags: bo.LDFlags, Stage: true, Layout: &lay})
 		ev := events.BuildFinished{Worker: name, ID: id, Duration: r.Duration, Err: r.Err, Output: r.Output, Canceled: r.Canceled, Staged: r.Staged}
 		select {
 		case s.events <- ev:
@@ -183,7 +184,7 @@ func (s *Supervisor) onBuildFinished(ev events.BuildFinished) {
 		}
 		if b.tentative && !ev.Canceled {
 			b.done = &ev // kept until the change settles (or changes again)
-			s.log.Debug().Str("worker", ev.Worker).Bool("ok", ev.Err == nil).Dur("took", ev.Duration).
+			s.log.Debug().Str("worker", ev.Worker).Bool("ok", ev.Err == nil).Int64("took_ms", ev.Duration.Milliseconds()).
 				Msg("early build finished; waiting for the change to settle")
 			return
 		}
@@ -244,7 +245,7 @@ func (s *Supervisor) onBuildFinished(ev events.BuildFinished) {
 	if ev.ID == 0 || ev.Worker == "" {
 		return // builds before Run: the workers start from discovery
 	}
-	s.log.Info().Str("worker", ev.Worker).Dur("took", ev.Duration).Msg("built")
+	s.log.Info().Str("worker", ev.Worker).Int64("took_ms", ev.Duration.Milliseconds()).Msg("built")
 	if s.buildFailing[ev.Worker] {
 		delete(s.buildFailing, ev.Worker)
 		if s.dev != nil {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/mevdschee/tqserver/internal/config"
 	"github.com/mevdschee/tqserver/internal/events"
@@ -76,6 +77,7 @@ type checkDone struct {
 
 // verdict is what a check found about one worker's binary.
 type verdict struct {
+	old     binStamp // the running binary's stamp (hashed when it could be)
 	changed bool     // new content, accepted
 	same    bool     // new stat, same content: refresh the stamp only
 	stamp   binStamp // the stamp to keep when accepted or same
@@ -144,11 +146,11 @@ func runCheck(in checkInput, p *pendingReload) checkDone {
 		b, err := acceptBinary(f, &old, k.pids)
 		switch {
 		case errors.Is(err, errSameContent):
-			r.verdicts[name] = verdict{same: true, stamp: b}
+			r.verdicts[name] = verdict{old: old, same: true, stamp: b}
 		case err != nil:
-			r.verdicts[name] = verdict{err: err}
+			r.verdicts[name] = verdict{old: old, err: err}
 		default:
-			r.verdicts[name] = verdict{changed: true, stamp: b}
+			r.verdicts[name] = verdict{old: old, changed: true, stamp: b}
 		}
 	}
 	return r
@@ -174,6 +176,7 @@ func (s *Supervisor) onCheckDone(r checkDone) {
 	}
 	// Config first: a worker restarted for its binary gets the new settings too.
 	restart := map[string]string{} // worker → reason
+	why := map[string][]string{}   // worker → what changed
 	var reconf []events.Reconfigure
 	if r.cfgChanged {
 		if r.cfgErr != nil {
@@ -204,6 +207,7 @@ func (s *Supervisor) onCheckDone(r checkDone) {
 				rc := events.Reconfigure{Worker: w.Name, Settings: nws, Batch: p.id}
 				if !w.Settings.EqualExceptScaling(nws) {
 					restart[w.Name] = sm.ReasonConfigChanged
+					why[w.Name] = append(why[w.Name], "config: "+strings.Join(w.Settings.ChangedKeys(nws), ", ")+" changed")
 				}
 				reconf = append(reconf, rc)
 			}
@@ -230,12 +234,12 @@ func (s *Supervisor) onCheckDone(r checkDone) {
 		msg := "timestamp checks are disabled by timestamp_check.enabled in config: workers not checked"
 		res.Changes = append(res.Changes, msg)
 		s.log.Warn().Msg(msg)
-		s.applyReconfigure(p, reconf, restart)
+		s.applyReconfigure(p, reconf, restart, why)
 		return
 	}
 	if r.discErr != nil {
 		res.Error = r.discErr.Error()
-		s.applyReconfigure(p, reconf, restart)
+		s.applyReconfigure(p, reconf, restart, why)
 		return
 	}
 	for _, w := range r.warnings {
@@ -281,6 +285,7 @@ func (s *Supervisor) onCheckDone(r checkDone) {
 			default:
 				k.stamp.bin = v.stamp
 				restart[name] = sm.ReasonBinaryChanged
+				why[name] = append([]string{binaryChange(v.old, v.stamp)}, why[name]...)
 			}
 		}
 		if _, ok := restart[name]; ok {
@@ -293,15 +298,21 @@ func (s *Supervisor) onCheckDone(r checkDone) {
 	for _, a := range adds {
 		s.handle(a)
 	}
-	s.applyReconfigure(p, reconf, restart)
+	s.applyReconfigure(p, reconf, restart, why)
 }
 
 // applyReconfigure steps the config changes and the restarts: one roll per
 // worker, with the binary's reason when both changed.
-func (s *Supervisor) applyReconfigure(p *pendingReload, reconf []events.Reconfigure, restart map[string]string) {
+func (s *Supervisor) applyReconfigure(p *pendingReload, reconf []events.Reconfigure, restart map[string]string, why map[string][]string) {
+	detail := func(name string) string {
+		return strings.Join(why[name], "; ") + "; asked by " + p.source
+	}
 	done := map[string]bool{}
 	for _, rc := range reconf {
 		rc.Restart = restart[rc.Worker]
+		if rc.Restart != "" {
+			rc.Detail = detail(rc.Worker)
+		}
 		if rc.Restart != "" {
 			p.result.Changes = append(p.result.Changes, rc.Worker+": "+rc.Restart)
 		}
@@ -313,8 +324,24 @@ func (s *Supervisor) applyReconfigure(p *pendingReload, reconf []events.Reconfig
 			continue
 		}
 		p.result.Changes = append(p.result.Changes, name+": "+restart[name])
-		s.handle(events.RollWorker{Worker: name, Reason: restart[name], Batch: p.id})
+		s.handle(events.RollWorker{Worker: name, Reason: restart[name], Detail: detail(name), Batch: p.id})
 	}
+}
+
+// binaryChange says how a worker binary changed, for the binary_changed
+// start records: size, mtime and the start of the sha256, old → new.
+func binaryChange(old, cur binStamp) string {
+	sum := func(b binStamp) string {
+		if !b.hashed {
+			return "?"
+		}
+		return b.hex()[:12]
+	}
+	mt := func(b binStamp) string {
+		return time.Unix(0, b.mtime).UTC().Format("2006-01-02T15:04:05.000Z")
+	}
+	return fmt.Sprintf("binary: size %d → %d bytes, mtime %s → %s, sha256 %s → %s",
+		old.size, cur.size, mt(old), mt(cur), sum(old), sum(cur))
 }
 
 // recordConfigReloaded records that ncfg replaces the running config, before
@@ -355,6 +382,12 @@ func serverSettingsChanged(a, b *config.Config) []string {
 	}
 	if a.Server.AdminToken != b.Server.AdminToken {
 		out = append(out, "server.admin_token")
+	}
+	if a.Binaries != b.Binaries {
+		out = append(out, "binaries")
+	}
+	if a.Logs != b.Logs {
+		out = append(out, "logs")
 	}
 	return out
 }
