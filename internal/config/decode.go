@@ -441,6 +441,18 @@ func optStringField(dst **string, chk check) fieldFunc {
 	}
 }
 
+// optStringsField sets *dst to the list when the key is present.
+func optStringsField(dst **[]string, chk check) fieldFunc {
+	return func(d *fileDecoder, path string, e entry) error {
+		var out []string
+		if err := stringsField(&out, chk)(d, path, e); err != nil || isNull(e.value) {
+			return err
+		}
+		*dst = &out
+		return nil
+	}
+}
+
 // stringsField replaces the default list; an empty sequence gives an empty list.
 func stringsField(dst *[]string, chk check) fieldFunc {
 	return func(d *fileDecoder, path string, e entry) error {
@@ -704,6 +716,20 @@ func checkPlaceholders(s string) string {
 			ph = rest[i : i+end+1]
 		}
 		return fmt.Sprintf("unknown placeholder %q: only %s", ph, workerNamePlaceholder)
+	}
+	return ""
+}
+
+// checkWarmupURL accepts an origin-form path: "/", then no spaces, no
+// control bytes, no "#" and no "//" authority.
+func checkWarmupURL(s string) string {
+	if !strings.HasPrefix(s, "/") || strings.HasPrefix(s, "//") {
+		return fmt.Sprintf("warm-up URL %q must be a path starting with a single /", s)
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c <= ' ' || c == 0x7f || c == '#' {
+			return fmt.Sprintf("warm-up URL %q has a space, control byte or # at %d", s, i)
+		}
 	}
 	return ""
 }

@@ -150,6 +150,9 @@ workers:
     health_interval_ms: 12
     health_probe_timeout_ms: 13
     health_failure_threshold: 14
+    rollback_window_ms: 15000
+    min_healthy_ms: 250
+    warmup_urls: ["/", "/api/ping?x=1"]
     scale_target_inflight: 15
     scale_down_after_ms: 16
   paths:
@@ -169,6 +172,9 @@ workers:
       health_interval_ms: 25
       health_probe_timeout_ms: 26
       health_failure_threshold: 27
+      rollback_window_ms: 0
+      min_healthy_ms: 500
+      warmup_urls: []
 logs:
   dir: var/log
   max_size_mb: 10
@@ -223,12 +229,14 @@ func fullWant() *Config {
 			Discovery:      Discovery{Mode: "filesystem", WorkersDir: "apps", IncludePatterns: []string{"*/src/main.go", "*/cmd/main.go"}},
 			Default: WorkerSettings{Instances: 3, MinInstances: 3, MaxInstances: 3, ScaleTargetInflight: 15, ScaleDownAfterMs: 16, GoMaxProcs: 4, MaxRequests: 100, ReadTimeoutSeconds: 7, WriteTimeoutSeconds: 8,
 				IdleTimeoutSeconds: 9, GoMemLimit: "512MiB", Env: map[string]string{"A": "1", "B": "${WORKER_BASE}/x"},
-				HealthTimeoutMs: 11, HealthIntervalMs: 12, HealthProbeTimeoutMs: 13, HealthFailureThreshold: 14},
+				HealthTimeoutMs: 11, HealthIntervalMs: 12, HealthProbeTimeoutMs: 13, HealthFailureThreshold: 14,
+				RollbackWindowMs: 15000, MinHealthyMs: 250, WarmupURLs: []string{"/", "/api/ping?x=1"}},
 			Paths: map[string]WorkerOverride{"/api": {
 				MinInstances: ptr(2), MaxInstances: ptr(6), ScaleTargetInflight: ptr(28), ScaleDownAfterMs: ptr(29),
 				GoMaxProcs: ptr(2), MaxRequests: ptr[int64](5000), ReadTimeoutSeconds: ptr(21), WriteTimeoutSeconds: ptr(22),
 				IdleTimeoutSeconds: ptr(23), GoMemLimit: ptr("1GiB"), Env: map[string]string{"C": "3"},
-				HealthTimeoutMs: ptr(24), HealthIntervalMs: ptr(25), HealthProbeTimeoutMs: ptr(26), HealthFailureThreshold: ptr(27)}},
+				HealthTimeoutMs: ptr(24), HealthIntervalMs: ptr(25), HealthProbeTimeoutMs: ptr(26), HealthFailureThreshold: ptr(27),
+				RollbackWindowMs: ptr(0), MinHealthyMs: ptr(500), WarmupURLs: &[]string{}}},
 		},
 		Deployment: Deployment{Mode: "prod", CheckOnSighup: false,
 			OnFileChange: []string{OnChangeRestartWorker, OnChangeRestartServer},

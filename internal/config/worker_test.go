@@ -110,6 +110,8 @@ func TestWorkerSettingsEqual(t *testing.T) {
 			f.SetString(f.String() + "x")
 		case reflect.Map:
 			b.Env["K"] = "other"
+		case reflect.Slice:
+			f.Set(reflect.Append(f, reflect.ValueOf("/x")))
 		default:
 			t.Fatalf("field %s: kind %s not covered by this test", typ.Field(i).Name, f.Kind())
 		}

@@ -137,7 +137,7 @@ func atoi(t *testing.T, s string) int {
 
 func settings(t *testing.T, a map[string]string) config.WorkerSettings {
 	ws := config.WorkerSettings{Instances: 1, MinInstances: 1, MaxInstances: 1, MaxRequests: 0,
-		ScaleTargetInflight: 4, ScaleDownAfterMs: 1000}
+		ScaleTargetInflight: 4, ScaleDownAfterMs: 1000, RollbackWindowMs: 30000}
 	if v, ok := a["instances"]; ok {
 		n := atoi(t, v)
 		ws.Instances, ws.MinInstances, ws.MaxInstances = n, n, n
@@ -220,7 +220,7 @@ func (r *rig) event(cmd string) (ev events.Event, failAppend bool) {
 	case "due":
 		return events.RestartDue{Worker: arg(1), Slot: atoi(t, a["slot"]), Gen: u64("gen")}, failAppend
 	case "roll":
-		return events.RollWorker{Worker: arg(1), Reason: a["reason"], Batch: u64("batch")}, failAppend
+		return events.RollWorker{Worker: arg(1), Reason: a["reason"], Batch: u64("batch"), Bin: a["bin"], Previous: a["previous"]}, failAppend
 	case "remove":
 		return events.RemoveWorker{Worker: arg(1), Reason: sm.ReasonOperator, Detail: "worker removed"}, failAppend
 	case "reconfigure":
@@ -390,7 +390,10 @@ func dash(s string) string {
 func (r *rig) status() string {
 	var out []string
 	for _, w := range r.c.Workers() {
-		line := fmt.Sprintf("%s %s slots=%v", w.Name, w.Route, w.Slots)
+		line := fmt.Sprintf("%s %s slots=%v bin=%s", w.Name, w.Route, w.Slots, w.Bin)
+		if w.Previous != "" {
+			line += " previous=" + w.Previous
+		}
 		if w.Removed {
 			line += " (removed)"
 		}

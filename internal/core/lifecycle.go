@@ -3,6 +3,7 @@ package core
 import (
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/mevdschee/tqserver/internal/events"
 	sm "github.com/mevdschee/tqserver/internal/statemachine"
@@ -133,7 +134,7 @@ func (c *Core) start(w *worker, sl *slot, reason, detail string, batch uint64) {
 		return
 	}
 	num := w.nextNum + 1
-	in := &instance{name: fmt.Sprintf("%s-%d", w.name, num), slot: sl.id, port: port, logged: sm.Starting,
+	in := &instance{name: fmt.Sprintf("%s-%d", w.name, num), slot: sl.id, port: port, logged: sm.Starting, bin: w.bin,
 		m: sm.New(sm.Starting), startReason: reason, batch: batch}
 	c.record(&store.Record{Worker: w.name, Instance: in.name, To: sm.Starting, Event: sm.Start,
 		Reason: reason, Port: port, Route: w.route, Detail: detail})
@@ -384,7 +385,8 @@ func (c *Core) onExited(ev events.Exited) {
 		if sl != nil && sl.next == in.name {
 			sl.next = ""
 		}
-		if state != sm.Draining && sl != nil && sl.current == "" && sl.next == "" {
+		rolledBack := state == sm.Healthy && !beforeServing && c.autoRollback(w, in)
+		if !rolledBack && state != sm.Draining && sl != nil && sl.current == "" && sl.next == "" {
 			if !in.healthyAt.IsZero() && c.tx.now.Sub(in.healthyAt) >= c.o.RestartBackoffReset {
 				sl.failures = 0
 			}
@@ -393,6 +395,22 @@ func (c *Core) onExited(ev events.Exited) {
 	}
 	in.spawned = false // after its last record, which still carries the pid
 	c.emit(Forget{Instance: in.name})
+}
+
+// autoRollback: a new binary whose instance crashed within
+// rollback_window_ms of becoming healthy is replaced, in every slot, by the
+// previous good binary (when one was saved).
+func (c *Core) autoRollback(w *worker, in *instance) bool {
+	window := time.Duration(w.settings.RollbackWindowMs) * time.Millisecond
+	up := c.tx.now.Sub(in.healthyAt)
+	if in.startReason != sm.ReasonBinaryChanged || window <= 0 || up >= window || w.prevBin == "" || w.removed || c.tx.shutting {
+		return false
+	}
+	detail := fmt.Sprintf("%s (a new binary) crashed %s after becoming healthy, within rollback_window_ms %d: back to the previous binary %s",
+		in.name, up.Round(time.Millisecond), w.settings.RollbackWindowMs, w.prevBin)
+	c.logf("warn", w, in.name, "%s", detail)
+	c.startRoll(w, sm.ReasonRollback, detail, 0, events.RollWorker{Bin: w.prevBin})
+	return true
 }
 
 func (c *Core) onRestartDue(ev events.RestartDue) {

@@ -31,6 +31,7 @@ const (
 
 type worker struct {
 	name, route, bin, dir string
+	prevBin               string // a saved copy of the previous good binary ("" none)
 	settings              config.WorkerSettings
 	slots                 []slot
 	slotSeq               int
@@ -71,6 +72,7 @@ type instance struct {
 	spawned     bool           // its process exists (Spawned seen)
 	pid         int
 	ticks       uint64
+	bin         string // the binary it was started from
 	startReason string
 	drainReason string
 	healthyAt   time.Time

@@ -119,6 +119,11 @@ type RollWorker struct {
 	Worker, Reason, Detail string
 	Batch                  uint64
 	ChangedAt              time.Time
+	// Bin, when set, is the binary the worker runs from now on (a deploy:
+	// bin/NAME again; a rollback: the saved previous one). Previous, when
+	// set, is a saved copy of the binary that ran until now: what a
+	// rollback goes back to.
+	Bin, Previous string
 }
 
 // RemoveWorker: Worker's directory is gone: drain and stop it.
@@ -136,6 +141,8 @@ type Reconfigure struct {
 	Restart  string
 	Detail   string // what changed and what asked, for the start records
 	Batch    uint64
+	// Bin and Previous as in RollWorker, when its binary changed too.
+	Bin, Previous string
 }
 
 // Assets: only Worker's public/ or private/ files changed.
