@@ -44,14 +44,15 @@ func (r rootFlag) abs() (string, error) {
 }
 
 type cli struct {
-	Serve   serveCmd   `cmd:"" default:"withargs" help:"Run the server (default)."`
-	History historyCmd `cmd:"" help:"Print the transition log."`
-	Status  statusCmd  `cmd:"" help:"Print the workers and their instances."`
-	Reload  reloadCmd  `cmd:"" help:"Check for changed files and restart what changed (same as SIGHUP)."`
-	Restart restartCmd `cmd:"" help:"Replace every instance of one worker without downtime (reason operator)."`
-	Build   buildCmd   `cmd:"" help:"Build worker binaries from workers/NAME/src."`
-	Log     logCmd     `cmd:"" help:"Check or salvage the history log (var/tqserver.db)."`
-	Version versionCmd `cmd:"" help:"Print the version."`
+	Serve    serveCmd    `cmd:"" default:"withargs" help:"Run the server (default)."`
+	History  historyCmd  `cmd:"" help:"Print the transition log."`
+	Status   statusCmd   `cmd:"" help:"Print the workers and their instances."`
+	Reload   reloadCmd   `cmd:"" help:"Check for changed files and restart what changed (same as SIGHUP)."`
+	Restart  restartCmd  `cmd:"" help:"Replace every instance of one worker without downtime (reason operator)."`
+	Rollback rollbackCmd `cmd:"" help:"Swap one worker back to its previous good binary without downtime (reason rollback)."`
+	Build    buildCmd    `cmd:"" help:"Build worker binaries from workers/NAME/src."`
+	Log      logCmd      `cmd:"" help:"Check or salvage the history log (var/tqserver.db)."`
+	Version  versionCmd  `cmd:"" help:"Print the version."`
 }
 
 type versionCmd struct{}

@@ -457,3 +457,76 @@ func TestRestartRecordsSayWhy(t *testing.T) {
 		t.Errorf("config_changed detail %q does not name the keys and the asker", d)
 	}
 }
+
+// Rollback by hand: the previous good binary was kept when v2 was
+// deployed; `rollback` swaps back to it with reason rollback, and then
+// there is no previous one left.
+func TestRollbackCommand(t *testing.T) {
+	f := newDeployFixture(t, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if res := f.sup.Rollback(ctx, "index"); res.Error == "" || !strings.Contains(res.Error, "no previous binary") {
+		t.Fatalf("rollback with nothing deployed: %+v", res)
+	}
+	f.deployBytes(t, f.version(t, "ver-2222"))
+	if res := f.reload(); res.Error != "" || len(res.Failures) > 0 {
+		t.Fatalf("reload: %+v", res)
+	}
+	f.waitServing("ver-2222")
+	prev := f.sup.Status().Workers[0].Previous
+	if !strings.HasPrefix(prev, filepath.Join(f.root, "var", "releases", "index")+"/") || !strings.HasSuffix(prev, sumHex(f.base)[:12]) {
+		t.Fatalf("previous binary %q: want var/releases/index/%s", prev, sumHex(f.base)[:12])
+	}
+	res := f.sup.Rollback(ctx, "index")
+	if res.Error != "" || len(res.Failures) > 0 {
+		t.Fatalf("rollback: %+v", res)
+	}
+	f.waitServing(baseVersion)
+	st := f.sup.Status().Workers[0]
+	if st.Binary != prev || st.Previous != "" {
+		t.Fatalf("after rollback: binary %q previous %q, want %q and none", st.Binary, st.Previous, prev)
+	}
+	recs, err := f.st.Records(store.Filter{Worker: "index"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := count(recs, func(r store.Record) bool { return r.Event == sm.Start && r.Reason == sm.ReasonRollback }); n != 1 {
+		t.Fatalf("want 1 rollback start, got %d", n)
+	}
+	// The deploy on disk was considered: a reload changes nothing.
+	if res := f.reload(); !nothingChanged(res) {
+		t.Fatalf("reload after rollback: %+v", res)
+	}
+	if res := f.sup.Rollback(ctx, "index"); !strings.Contains(res.Error, "no previous binary") {
+		t.Fatalf("second rollback: %+v", res)
+	}
+}
+
+// Automatic rollback: a new binary that becomes healthy and then crashes
+// within rollback_window_ms is replaced by the previous good one.
+func TestAutomaticRollback(t *testing.T) {
+	f := newDeployFixture(t, nil)
+	bad := filepath.Join(t.TempDir(), "bad")
+	testrig.BuildTestWorker(t, bad, "ver-bad1", "crashlater")
+	if err := testrig.Install(f.root, "index", bad); err != nil {
+		t.Fatal(err)
+	}
+	f.reload() // its instance is healthy at first: the reload reports it serving
+	f.waitFor("a rollback start after the crash", func() bool {
+		recs, _ := f.st.Records(store.Filter{Worker: "index"})
+		return count(recs, func(r store.Record) bool { return r.Event == sm.Start && r.Reason == sm.ReasonRollback }) == 1
+	})
+	f.waitServing(baseVersion)
+	recs, err := f.st.Records(store.Filter{Worker: "index"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range recs {
+		if r.Event == sm.Start && r.Reason == sm.ReasonRollback && !strings.Contains(r.Detail, "within rollback_window_ms 30000: back to the previous binary") {
+			t.Fatalf("rollback record detail: %q", r.Detail)
+		}
+	}
+	if st := f.sup.Status().Workers[0]; st.Previous != "" || !strings.Contains(st.Binary, "releases") {
+		t.Fatalf("after the automatic rollback: %+v", st)
+	}
+}

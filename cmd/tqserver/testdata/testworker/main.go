@@ -20,7 +20,7 @@ import (
 
 var (
 	version   = "v0"
-	behaviour = "normal" // normal | crash | nohealth | orphan | spawnchild | setsidchild | setsidstubborn
+	behaviour = "normal" // normal | crash | crashlater | nohealth | orphan | spawnchild | setsidchild | setsidstubborn
 )
 
 func main() {
@@ -35,6 +35,14 @@ func main() {
 	case "crash":
 		fmt.Fprintln(os.Stderr, "testworker: boom (crashing on purpose)")
 		os.Exit(3)
+	case "crashlater":
+		// Healthy at first, then dead: a new binary that passes its health
+		// gate and crashes soon after (automatic rollback).
+		go func() {
+			time.Sleep(700 * time.Millisecond)
+			fmt.Fprintln(os.Stderr, "testworker: crashing after start (on purpose)")
+			os.Exit(4)
+		}()
 	case "orphan":
 		// Drop the parent-death signal, as if it had been lost: this worker
 		// survives a kill -9 of the server, so the next start must reap it.
