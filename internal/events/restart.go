@@ -8,8 +8,8 @@ type Restart struct {
 	// Rollback: swap back to the saved previous good binary (reason
 	// rollback) instead of restarting the one that runs.
 	Rollback bool
-	Worker string
-	Reply  chan<- ReloadResult
+	Worker   string
+	Reply    chan<- ReloadResult
 }
 
 func (Restart) event() {}

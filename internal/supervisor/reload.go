@@ -80,10 +80,10 @@ type checkDone struct {
 type verdict struct {
 	old      binStamp // the running binary's stamp (hashed when it could be)
 	previous string   // a saved copy of the running binary, for rollback ("" none)
-	changed bool     // new content, accepted
-	same    bool     // new stat, same content: refresh the stamp only
-	stamp   binStamp // the stamp to keep when accepted or same
-	err     error    // rejected (checksum_mismatch)
+	changed  bool     // new content, accepted
+	same     bool     // new stat, same content: refresh the stamp only
+	stamp    binStamp // the stamp to keep when accepted or same
+	err      error    // rejected (checksum_mismatch)
 }
 
 func (s *Supervisor) nextCheck() {
