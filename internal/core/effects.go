@@ -35,6 +35,7 @@ type Warm struct {
 	Instance, From, Worker string
 	Port                   int
 	MaxRequests            int64
+	Settings               config.WorkerSettings // warmup_urls
 }
 
 // Route is one route of the table: its serving instances.

@@ -242,7 +242,7 @@ func (c *Core) onHealthOK(ev events.HealthOK) {
 		// Connections are opened and warmed before traffic moves; the
 		// predecessor serves until Warmed.
 		in.warming = true
-		c.emit(Warm{Instance: in.name, From: sl.current, Worker: w.name, Port: in.port, MaxRequests: w.settings.MaxRequests})
+		c.emit(Warm{Instance: in.name, From: sl.current, Worker: w.name, Port: in.port, MaxRequests: w.settings.MaxRequests, Settings: w.settings})
 		return
 	}
 	c.swapIn(w, in)

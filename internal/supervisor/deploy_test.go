@@ -530,3 +530,59 @@ func TestAutomaticRollback(t *testing.T) {
 		t.Fatalf("after the automatic rollback: %+v", st)
 	}
 }
+
+// min_healthy_ms: a new binary that answers /health and then dies within
+// the span never takes traffic; the old instance keeps serving.
+func TestMinHealthyKeepsTheOldInstance(t *testing.T) {
+	f := newDeployFixture(t, func(c *config.Config) { c.Workers.Default.MinHealthyMs = 3000 })
+	bad := filepath.Join(t.TempDir(), "bad")
+	testrig.BuildTestWorker(t, bad, "ver-bad1", "crashlater")
+	if err := testrig.Install(f.root, "index", bad); err != nil {
+		t.Fatal(err)
+	}
+	res := f.reload()
+	if !strings.Contains(strings.Join(res.Failures, "\n"), "keeps serving") {
+		t.Fatalf("reload of a binary that dies within min_healthy_ms: %+v", res)
+	}
+	if got := f.body(); !strings.HasPrefix(got, baseVersion+" ") {
+		t.Fatalf("serving %q, want the old %s", got, baseVersion)
+	}
+	recs, err := f.st.Records(store.Filter{Worker: "index"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := count(recs, func(r store.Record) bool { return r.To == sm.Healthy && r.Reason == sm.ReasonBinaryChanged }); n != 0 {
+		t.Fatalf("%d binary_changed instances became healthy; want none", n)
+	}
+	if n := count(recs, func(r store.Record) bool {
+		return r.Reason == sm.ReasonRollback && strings.Contains(r.Detail, "within min_healthy_ms 3000")
+	}); n != 1 {
+		t.Fatalf("want one rollback record naming min_healthy_ms, got %d", n)
+	}
+}
+
+// warmup_urls: each is requested before a new instance takes traffic; one
+// that fails keeps the old instance serving, and all passing lets it swap.
+func TestWarmupURLs(t *testing.T) {
+	f := newDeployFixture(t, func(c *config.Config) { c.Workers.Default.WarmupURLs = []string{"/slow?ms=5", "/code?c=503"} })
+	f.deployBytes(t, f.version(t, "ver-2222"))
+	res := f.reload()
+	if !strings.Contains(strings.Join(res.Failures, "\n"), "warm-up GET /code?c=503: 503") {
+		t.Fatalf("reload with a failing warm-up URL: %+v", res)
+	}
+	if got := f.body(); !strings.HasPrefix(got, baseVersion+" ") {
+		t.Fatalf("serving %q, want the old %s", got, baseVersion)
+	}
+	yaml := "workers:\n  port_range_start: 26000\n  port_range_end: 26999\n  restart_delay_ms: 10\n  default:\n    warmup_urls: [\"/slow?ms=5\", \"/health\"]\n"
+	if err := os.MkdirAll(filepath.Join(f.root, "config"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(f.root, "config", "server.yaml"), []byte(yaml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f.deployBytes(t, f.version(t, "ver-3333"))
+	if res := f.reload(); res.Error != "" || len(res.Failures) > 0 {
+		t.Fatalf("reload with passing warm-up URLs: %+v", res)
+	}
+	f.waitServing("ver-3333")
+}

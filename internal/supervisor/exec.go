@@ -183,15 +183,21 @@ func (x *executor) warm(e core.Warm) {
 	if old := x.backends[e.From]; old != nil {
 		n = min(warmConns, old.IdleConns()+int(old.Inflight()))
 	}
-	if n == 0 {
+	if n == 0 && len(e.Settings.WarmupURLs) == 0 {
 		s.local = append(s.local, events.Warmed{Instance: e.Instance})
 		return
 	}
-	name, timeout := e.Instance, s.warmTimeout
+	name, timeout, port, ws := e.Instance, s.warmTimeout, e.Port, e.Settings
 	go func() {
 		ev := events.Warmed{Instance: name}
-		if _, err := b.Warm(n, "/health", timeout); err != nil {
+		// The configured warm-up URLs first (they may fill caches), then
+		// the connections the predecessor's traffic needs.
+		if err := warmupURLs(port, ws); err != nil {
 			ev.Err = err.Error()
+		} else if n > 0 {
+			if _, err := b.Warm(n, "/health", timeout); err != nil {
+				ev.Err = err.Error()
+			}
 		}
 		s.Send(ev)
 	}()
