@@ -187,6 +187,11 @@ type Deployment struct {
 	// SIGHUP does. tqserver always does both actions, so the list must name
 	// both (see checkOnFileChange).
 	OnFileChange []string
+	// Switch is deployment.switch: "one_by_one" (default) replaces the
+	// workers a reload changed each on its own; "together" starts every
+	// new instance beside the old set and moves all routes at once, or none
+	// if any fails (an atomic release).
+	Switch string
 }
 
 // The actions of deployment.on_file_change.
@@ -307,6 +312,7 @@ func Default() *Config {
 			Mode:          ModeDev,
 			CheckOnSighup: true,
 			OnFileChange:  []string{OnChangeRestartServer, OnChangeRestartWorker},
+			Switch:        SwitchOneByOne,
 			Dev: DevSettings{
 				FileWatcher: FileWatcher{
 					Enabled:       true,

@@ -187,6 +187,7 @@ const fullDeployment = `deployment:
   mode: prod
   check_on_sighup: false
   on_file_change: [restart_affected_worker, restart_server]
+  switch: together
   dev:
     file_watcher:
       enabled: false
@@ -240,6 +241,7 @@ func fullWant() *Config {
 		},
 		Deployment: Deployment{Mode: "prod", CheckOnSighup: false,
 			OnFileChange: []string{OnChangeRestartWorker, OnChangeRestartServer},
+			Switch:       SwitchTogether,
 			Dev: DevSettings{
 				FileWatcher: FileWatcher{Enabled: false, DebounceMs: 50, WatchPatterns: []string{"a/*.go"}},
 				Build:       Build{OutputDir: "out", ParallelBuilds: 2, LDFlags: "-X main.v=1"},

@@ -327,6 +327,7 @@ func deploymentFields(dep *Deployment) map[string]fieldFunc {
 		},
 		"check_on_sighup": boolField(&dep.CheckOnSighup),
 		"on_file_change":  stringsField(&dep.OnFileChange, oneOf(OnChangeRestartServer, OnChangeRestartWorker)),
+		"switch":          stringField(&dep.Switch, oneOf(SwitchOneByOne, SwitchTogether)),
 	}
 }
 

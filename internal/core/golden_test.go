@@ -193,6 +193,14 @@ func (r *rig) event(cmd string) (ev events.Event, failAppend bool) {
 		}
 		return events.AddWorker{Worker: arg(1), Bin: bin, Settings: settings(t, a),
 			Reason: reason, Batch: u64("batch")}, failAppend
+	case "release":
+		var rolls []events.RollWorker
+		for _, n := range f[1:] {
+			if !strings.Contains(n, "=") {
+				rolls = append(rolls, events.RollWorker{Worker: n, Reason: sm.ReasonBinaryChanged})
+			}
+		}
+		return events.Release{Rolls: rolls, Batch: u64("batch")}, failAppend
 	case "spawned":
 		return events.Spawned{Instance: arg(1), PID: atoi(t, a["pid"])}, failAppend
 	case "spawn-failed":

@@ -69,6 +69,8 @@ func (c *Core) handle(ev events.Event) {
 		c.onForceKill()
 	case events.Unrecorded:
 		c.onUnrecorded(ev)
+	case events.Release:
+		c.onRelease(ev)
 	default:
 		c.logf("error", nil, "", "core: unknown event %T", ev)
 	}
@@ -225,6 +227,7 @@ func (c *Core) failStart(w *worker, in *instance, event, detail string) {
 	c.settle(in, false, fmt.Sprintf("%s: %s (%s)", in.name, reason, firstLine(detail)))
 	c.abortRoll(w, in)
 	c.stopProcess(in)
+	c.releaseFailed(in, fmt.Sprintf("%s: %s", in.name, firstLine(detail)))
 	if sl != nil && sl.current == "" {
 		c.scheduleRestart(w, sl, sm.ReasonHealthFailed)
 	}
@@ -237,6 +240,10 @@ func (c *Core) onHealthOK(ev events.HealthOK) {
 	}
 	c.fire(w, in, sm.HealthOK, in.startReason, "")
 	in.healthyAt = c.tx.now
+	if in.release != 0 {
+		c.releaseHealthy(w, in)
+		return
+	}
 	sl := w.slotByID(in.slot)
 	if sl != nil && sl.current != "" {
 		// Connections are opened and warmed before traffic moves; the
@@ -254,6 +261,18 @@ func (c *Core) onHealthOK(ev events.HealthOK) {
 func (c *Core) onWarmed(ev events.Warmed) {
 	w, in := c.inst(ev.Instance)
 	if in == nil || !in.warming || in.m.State() != sm.Healthy || c.tx.shutting {
+		return
+	}
+	if in.release != 0 {
+		if ev.Err != "" {
+			c.drain(w, in, sm.ReasonRollback, "warm-up failed: "+ev.Err)
+			c.settle(in, false, in.name+": "+sm.ReasonRollback+": warm-up failed: "+ev.Err)
+			c.releaseFailed(in, in.name+" failed its warm-up")
+			return
+		}
+		if r := c.rel(in.release); r != nil {
+			c.releaseWarmed(r, in)
+		}
 		return
 	}
 	if ev.Err != "" {
@@ -371,6 +390,7 @@ func (c *Core) onExited(ev events.Exited) {
 			}
 			c.settle(in, false, msg)
 			c.abortRoll(w, in)
+			c.releaseFailed(in, in.name+" exited before serving")
 		}
 		if sl != nil && sl.current == in.name {
 			sl.current = ""

@@ -78,6 +78,7 @@ type instance struct {
 	healthyAt   time.Time
 	changedAt   time.Time
 	roll        uint64
+	release     uint64 // the atomic release it belongs to (0: none)
 	batch       uint64
 	warming     bool // healthy, connections being warmed; its predecessor still serves
 	stopping    bool // Stop sent

@@ -258,3 +258,14 @@ func (k ChangeKind) String() string {
 }
 
 func (FilesChanged) event() {}
+
+// Release: an atomic release of several workers (deployment.switch:
+// together). Every new instance of every roll starts at once beside the
+// old set; once all are healthy and warmed, one step moves every route;
+// if any fails, none switches.
+type Release struct {
+	Rolls []RollWorker
+	Batch uint64
+}
+
+func (Release) event() {}

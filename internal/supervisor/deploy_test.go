@@ -586,3 +586,66 @@ func TestWarmupURLs(t *testing.T) {
 	}
 	f.waitServing("ver-3333")
 }
+
+// deployment.switch: together. A release of two workers where one new
+// binary never becomes healthy switches neither; a good release moves both
+// routes in one step (their predecessors' drain records are consecutive).
+func TestAtomicRelease(t *testing.T) {
+	f := newDeployFixture(t, func(c *config.Config) { c.Deployment.Switch = config.SwitchTogether })
+	get := func(path string) string {
+		resp, err := http.Get(f.srv.URL + path)
+		if err != nil {
+			return err.Error()
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return string(b)
+	}
+	if err := testrig.InstallBytes(f.root, "api", f.base); err != nil {
+		t.Fatal(err)
+	}
+	if res := f.reload(); res.Error != "" || len(res.Failures) > 0 {
+		t.Fatalf("reload adding api: %+v", res)
+	}
+	f.waitFor("api serving", func() bool { return strings.HasPrefix(get("/api/"), baseVersion+" ") })
+
+	// index gets a good binary, api one that is never healthy: neither switches.
+	bad := filepath.Join(t.TempDir(), "bad")
+	testrig.BuildTestWorker(t, bad, "ver-bad1", "nohealth")
+	f.deployBytes(t, f.version(t, "ver-2222"))
+	if err := testrig.Install(f.root, "api", bad); err != nil {
+		t.Fatal(err)
+	}
+	res := f.reload()
+	if !strings.Contains(strings.Join(res.Failures, "\n"), "release of api, index aborted") {
+		t.Fatalf("reload of a release with a never-healthy member: %+v", res)
+	}
+	if a, i := get("/api/"), get("/"); !strings.HasPrefix(a, baseVersion+" ") || !strings.HasPrefix(i, baseVersion+" ") {
+		t.Fatalf("after a failed release: api %q, index %q; want both still %s", a, i, baseVersion)
+	}
+
+	// Both good: both switch, in one step.
+	if err := testrig.InstallBytes(f.root, "api", f.version(t, "ver-3333")); err != nil {
+		t.Fatal(err)
+	}
+	f.deployBytes(t, f.version(t, "ver-3333"))
+	if res := f.reload(); res.Error != "" || len(res.Failures) > 0 {
+		t.Fatalf("reload of a good release: %+v", res)
+	}
+	if a, i := get("/api/"), get("/"); !strings.HasPrefix(a, "ver-3333 ") || !strings.HasPrefix(i, "ver-3333 ") {
+		t.Fatalf("after the release: api %q, index %q; want both ver-3333", a, i)
+	}
+	recs, err := f.st.Records(store.Filter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var drains []store.Record
+	for _, r := range recs {
+		if r.Event == sm.Drain && r.Reason == sm.ReasonReplaced {
+			drains = append(drains, r)
+		}
+	}
+	if len(drains) != 2 || drains[1].Seq != drains[0].Seq+1 || drains[0].Worker == drains[1].Worker {
+		t.Fatalf("want the two predecessors' drains in one step (consecutive seqs, both workers): %+v", drains)
+	}
+}

@@ -318,26 +318,42 @@ func (s *Supervisor) applyReconfigure(p *pendingReload, reconf []events.Reconfig
 	detail := func(name string) string {
 		return strings.Join(why[name], "; ") + "; asked by " + p.source
 	}
+	// deployment.switch: together — the restarts are one atomic release.
+	together := s.cfg.Deployment.Switch == config.SwitchTogether
+	var rolls []events.RollWorker
+	roll := func(name string) events.RollWorker {
+		p.result.Changes = append(p.result.Changes, name+": "+restart[name])
+		return events.RollWorker{Worker: name, Reason: restart[name], Detail: detail(name), Batch: p.id,
+			Bin: bins[name][0], Previous: bins[name][1]}
+	}
 	done := map[string]bool{}
 	for _, rc := range reconf {
+		done[rc.Worker] = true
+		if restart[rc.Worker] != "" && together {
+			s.handle(rc) // the settings now; the release replaces the instances
+			rolls = append(rolls, roll(rc.Worker))
+			continue
+		}
 		rc.Restart = restart[rc.Worker]
 		if rc.Restart != "" {
 			rc.Detail = detail(rc.Worker)
-		}
-		rc.Bin, rc.Previous = bins[rc.Worker][0], bins[rc.Worker][1]
-		if rc.Restart != "" {
 			p.result.Changes = append(p.result.Changes, rc.Worker+": "+rc.Restart)
 		}
-		done[rc.Worker] = true
+		rc.Bin, rc.Previous = bins[rc.Worker][0], bins[rc.Worker][1]
 		s.handle(rc)
 	}
 	for _, name := range sortedKeys(restart) {
 		if done[name] {
 			continue
 		}
-		p.result.Changes = append(p.result.Changes, name+": "+restart[name])
-		s.handle(events.RollWorker{Worker: name, Reason: restart[name], Detail: detail(name), Batch: p.id,
-			Bin: bins[name][0], Previous: bins[name][1]})
+		if together {
+			rolls = append(rolls, roll(name))
+			continue
+		}
+		s.handle(roll(name))
+	}
+	if len(rolls) > 0 {
+		s.handle(events.Release{Rolls: rolls, Batch: p.id})
 	}
 }
 
