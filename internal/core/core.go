@@ -33,7 +33,7 @@ type Core struct {
 	workers  map[string]*worker
 	shutting bool
 	rollSeq  uint64
-	tx       *txn // the open step, if any
+	tx       *txn                // the open step, if any
 	releases map[uint64]*release // atomic releases in progress
 	// floors: instance numbers used before this registry (replayed log);
 	// a worker's numbering continues above its floor.
@@ -75,7 +75,7 @@ func (p *Plan) Effects() []Effect { return p.effects }
 // txn is one step's view: workers it touched are copies, written back on commit.
 type txn struct {
 	now          time.Time
-	ws           map[string]*worker // touched (cloned or new)
+	ws           map[string]*worker  // touched (cloned or new)
 	rels         map[uint64]*release // touched releases; nil value: ended
 	shutting     bool
 	rollSeq      uint64
