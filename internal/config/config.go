@@ -148,6 +148,9 @@ type WorkerSettings struct {
 	// WarmupURLs are requested (GET, each must answer 2xx or 3xx) on the
 	// warm-up connections before a new instance takes traffic.
 	WarmupURLs []string
+	// Canary: a new binary first serves a share of the requests beside the
+	// old instances, and is promoted or rolled back by its figures.
+	Canary Canary
 }
 
 // WorkerOverride is one workers.paths entry: only the non-nil fields (the
@@ -172,6 +175,7 @@ type WorkerOverride struct {
 	RollbackWindowMs       *int
 	MinHealthyMs           *int
 	WarmupURLs             *[]string
+	Canary                 *Canary
 }
 
 // Deployment is the "deployment" section of deployment.yaml.
@@ -263,6 +267,7 @@ func DefaultWorkerSettings() WorkerSettings {
 		HealthFailureThreshold: 3,
 		RollbackWindowMs:       30000,
 		WarmupURLs:             []string{},
+		Canary:                 Canary{DurationMs: 60000, MaxErrorRate: 0.01, MaxP99Ratio: 2}, // off: weight 0
 	}
 }
 
@@ -397,6 +402,7 @@ func (o WorkerOverride) apply(s *WorkerSettings) {
 	if o.WarmupURLs != nil {
 		s.WarmupURLs = slices.Clone(*o.WarmupURLs)
 	}
+	setIf(&s.Canary, o.Canary)
 	if len(o.Env) > 0 && s.Env == nil {
 		s.Env = map[string]string{}
 	}
@@ -438,6 +444,7 @@ func (a WorkerSettings) Equal(b WorkerSettings) bool {
 		a.RollbackWindowMs == b.RollbackWindowMs &&
 		a.MinHealthyMs == b.MinHealthyMs &&
 		slices.Equal(a.WarmupURLs, b.WarmupURLs) &&
+		a.Canary == b.Canary &&
 		maps.Equal(a.Env, b.Env)
 }
 
@@ -449,7 +456,7 @@ func (a WorkerSettings) EqualExceptScaling(b WorkerSettings) bool {
 	a.ScaleTargetInflight, a.ScaleDownAfterMs = b.ScaleTargetInflight, b.ScaleDownAfterMs
 	// How the supervisor deploys and judges an instance is no reason to
 	// restart one.
-	a.RollbackWindowMs, a.MinHealthyMs, a.WarmupURLs = b.RollbackWindowMs, b.MinHealthyMs, b.WarmupURLs
+	a.RollbackWindowMs, a.MinHealthyMs, a.WarmupURLs, a.Canary = b.RollbackWindowMs, b.MinHealthyMs, b.WarmupURLs, b.Canary
 	return a.Equal(b)
 }
 

@@ -153,6 +153,7 @@ workers:
     rollback_window_ms: 15000
     min_healthy_ms: 250
     warmup_urls: ["/", "/api/ping?x=1"]
+    canary: {weight_percent: 25, duration_ms: 30000, max_error_rate: 0.05, max_p99_ratio: 1.5}
     scale_target_inflight: 15
     scale_down_after_ms: 16
   paths:
@@ -231,7 +232,8 @@ func fullWant() *Config {
 			Default: WorkerSettings{Instances: 3, MinInstances: 3, MaxInstances: 3, ScaleTargetInflight: 15, ScaleDownAfterMs: 16, GoMaxProcs: 4, MaxRequests: 100, ReadTimeoutSeconds: 7, WriteTimeoutSeconds: 8,
 				IdleTimeoutSeconds: 9, GoMemLimit: "512MiB", Env: map[string]string{"A": "1", "B": "${WORKER_BASE}/x"},
 				HealthTimeoutMs: 11, HealthIntervalMs: 12, HealthProbeTimeoutMs: 13, HealthFailureThreshold: 14,
-				RollbackWindowMs: 15000, MinHealthyMs: 250, WarmupURLs: []string{"/", "/api/ping?x=1"}},
+				RollbackWindowMs: 15000, MinHealthyMs: 250, WarmupURLs: []string{"/", "/api/ping?x=1"},
+				Canary: Canary{WeightPercent: 25, DurationMs: 30000, MaxErrorRate: 0.05, MaxP99Ratio: 1.5}},
 			Paths: map[string]WorkerOverride{"/api": {
 				MinInstances: ptr(2), MaxInstances: ptr(6), ScaleTargetInflight: ptr(28), ScaleDownAfterMs: ptr(29),
 				GoMaxProcs: ptr(2), MaxRequests: ptr[int64](5000), ReadTimeoutSeconds: ptr(21), WriteTimeoutSeconds: ptr(22),

@@ -284,6 +284,7 @@ func overrideFields(o *WorkerOverride) map[string]fieldFunc {
 		"rollback_window_ms":       optIntField(&o.RollbackWindowMs, 0, maxInt32),
 		"min_healthy_ms":           optIntField(&o.MinHealthyMs, 0, maxInt32),
 		"warmup_urls":              optStringsField(&o.WarmupURLs, checkWarmupURL),
+		"canary":                   canaryField(&o.Canary),
 	}
 }
 

@@ -196,7 +196,7 @@ func (c *Core) Abort(p *Plan) {
 func retryable(ev events.Event) bool {
 	switch ev.(type) {
 	case events.HealthOK, events.Warmed, events.RestartDue, events.RollWorker,
-		events.AddWorker, events.AddWorkers, events.Reconfigure, events.Release, events.ProbeFailed, events.MaxRequests, events.ScaleTick:
+		events.AddWorker, events.AddWorkers, events.Reconfigure, events.Release, events.CanaryJudged, events.ProbeFailed, events.MaxRequests, events.ScaleTick:
 		return true
 	}
 	return false
@@ -300,6 +300,10 @@ func (c *Core) routes() Routes {
 		r := Route{Prefix: w.route, Worker: w.name}
 		for _, in := range w.serving() {
 			r.Backends = append(r.Backends, Backend{Instance: in.name, Port: in.port, MaxRequests: w.settings.MaxRequests})
+		}
+		if cn := w.canaryOf(); cn != nil {
+			r.Canary = &Backend{Instance: cn.name, Port: cn.port, MaxRequests: w.settings.MaxRequests}
+			r.CanaryPercent = w.settings.Canary.WeightPercent
 		}
 		t.Table = append(t.Table, r)
 	}

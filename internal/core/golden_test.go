@@ -149,6 +149,9 @@ func settings(t *testing.T, a map[string]string) config.WorkerSettings {
 	if v, ok := a["max"]; ok {
 		ws.MaxInstances = atoi(t, v)
 	}
+	if v, ok := a["canary"]; ok {
+		ws.Canary = config.Canary{WeightPercent: atoi(t, v), DurationMs: 60000, MaxErrorRate: 0.01, MaxP99Ratio: 2}
+	}
 	if v, ok := a["max_requests"]; ok {
 		ws.MaxRequests = int64(atoi(t, v))
 	}
@@ -201,6 +204,18 @@ func (r *rig) event(cmd string) (ev events.Event, failAppend bool) {
 			}
 		}
 		return events.Release{Rolls: rolls, Batch: u64("batch")}, failAppend
+	case "canary-due":
+		return events.CanaryDue{Instance: arg(1)}, failAppend
+	case "judged":
+		f64 := func(k string) float64 {
+			v, err := strconv.ParseFloat(a[k], 64)
+			if err != nil {
+				t.Fatalf("%q: %s=%q: %v", cmd, k, a[k], err)
+			}
+			return v
+		}
+		return events.CanaryJudged{Instance: arg(1), Requests: u64("req"), Errors: u64("err"), P99Ms: f64("p99"),
+			OldRequests: u64("oldreq"), OldErrors: u64("olderr"), OldP99Ms: f64("oldp99")}, failAppend
 	case "spawned":
 		return events.Spawned{Instance: arg(1), PID: atoi(t, a["pid"])}, failAppend
 	case "spawn-failed":
@@ -471,7 +486,7 @@ func (r *rig) checkSlots(cmd string) {
 			}
 			if sl.next != "" {
 				in := w.insts[sl.next]
-				if in == nil || !(in.m.State() == sm.Starting || in.m.State() == sm.Healthy && in.warming) {
+				if in == nil || !(in.m.State() == sm.Starting || in.m.State() == sm.Healthy && (in.warming || in.canary)) {
 					r.t.Errorf("%q: %s slot %d: next %s is neither starting nor warming", cmd, w.name, sl.id, sl.next)
 				}
 			}

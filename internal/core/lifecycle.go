@@ -71,6 +71,10 @@ func (c *Core) handle(ev events.Event) {
 		c.onUnrecorded(ev)
 	case events.Release:
 		c.onRelease(ev)
+	case events.CanaryDue:
+		c.onCanaryDue(ev)
+	case events.CanaryJudged:
+		c.onCanaryJudged(ev)
 	default:
 		c.logf("error", nil, "", "core: unknown event %T", ev)
 	}
@@ -286,6 +290,10 @@ func (c *Core) onWarmed(ev events.Warmed) {
 		return
 	}
 	in.warming = false
+	if c.canaryApplies(w, in) {
+		c.startCanary(w, in)
+		return
+	}
 	c.swapIn(w, in)
 }
 
@@ -392,13 +400,20 @@ func (c *Core) onExited(ev events.Exited) {
 			c.abortRoll(w, in)
 			c.releaseFailed(in, in.name+" exited before serving")
 		}
+		if in.canary {
+			in.canary = false
+			c.tx.routesDirty = true
+			c.record(&store.Record{Worker: w.name, Event: sm.EventCanaryFailed, Reason: sm.ReasonRollback,
+				Detail: fmt.Sprintf("canary %s exited (%s)", in.name, exitString(ev))})
+			c.canaryFailed(w, in, "canary exited")
+		}
 		if sl != nil && sl.current == in.name {
 			sl.current = ""
 			c.tx.routesDirty = true
-			// A successor being warmed takes over at once.
-			if sl.next != "" && w.insts[sl.next] != nil && w.insts[sl.next].warming {
+			// A successor being warmed (or serving as a canary) takes over at once.
+			if sl.next != "" && w.insts[sl.next] != nil && (w.insts[sl.next].warming || w.insts[sl.next].canary) {
 				next := w.insts[sl.next]
-				next.warming = false
+				next.warming, next.canary = false, false
 				c.swapIn(w, next)
 			}
 		}

@@ -269,3 +269,19 @@ type Release struct {
 }
 
 func (Release) event() {}
+
+// CanaryDue: a canary's duration_ms has passed; judge it.
+type CanaryDue struct{ Instance string }
+
+// CanaryJudged: the proxy's counters of a canary and of the instances it
+// ran beside, over the canary's time.
+type CanaryJudged struct {
+	Instance               string
+	Requests, Errors       uint64  // the canary's answers and 5xx among them
+	P99Ms                  float64 // the canary's p99 latency (0: no data)
+	OldRequests, OldErrors uint64
+	OldP99Ms               float64
+}
+
+func (CanaryDue) event()    {}
+func (CanaryJudged) event() {}

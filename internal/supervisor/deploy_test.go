@@ -649,3 +649,85 @@ func TestAtomicRelease(t *testing.T) {
 		t.Fatalf("want the two predecessors' drains in one step (consecutive seqs, both workers): %+v", drains)
 	}
 }
+
+// canaryFixture runs a worker with canary deploys and keeps GET / traffic
+// going through the proxy while the test runs.
+func canaryRun(t *testing.T, behaviour string) (*deployFixture, events.ReloadResult) {
+	t.Helper()
+	f := newDeployFixture(t, func(c *config.Config) {
+		c.Workers.Default.Canary = config.Canary{WeightPercent: 30, DurationMs: 1500, MaxErrorRate: 0.05, MaxP99Ratio: 3}
+	})
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		c := &http.Client{Timeout: 5 * time.Second}
+		for i := 0; i < 100000; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if resp, err := c.Get(f.srv.URL + "/"); err == nil {
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			}
+		}
+	}()
+	defer func() { close(stop); <-done }()
+	next := filepath.Join(t.TempDir(), "next")
+	testrig.BuildTestWorker(t, next, "ver-next", behaviour)
+	if err := testrig.Install(f.root, "index", next); err != nil {
+		t.Fatal(err)
+	}
+	return f, f.reload()
+}
+
+func canaryRecord(t *testing.T, f *deployFixture, event string) store.Record {
+	t.Helper()
+	recs, err := f.st.Records(store.Filter{Worker: "index"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range recs {
+		if r.Event == event {
+			return r
+		}
+	}
+	t.Fatalf("no %s record in %+v", event, recs)
+	return store.Record{}
+}
+
+func TestCanaryPromoted(t *testing.T) {
+	f, res := canaryRun(t, "")
+	if res.Error != "" || len(res.Failures) > 0 {
+		t.Fatalf("reload: %+v", res)
+	}
+	f.waitServing("ver-next")
+	canaryRecord(t, f, "canary_started")
+	if d := canaryRecord(t, f, "canary_promoted").Detail; !strings.Contains(d, " requests, 0 5xx") {
+		t.Fatalf("promoted canary's figures: %q", d)
+	}
+}
+
+func TestCanaryRolledBackByErrorRate(t *testing.T) {
+	f, res := canaryRun(t, "errors")
+	if !strings.Contains(strings.Join(res.Failures, "\n"), "canary failed: error rate") {
+		t.Fatalf("reload of a failing canary: %+v", res)
+	}
+	if d := canaryRecord(t, f, "canary_failed").Detail; !strings.Contains(d, "above max_error_rate 0.05") {
+		t.Fatalf("failed canary's figures: %q", d)
+	}
+	f.waitServing(baseVersion)
+}
+
+func TestCanaryRolledBackByP99(t *testing.T) {
+	f, res := canaryRun(t, "slowroot")
+	if !strings.Contains(strings.Join(res.Failures, "\n"), "canary failed: p99") {
+		t.Fatalf("reload of a slow canary: %+v", res)
+	}
+	if d := canaryRecord(t, f, "canary_failed").Detail; !strings.Contains(d, "above max_p99_ratio 3") {
+		t.Fatalf("failed canary's figures: %q", d)
+	}
+	f.waitServing(baseVersion)
+}

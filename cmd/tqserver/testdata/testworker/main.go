@@ -20,7 +20,7 @@ import (
 
 var (
 	version   = "v0"
-	behaviour = "normal" // normal | crash | crashlater | nohealth | orphan | spawnchild | setsidchild | setsidstubborn
+	behaviour = "normal" // normal | crash | crashlater | errors | slowroot | nohealth | orphan | spawnchild | setsidchild | setsidstubborn
 )
 
 func main() {
@@ -155,6 +155,12 @@ func main() {
 	})
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		n := served.Add(1)
+		switch behaviour {
+		case "errors": // a binary that is healthy but fails real requests
+			w.WriteHeader(http.StatusInternalServerError)
+		case "slowroot": // a binary that is healthy but slow
+			time.Sleep(40 * time.Millisecond)
+		}
 		fmt.Fprintf(w, "%s %s pid=%d n=%d path=%s xff=%s\n", version, os.Getenv("TQ_WORKER_NAME"), os.Getpid(), n, r.URL.RequestURI(), r.Header.Get("X-Forwarded-For"))
 	})
 	ln, err := net.Listen("tcp", "127.0.0.1:"+port)
