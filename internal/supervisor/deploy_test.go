@@ -477,11 +477,16 @@ func TestRollbackCommand(t *testing.T) {
 	if !strings.HasPrefix(prev, filepath.Join(f.root, "var", "releases", "index")+"/") || !strings.HasSuffix(prev, sumHex(f.base)[:12]) {
 		t.Fatalf("previous binary %q: want var/releases/index/%s", prev, sumHex(f.base)[:12])
 	}
+	// Zero downtime: load through the proxy across the rollback.
+	load := testrig.StartLoad(f.srv.URL+"/", 4, 200000, time.Minute)
 	res := f.sup.Rollback(ctx, "index")
 	if res.Error != "" || len(res.Failures) > 0 {
 		t.Fatalf("rollback: %+v", res)
 	}
 	f.waitServing(baseVersion)
+	if ok, failed, errs := load.Finish(); failed > 0 || ok == 0 {
+		t.Fatalf("rollback under load: %d ok, %d failed: %v", ok, failed, errs)
+	}
 	st := f.sup.Status().Workers[0]
 	if st.Binary != prev || st.Previous != "" {
 		t.Fatalf("after rollback: binary %q previous %q, want %q and none", st.Binary, st.Previous, prev)
@@ -624,7 +629,9 @@ func TestAtomicRelease(t *testing.T) {
 		t.Fatalf("after a failed release: api %q, index %q; want both still %s", a, i, baseVersion)
 	}
 
-	// Both good: both switch, in one step.
+	// Both good: both switch, in one step, and no request fails meanwhile.
+	loadIndex := testrig.StartLoad(f.srv.URL+"/", 2, 200000, time.Minute)
+	loadAPI := testrig.StartLoad(f.srv.URL+"/api/", 2, 200000, time.Minute)
 	if err := testrig.InstallBytes(f.root, "api", f.version(t, "ver-3333")); err != nil {
 		t.Fatal(err)
 	}
@@ -634,6 +641,11 @@ func TestAtomicRelease(t *testing.T) {
 	}
 	if a, i := get("/api/"), get("/"); !strings.HasPrefix(a, "ver-3333 ") || !strings.HasPrefix(i, "ver-3333 ") {
 		t.Fatalf("after the release: api %q, index %q; want both ver-3333", a, i)
+	}
+	for _, l := range []*testrig.Load{loadIndex, loadAPI} {
+		if ok, failed, errs := l.Finish(); failed > 0 || ok == 0 {
+			t.Fatalf("release under load: %d ok, %d failed: %v", ok, failed, errs)
+		}
 	}
 	recs, err := f.st.Records(store.Filter{})
 	if err != nil {
