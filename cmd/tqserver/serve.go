@@ -29,8 +29,8 @@ import (
 
 type serveCmd struct {
 	rootFlag
-	Mode   string `help:"dev or prod (overrides TQ_MODE, DEPLOYMENT_MODE and config)." enum:"dev,prod," default:""`
-	Listen string `help:"Listen address (default :PORT from server.port)."`
+	Mode   string `help:"dev or prod (default: TQ_MODE, else DEPLOYMENT_MODE, else the config's mode, else dev)." enum:"dev,prod," default:""`
+	Listen string `help:"Listen address (default: :PORT, server.port of config/server.yaml)."`
 }
 
 func newLogger(mode string) zerolog.Logger {
