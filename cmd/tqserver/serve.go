@@ -59,6 +59,7 @@ func (c *serveCmd) Run() error {
 		listen = ":" + strconv.Itoa(cfg.Server.Port)
 	}
 	log := newLogger(mode)
+	notify := newNotifier(log) // systemd Type=notify (notify.go)
 	lay := cfg.Layout(root)
 
 	if err := os.MkdirAll(lay.VarDir(), 0o755); err != nil {
@@ -132,7 +133,8 @@ func (c *serveCmd) Run() error {
 		}
 		return err
 	}
-	stopAdmin, err := admin.Serve(root, admin.Handler(st, sup))
+	nsup := notifyingSupervisor{sup, notify}
+	stopAdmin, err := admin.Serve(root, admin.Handler(st, nsup))
 	if err != nil {
 		ln.Close()
 		sup.Send(events.Shutdown{})
@@ -161,6 +163,7 @@ func (c *serveCmd) Run() error {
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- front.Serve(ln) }()
 	log.Info().Str("root", root).Str("mode", mode).Str("listen", ln.Addr().String()).Int("pid", os.Getpid()).Msg("tqserver serving")
+	notify.Ready()
 
 	shutdown := func() error {
 		// Before waiting for in-flight requests: a reload meanwhile must
@@ -193,7 +196,7 @@ func (c *serveCmd) Run() error {
 		case sig := <-sigs:
 			if sig == syscall.SIGHUP {
 				go func() {
-					res := sup.Reload(context.Background(), "sighup")
+					res := nsup.Reload(context.Background(), "sighup")
 					if res.Error != "" {
 						log.Error().Str("error", res.Error).Msg("reload")
 					}
@@ -201,6 +204,7 @@ func (c *serveCmd) Run() error {
 				continue
 			}
 			log.Info().Str("signal", sig.String()).Msg("stopping: finishing in-flight requests, then stopping workers")
+			notify.Stopping()
 			return shutdown()
 		case err := <-runErr:
 			front.Close()
