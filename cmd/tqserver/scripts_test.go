@@ -180,7 +180,13 @@ func TestScriptsBuildAndDeployUnderLoad(t *testing.T) {
 	}
 	indexAfter := instanceOf(s.status(), "index")
 
-	// public/ only: served at once, nothing restarted.
+	// public/ only: served as soon as it is on disk, before any reload;
+	// the reload reports it and restarts nothing.
+	writeFile(t, css, "body{color:green}\n")
+	mustScript(t, src, "deploy.sh", "--no-reload", "local", "index")
+	if c, b := get(t, s.URL("/static/index/app.css")); c != 200 || b != "body{color:green}\n" {
+		t.Fatalf("GET /static/index/app.css after a deploy without reload: %d %q", c, b)
+	}
 	writeFile(t, css, "body{color:blue}\n")
 	out = mustScript(t, src, "deploy.sh", "local", "index")
 	if !strings.Contains(out, "index: public/ changed") || strings.Contains(out, "binary_changed") {
