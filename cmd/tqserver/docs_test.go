@@ -43,7 +43,7 @@ func TestWorkersDocExample(t *testing.T) {
 	if j := strings.Index(section, "\n### API"); j > 0 {
 		section = section[:j]
 	}
-	root := newRoot(t, fastConfig)
+	root := newRoot(t, fastConfigNoAdmin)
 	fileName := regexp.MustCompile(`^\{\{/\* (workers/hello/\S+?):? .*\*/\}\}\n|^\{\{/\* (workers/hello/\S+) \*/\}\}\n`)
 	var goCode string
 	files := 0

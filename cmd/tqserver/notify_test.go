@@ -15,6 +15,10 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// fastConfigNoAdmin is fastConfig without the admin TCP listener, so that
+// no test depends on 127.0.0.1:8081 being free.
+const fastConfigNoAdmin = fastConfig + "server:\n  admin_listen: \"\"\n"
+
 // fakeSystemd is a NOTIFY_SOCKET: it collects the datagrams a server sends.
 type fakeSystemd struct {
 	t    *testing.T
@@ -84,7 +88,7 @@ func monotonicNow(t *testing.T) int64 {
 // and STOPPING=1 when SIGTERM begins its shutdown. Its workers do not
 // inherit NOTIFY_SOCKET.
 func TestSystemdNotify(t *testing.T) {
-	root := newRoot(t, fastConfig)
+	root := newRoot(t, fastConfigNoAdmin)
 	install(t, root, "index", "v1", "normal")
 	sock := filepath.Join(t.TempDir(), "notify.sock")
 	sd := listenNotify(t, sock)
@@ -135,7 +139,7 @@ func TestSystemdNotify(t *testing.T) {
 
 // NOTIFY_SOCKET=@name is a socket in the abstract namespace.
 func TestSystemdNotifyAbstractSocket(t *testing.T) {
-	root := newRoot(t, fastConfig)
+	root := newRoot(t, fastConfigNoAdmin)
 	install(t, root, "index", "v1", "normal")
 	name := fmt.Sprintf("@tqserver-notify-test-%d-%d", os.Getpid(), time.Now().UnixNano())
 	sd := listenNotify(t, name)

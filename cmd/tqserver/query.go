@@ -14,6 +14,7 @@ import (
 	"github.com/mevdschee/tqserver/internal/admin"
 	"github.com/mevdschee/tqserver/internal/builder"
 	"github.com/mevdschee/tqserver/internal/config"
+	"github.com/mevdschee/tqserver/internal/events"
 	"github.com/mevdschee/tqserver/internal/layout"
 	"github.com/mevdschee/tqserver/internal/store"
 	"github.com/mevdschee/tqserver/internal/supervisor"
@@ -163,6 +164,12 @@ func (c *reloadCmd) Run() error {
 	if err != nil {
 		return err
 	}
+	return printResult(res)
+}
+
+// printResult prints a reload's (or restart's) changes and failures, one
+// per line; any failure is the command's error.
+func printResult(res events.ReloadResult) error {
 	if len(res.Changes) == 0 && len(res.Failures) == 0 && res.Error == "" {
 		fmt.Println("nothing changed")
 	}
@@ -179,6 +186,32 @@ func (c *reloadCmd) Run() error {
 		return fmt.Errorf("%d change(s) failed: %s", len(res.Failures), strings.Join(res.Failures, "; "))
 	}
 	return nil
+}
+
+type restartCmd struct {
+	rootFlag
+	Timeout time.Duration `default:"2m" help:"How long to wait for the new instances to serve."`
+	Worker  string        `arg:"" name:"name" predictor:"worker" help:"The worker to restart."`
+}
+
+// Run replaces every instance of one worker, one at a time and without
+// dropping a request, with reason operator (POST /v1/workers/NAME/restart).
+func (c *restartCmd) Run() error {
+	root, err := c.abs()
+	if err != nil {
+		return err
+	}
+	cl, err := admin.Dial(root)
+	if err != nil {
+		return fmt.Errorf("restart: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), c.Timeout)
+	defer cancel()
+	res, err := cl.Restart(ctx, c.Worker)
+	if err != nil {
+		return fmt.Errorf("restart %s: %w", c.Worker, err)
+	}
+	return printResult(res)
 }
 
 type buildCmd struct {

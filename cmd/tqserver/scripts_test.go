@@ -103,7 +103,7 @@ func TestScriptsBuildAndDeployUnderLoad(t *testing.T) {
 	writeFile(t, filepath.Join(src, "workers", "other", "src", "main.go"), devSource(t, "o1"))
 	css := filepath.Join(src, "workers", "index", "public", "app.css")
 	writeFile(t, css, "body{color:red}\n")
-	target := newRoot(t, fastConfig)
+	target := newRoot(t, fastConfigNoAdmin)
 	writeFile(t, filepath.Join(src, "config", "deploy.yaml"),
 		"# targets of scripts/deploy.sh\ntargets:\n  local: \""+target+"\"   # this machine\n  staging: deploy@staging.invalid:/opt/tqserver\n")
 

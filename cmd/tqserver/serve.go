@@ -17,6 +17,7 @@ import (
 	"github.com/mevdschee/tqserver/internal/admin"
 	"github.com/mevdschee/tqserver/internal/builder"
 	"github.com/mevdschee/tqserver/internal/config"
+	"github.com/mevdschee/tqserver/internal/dashboard"
 	"github.com/mevdschee/tqserver/internal/devreload"
 	"github.com/mevdschee/tqserver/internal/events"
 	"github.com/mevdschee/tqserver/internal/layout"
@@ -84,6 +85,23 @@ func (c *serveCmd) Run() error {
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", listen, err)
 	}
+	// The admin listener is bound now, so a bad address stops the server
+	// before anything starts; it serves only after server_start, like the
+	// socket (a connection meanwhile waits).
+	adminOpts := adminTCPOptions(cfg)
+	adminLn, warning, err := admin.ListenTCP(adminOpts)
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	if warning != "" {
+		log.Warn().Msg(warning)
+	}
+	closeAdminLn := func() {
+		if adminLn != nil {
+			adminLn.Close()
+		}
+	}
 
 	var builds []events.BuildFinished
 	if mode == "dev" {
@@ -128,20 +146,33 @@ func (c *serveCmd) Run() error {
 	case <-sup.Started():
 	case err := <-runErr:
 		ln.Close()
+		closeAdminLn()
 		if err == nil {
 			err = errors.New("supervisor stopped before it started")
 		}
 		return err
 	}
+	// One handler for the socket and the TCP listener; its reloads
+	// notify systemd (notify.go).
 	nsup := notifyingSupervisor{sup, notify}
-	stopAdmin, err := admin.Serve(root, admin.Handler(st, nsup))
+	api := admin.Handler(st, nsup)
+	stopAdmin, err := admin.Serve(root, api)
 	if err != nil {
 		ln.Close()
+		closeAdminLn()
 		sup.Send(events.Shutdown{})
 		<-runErr
 		return err
 	}
 	defer stopAdmin()
+	if adminLn != nil {
+		defer admin.ServeTCP(adminLn, admin.TCPHandler(api, adminOpts))()
+		ev := log.Info().Str("admin_listen", adminLn.Addr().String())
+		if adminOpts.Token != "" {
+			ev = ev.Str("token_from", adminOpts.TokenSource)
+		}
+		ev.Msg("admin listener: dashboard, /healthz, /metrics and the API at http://" + adminLn.Addr().String() + "/")
+	}
 	pidFile := lay.PID()
 	os.WriteFile(pidFile, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644)
 	defer os.Remove(pidFile)
@@ -217,6 +248,17 @@ func (c *serveCmd) Run() error {
 			<-runErr
 			return fmt.Errorf("http server: %w", err)
 		}
+	}
+}
+
+// adminTCPOptions is the admin listener as configured (CONTRACT.md §9).
+func adminTCPOptions(cfg *config.Config) admin.TCPOptions {
+	token, source := config.AdminToken(os.Getenv, cfg)
+	return admin.TCPOptions{
+		Addr: cfg.Server.AdminListen, Explicit: cfg.Server.AdminListenSet,
+		Token: token, TokenSource: source,
+		Dashboard: dashboard.Handler(),
+		// Metrics: set by the metrics change (a nil handler answers 404).
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/mevdschee/tqserver/internal/events"
@@ -25,15 +26,37 @@ import (
 type Backend interface {
 	Status() *supervisor.Status
 	Reload(ctx context.Context, source string) events.ReloadResult
+	// Restart replaces every instance of worker with reason operator; an
+	// Error starting with events.UnknownWorker means there is no such worker.
+	Restart(ctx context.Context, worker string) events.ReloadResult
 }
 
-// Handler serves the admin API:
+// Handler serves the admin API, the same on var/tqserver.sock and on the
+// admin TCP listener (CONTRACT.md §9):
 //
+//	GET  /healthz                                  200 "ok"
 //	GET  /v1/history?worker=&since=&until=&limit=   JSON lines, oldest first
 //	GET  /v1/status[?at=RFC3339]                   one JSON object
+//	GET  /v1/events                                server-sent events (events.go)
 //	POST /v1/reload                                the reload result
+//	POST /v1/workers/{name}/restart                the restart's result; 404 for no such worker
 func Handler(st *store.Store, b Backend) http.Handler {
 	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		io.WriteString(w, "ok\n")
+	})
+	mux.Handle("GET /v1/events", eventsHandler(st))
+	mux.HandleFunc("POST /v1/workers/{name}/restart", func(w http.ResponseWriter, r *http.Request) {
+		res := b.Restart(r.Context(), r.PathValue("name"))
+		w.Header().Set("Content-Type", "application/json")
+		if strings.HasPrefix(res.Error, events.UnknownWorker) {
+			w.WriteHeader(http.StatusNotFound)
+			json.NewEncoder(w).Encode(map[string]string{"error": res.Error})
+			return
+		}
+		json.NewEncoder(w).Encode(res)
+	})
 	mux.HandleFunc("GET /v1/history", func(w http.ResponseWriter, r *http.Request) {
 		f, err := FilterFromQuery(r.URL.Query())
 		if err != nil {
@@ -258,8 +281,18 @@ func (c *Client) Status(ctx context.Context, at string) (*supervisor.Status, err
 
 // Reload asks the server for a change check and waits for the result.
 func (c *Client) Reload(ctx context.Context) (events.ReloadResult, error) {
+	return c.post(ctx, "/v1/reload", "reload")
+}
+
+// Restart asks the server to replace every instance of worker (reason
+// operator) and waits for the result. No such worker is an error.
+func (c *Client) Restart(ctx context.Context, worker string) (events.ReloadResult, error) {
+	return c.post(ctx, "/v1/workers/"+url.PathEscape(worker)+"/restart", "restart")
+}
+
+func (c *Client) post(ctx context.Context, path, what string) (events.ReloadResult, error) {
 	var res events.ReloadResult
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://tqserver/v1/reload", nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://tqserver"+path, nil)
 	if err != nil {
 		return res, err
 	}
@@ -268,14 +301,24 @@ func (c *Client) Reload(ctx context.Context) (events.ReloadResult, error) {
 		return res, fmt.Errorf("admin socket: %w", err)
 	}
 	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		var e struct {
+			Error string `json:"error"`
+		}
+		if json.Unmarshal(b, &e) == nil && e.Error != "" {
+			return res, errors.New(e.Error)
+		}
+		return res, fmt.Errorf("%s: server answered %s: %s", what, resp.Status, firstLine(string(b)))
+	}
 	if err := json.NewDecoder(resp.Body).Decode(&res); err != nil {
-		return res, fmt.Errorf("reload result: %w", err)
+		return res, fmt.Errorf("%s result: %w", what, err)
 	}
 	return res, nil
 }
 
 // Serve listens on root's socket (removing a stale one: the caller holds the
-// log's file lock, so no other server owns it) and serves h until ctx ends.
+// log's file lock, so no other server owns it) and serves h until stop.
 func Serve(root string, h http.Handler) (stop func(), err error) {
 	sock := layout.New(root, layout.Options{}).Socket()
 	os.Remove(sock)
@@ -284,12 +327,9 @@ func Serve(root string, h http.Handler) (stop func(), err error) {
 		return nil, fmt.Errorf("admin socket: %w", err)
 	}
 	os.Chmod(sock, 0o600)
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
-	go srv.Serve(ln)
+	stopServe := serve(ln, h)
 	return func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		srv.Shutdown(ctx)
+		stopServe()
 		os.Remove(sock)
 	}, nil
 }

@@ -48,7 +48,19 @@ type Server struct {
 	// DeploymentMode is "", "dev" or "prod"; "" means unset (see ResolveMode).
 	DeploymentMode string
 	Static         Static
+	// AdminListen is the admin listener's address (CONTRACT.md §9); ""
+	// turns it off. AdminListenSet is true when the file gave it (even
+	// with the default's value): only then is an address that cannot be
+	// bound an error rather than a warning.
+	AdminListen    string
+	AdminListenSet bool
+	// AdminToken is the admin listener's bearer token ("" = none); the
+	// environment variable TQ_ADMIN_TOKEN wins over it (see AdminToken).
+	AdminToken string
 }
+
+// DefaultAdminListen is server.admin_listen when the file does not set it.
+const DefaultAdminListen = "127.0.0.1:8081"
 
 // Static is server.static: serving workers/{name}/public/ under URLPrefix.
 type Static struct {
@@ -233,6 +245,7 @@ func Default() *Config {
 			WorkerIdleTimeoutSeconds: 60,
 			WorkerIdleConns:          256,
 			DeploymentMode:           "",
+			AdminListen:              DefaultAdminListen,
 			Static: Static{
 				Enabled:            true,
 				URLPrefix:          "/static",

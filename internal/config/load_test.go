@@ -111,6 +111,8 @@ const fullServer = `server:
   worker_idle_timeout_seconds: 62
   worker_idle_conns: 17
   deployment_mode: prod
+  admin_listen: 0.0.0.0:18081
+  admin_token: s3cret
   static:
     enabled: false
     url_prefix: /assets
@@ -207,8 +209,8 @@ func fullWant() *Config {
 	return &Config{
 		Server: Server{Port: 8081, ReadTimeoutSeconds: 31, WriteTimeoutSeconds: 32, IdleTimeoutSeconds: 121,
 			HeaderTimeoutSeconds: 11, UpstreamTimeoutSeconds: 61, MaxHeaderBytes: 4096, WorkerIdleTimeoutSeconds: 62, WorkerIdleConns: 17,
-			DeploymentMode: "prod",
-			Static:         Static{Enabled: false, URLPrefix: "/assets", CacheMaxAgeSeconds: 60, DevRoot: "apps"}},
+			DeploymentMode: "prod", AdminListen: "0.0.0.0:18081", AdminListenSet: true, AdminToken: "s3cret",
+			Static: Static{Enabled: false, URLPrefix: "/assets", CacheMaxAgeSeconds: 60, DevRoot: "apps"}},
 		Workers: Workers{WorkersDir: "apps", PortRangeStart: 10000, PortRangeEnd: 10100,
 			StartupDelayMs: 1, RestartDelayMs: 2, ShutdownGracePeriodMs: 3,
 			RestartBackoffMaxMs: 4, RestartBackoffResetMs: 5, DrainTimeoutMs: 6,

@@ -174,6 +174,14 @@ func serverFields(s *Server) map[string]fieldFunc {
 		"worker_idle_timeout_seconds": positive(&s.WorkerIdleTimeoutSeconds),
 		"worker_idle_conns":           intField(&s.WorkerIdleConns, 1, 1024),
 		"deployment_mode":             stringField(&s.DeploymentMode, checkMode),
+		"admin_listen": func(d *fileDecoder, p string, e entry) error {
+			if err := stringField(&s.AdminListen, checkAdminListen)(d, p, e); err != nil {
+				return err
+			}
+			s.AdminListenSet = !isNull(e.value)
+			return nil
+		},
+		"admin_token": stringField(&s.AdminToken, nil),
 		"static": func(d *fileDecoder, p string, e entry) error {
 			st := &s.Static
 			return d.section(p, e, map[string]fieldFunc{

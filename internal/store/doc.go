@@ -13,6 +13,11 @@
 // Options.Timeout and then fails with ErrLocked; such callers ask the running
 // server over its socket instead.
 //
+// Observe (observe.go) hands every committed record, in seq order, to
+// registered functions, called from the appending goroutine while the next
+// Append waits: they must copy and hand off, never block (the admin API's
+// /v1/events stream uses a bounded channel per client).
+//
 // Open checks the file before anyone reads it (check.go): a damaged log is
 // an error wrapping ErrDamaged, and reads that meet a page damaged later
 // return one instead of faulting. Salvage rebuilds a damaged log from its

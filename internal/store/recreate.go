@@ -39,10 +39,11 @@ func statID(path string) (fileID, error) {
 
 // ensureFile recreates the log when its path no longer names the file this
 // store has open (deleted, or replaced by another file). One stat per append:
-// next to the append's fsync it does not show (BenchmarkAppend).
-func (s *Store) ensureFile() error {
+// next to the append's fsync it does not show (BenchmarkAppend). When it
+// recreated the log it returns the log_recreated record it wrote there.
+func (s *Store) ensureFile() (*Record, error) {
 	if s.readOnly {
-		return nil
+		return nil, nil
 	}
 	s.mu.RLock()
 	want := s.file
@@ -52,24 +53,24 @@ func (s *Store) ensureFile() error {
 		// The same file; or the path cannot be examined (a permission
 		// change on var/): keep appending to the file that is open rather
 		// than fail a record over it.
-		return nil
+		return nil, nil
 	}
 	s.mu.Lock()
 	// Another append may have recreated it meanwhile.
 	id, err = statID(s.path)
 	if (err == nil && id == s.file) || (err != nil && !gone(err)) {
 		s.mu.Unlock()
-		return nil
+		return nil, nil
 	}
-	detail, err := s.recreate(err)
+	rec, err := s.recreate(err)
 	s.mu.Unlock()
 	if err != nil {
-		return fmt.Errorf("recreate the deleted log: %w", err)
+		return nil, fmt.Errorf("recreate the deleted log: %w", err)
 	}
 	if s.recreated != nil {
-		s.recreated(detail)
+		s.recreated(rec.Detail)
 	}
-	return nil
+	return rec, nil
 }
 
 // gone reports whether a stat error means nothing is at the path: the file
@@ -83,8 +84,9 @@ func gone(err error) bool {
 // seq, the same next seq and instance numbering, and a log_recreated record
 // saying what happened. A file found in its place is moved aside, not
 // overwritten. The new file is built under a temporary name and renamed into
-// place, so no reader sees it half-written. Called with s.mu held.
-func (s *Store) recreate(statErr error) (detail string, err error) {
+// place, so no reader sees it half-written. Called with s.mu held; returns
+// the log_recreated record as stored.
+func (s *Store) recreate(statErr error) (*Record, error) {
 	what := "deleted"
 	var aside string
 	if statErr == nil {
@@ -92,20 +94,20 @@ func (s *Store) recreate(statErr error) (detail string, err error) {
 		aside = freeName(fmt.Sprintf("%s.replaced-%s", s.path, time.Now().UTC().Format("20060102T150405Z")))
 	}
 	if err := os.MkdirAll(filepath.Dir(s.path), 0o755); err != nil {
-		return "", err
+		return nil, err
 	}
 	tmp := s.path + ".recreating"
 	if err := os.Remove(tmp); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return "", err
+		return nil, err
 	}
 	nw, err := bolt.Open(tmp, 0o600, &bolt.Options{Timeout: DefaultTimeout})
 	if err != nil {
-		return "", err
+		return nil, err
 	}
-	fail := func(err error) (string, error) {
+	fail := func(err error) (*Record, error) {
 		_ = nw.Close()
 		_ = os.Remove(tmp)
-		return "", err
+		return nil, err
 	}
 	c := newCopier(nw)
 	var lastSeq uint64
@@ -167,16 +169,16 @@ func (s *Store) recreate(statErr error) (detail string, err error) {
 	syncDir(filepath.Dir(s.path))
 	db, err := bolt.Open(s.path, 0o600, &bolt.Options{Timeout: DefaultTimeout})
 	if err != nil {
-		return "", err
+		return nil, err
 	}
 	id, err := statID(s.path)
 	if err != nil {
 		_ = db.Close()
-		return "", err
+		return nil, err
 	}
 	_ = s.db.Close()
 	s.db, s.file = db, id
-	return note, nil
+	return &rec, nil
 }
 
 // freeName returns name, or name.N for the first N that does not exist, so

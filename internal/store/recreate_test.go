@@ -121,7 +121,7 @@ func TestAppendMovesReplacedLogAside(t *testing.T) {
 func BenchmarkAppendFileCheck(b *testing.B) {
 	s := openT(b, dbPath(b), Options{})
 	for b.Loop() {
-		if err := s.ensureFile(); err != nil {
+		if _, err := s.ensureFile(); err != nil {
 			b.Fatal(err)
 		}
 	}

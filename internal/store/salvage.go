@@ -36,7 +36,7 @@ func Check(path string, timeout time.Duration) (CheckResult, error) {
 	defer s.Close()
 	d := newScanDecoder()
 	var r Record
-	err = s.chunks(func(k, v []byte) error {
+	err = s.chunks(nil, func(k, v []byte) error {
 		if err := s.decodeKV(d, k, v, &r); err != nil {
 			return err
 		}

@@ -21,9 +21,15 @@ type Filter struct {
 	// Limit > 0 keeps the newest Limit matching records (like journalctl -n);
 	// they are still delivered oldest first.
 	Limit int
+	// AfterSeq > 0 keeps records with a greater seq only (a reader resuming
+	// after the last record it has); the scan starts there.
+	AfterSeq uint64
 }
 
 func (f Filter) match(r *Record) bool {
+	if r.Seq <= f.AfterSeq {
+		return false
+	}
 	if f.Worker != "" && r.Worker != f.Worker {
 		return false
 	}
@@ -64,7 +70,7 @@ func (s *Store) Scan(f Filter, fn func(Record) error) error {
 	}
 	d := newScanDecoder()
 	buf := make([]Record, 0, 256)
-	return s.chunks(func(k, v []byte) error {
+	return s.chunks(f.start(), func(k, v []byte) error {
 		buf = append(buf, Record{})
 		r := &buf[len(buf)-1]
 		if err := s.decodeKV(d, k, v, r); err != nil {
@@ -85,11 +91,20 @@ func (s *Store) Scan(f Filter, fn func(Record) error) error {
 	})
 }
 
-// chunks walks the log oldest first in read transactions of scanChunk
-// records: visit sees each key and value inside the transaction (the bytes
-// are valid only there), and flush runs after each transaction, outside it.
-func (s *Store) chunks(visit func(k, v []byte) error, flush func() error) error {
-	var next []byte // key to resume at; nil starts at the first record
+// start is the key a scan for f starts at; nil is the first record.
+func (f Filter) start() []byte {
+	if f.AfterSeq == 0 {
+		return nil
+	}
+	return seqKey(f.AfterSeq + 1)
+}
+
+// chunks walks the log oldest first, from the key start (nil: the first
+// record), in read transactions of scanChunk records: visit sees each key
+// and value inside the transaction (the bytes are valid only there), and
+// flush runs after each transaction, outside it.
+func (s *Store) chunks(start []byte, visit func(k, v []byte) error, flush func() error) error {
+	next := start // key to resume at; nil starts at the first record
 	for {
 		done := false
 		err := s.view(func(tx *bolt.Tx) error {
@@ -142,6 +157,11 @@ func (s *Store) newest(f Filter) ([]Record, error) {
 		}
 		c := b.Cursor()
 		for k, v := c.Last(); k != nil && len(out) < f.Limit; k, v = c.Prev() {
+			if f.AfterSeq > 0 {
+				if seq, err := keySeq(k); err == nil && seq <= f.AfterSeq {
+					break // older still: none can match
+				}
+			}
 			out = append(out, Record{})
 			r := &out[len(out)-1]
 			if err := s.decodeKV(d, k, v, r); err != nil {
@@ -209,10 +229,11 @@ func (s *Store) ScanJSON(f Filter, w io.Writer) error {
 		return nil
 	}
 	d := newScanDecoder()
+	// AfterSeq needs no check per record: the scan starts after it.
 	all := f.Worker == "" && f.Since.IsZero() && f.Until.IsZero()
 	var out []byte
 	var r Record
-	return s.chunks(func(k, v []byte) error {
+	return s.chunks(f.start(), func(k, v []byte) error {
 		if all {
 			// Nothing to filter: check the record is the one its key names
 			// and is whole (Append writes it in one transaction), without

@@ -57,6 +57,13 @@ type Store struct {
 	path      string
 	readOnly  bool
 	recreated func(string)
+
+	// appendMu serialises Append from its transaction to the observers'
+	// calls, so they see records in seq order. obsMu guards observers and
+	// is held while they are called (see Observe).
+	appendMu  sync.Mutex
+	obsMu     sync.Mutex
+	observers []*observer
 }
 
 // Open opens the log at path, creating it (and its directory) unless
@@ -235,7 +242,13 @@ func (s *Store) Append(r *Record) error {
 		r.Time = time.Now()
 	}
 	r.Time = r.Time.UTC()
-	err := s.ensureFile()
+	s.appendMu.Lock()
+	defer s.appendMu.Unlock()
+	recreated, err := s.ensureFile()
+	if recreated != nil {
+		// Committed to the new file even if this append then fails.
+		s.notify(*recreated)
+	}
 	if err == nil {
 		err = s.update(func(tx *bolt.Tx) error { return put(tx, r) })
 	}
@@ -243,6 +256,7 @@ func (s *Store) Append(r *Record) error {
 		*r = old
 		return fmt.Errorf("%s: append %s record: %w", s.path, r.Event, err)
 	}
+	s.notify(*r)
 	return nil
 }
 

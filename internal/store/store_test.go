@@ -175,6 +175,12 @@ func TestScanFilters(t *testing.T) {
 		{"all combined", Filter{Worker: "api", Since: at(1), Until: at(6), Limit: 1}, []uint64{5}},
 		{"since after everything", Filter{Since: at(8), Limit: 2}, nil},
 		{"negative limit is no limit", Filter{Worker: "index", Limit: -1}, []uint64{2, 4, 7}},
+		{"after seq", Filter{AfterSeq: 5}, []uint64{6, 7, 8}},
+		{"after seq of a worker", Filter{Worker: "index", AfterSeq: 2}, []uint64{4, 7}},
+		{"after seq with limit", Filter{AfterSeq: 6, Limit: 5}, []uint64{7, 8}},
+		{"after seq, limit keeps newest", Filter{AfterSeq: 2, Limit: 2}, []uint64{7, 8}},
+		{"after the last seq", Filter{AfterSeq: 8}, nil},
+		{"after seq and since", Filter{AfterSeq: 3, Since: at(6)}, []uint64{7, 8}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -538,7 +544,7 @@ func TestScanJSONMatchesEncoding(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	for _, f := range []Filter{{}, {Worker: "index"}, {Limit: 5}, {Worker: "api_users", Limit: 3}} {
+	for _, f := range []Filter{{}, {Worker: "index"}, {Limit: 5}, {Worker: "api_users", Limit: 3}, {AfterSeq: 40}, {AfterSeq: 40, Worker: "index"}} {
 		var want, got bytes.Buffer
 		enc := json.NewEncoder(&want)
 		if err := s.Scan(f, func(r Record) error { return enc.Encode(r) }); err != nil {

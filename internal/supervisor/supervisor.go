@@ -279,6 +279,8 @@ func (s *Supervisor) handle(ev events.Event) {
 		s.onRestartDue(ev)
 	case events.Reload:
 		s.onReload(ev)
+	case events.Restart:
+		s.onRestart(ev) // operator.go
 	case events.BuildFinished:
 		s.onBuildFinished(ev)
 	case events.FilesChanged:
