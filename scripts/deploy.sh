@@ -116,7 +116,8 @@ if [[ ${#workers[@]} -gt 0 ]]; then
 	done
 else
 	echo "all workers:"
-	ship "$ROOT/workers/" "$to/workers/" --exclude='/*/src/'
+	# --prune-empty-dirs: a worker that has only sources is not created there.
+	ship "$ROOT/workers/" "$to/workers/" --exclude='/*/src/' --prune-empty-dirs
 	if [[ -f "$ROOT/server/bin/tqserver" ]]; then
 		echo "server:"
 		ship "$ROOT/server/bin/" "$to/server/bin/" --include=tqserver --include=tqserver.sha256 --exclude='*'

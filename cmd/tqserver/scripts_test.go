@@ -250,3 +250,60 @@ func TestDeployScriptErrors(t *testing.T) {
 		}
 	}
 }
+
+// A user@host:path target: rsync and the reload go through ssh. A fake ssh
+// on PATH runs the remote command here, so the test sees exactly what the
+// remote shell would be asked to run (quoting included: the target path has
+// a space).
+func TestDeployScriptRemoteTarget(t *testing.T) {
+	needTool(t, "rsync", "rsync")
+	fake := t.TempDir()
+	log := filepath.Join(fake, "ssh.log")
+	writeFile(t, filepath.Join(fake, "ssh"), `#!/bin/sh
+# ssh [options] HOST COMMAND...: run COMMAND here, as sshd would with sh -c.
+while [ $# -gt 0 ]; do
+	case "$1" in
+	-l|-p|-e|-o) shift 2 ;;
+	-*) shift ;;
+	*) echo "host=$1" >>"`+log+`"; shift; break ;;
+	esac
+done
+exec sh -c "$*"
+`)
+	if err := os.Chmod(filepath.Join(fake, "ssh"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PATH", fake+":"+os.Getenv("PATH"))
+	t.Setenv("TQ_REMOTE_TQSERVER", tqBin)
+
+	src := t.TempDir()
+	target := filepath.Join(t.TempDir(), "app root")
+	for _, d := range []string{"config", "workers", "var"} {
+		if err := os.MkdirAll(filepath.Join(target, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeFile(t, filepath.Join(target, "config", "server.yaml"), fastConfigNoAdmin)
+	install(t, target, "index", "v1", "normal")
+	install(t, src, "index", "v2", "normal")
+	writeFile(t, filepath.Join(src, "workers", "docs_only", "src", "main.go"), "package main\n")
+	writeFile(t, filepath.Join(src, "config", "deploy.yaml"), "targets:\n  prod: \"deploy@prod.example:"+target+"\"\n")
+
+	s := startServer(t, target)
+	waitBody(t, s.URL("/"), "v1 index", 10*time.Second)
+	out := mustScript(t, src, "deploy.sh", "prod")
+	if !strings.Contains(out, "Deploying to prod (deploy@prod.example:"+target+")") || !strings.Contains(out, "index: binary_changed") || !strings.Contains(out, "Deployed to prod.") {
+		t.Fatalf("remote deploy output:\n%s", out)
+	}
+	if c, b := get(t, s.URL("/")); c != 200 || !strings.HasPrefix(b, "v2 index") {
+		t.Fatalf("after the remote deploy: GET / = %d %q", c, b)
+	}
+	if _, err := os.Stat(filepath.Join(target, "workers", "docs_only")); !os.IsNotExist(err) {
+		t.Fatalf("a worker with only sources was created on the target: %v", err)
+	}
+	hosts, err := os.ReadFile(log)
+	// Once for rsync, once for the reload.
+	if n := strings.Count(string(hosts), "prod.example\n"); err != nil || n < 2 {
+		t.Fatalf("ssh to prod.example used %d times, want rsync's and the reload's: %q %v", n, hosts, err)
+	}
+}
