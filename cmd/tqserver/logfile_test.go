@@ -92,10 +92,10 @@ func TestDamagedLogFailsCleanlyAndSalvages(t *testing.T) {
 			id, ps := middleLeaf(t, db)
 			junk := make([]byte, ps)
 			rand.Read(junk)
-			overwrite(t, db, junk, id*ps)
+			testrig.WriteAt(t, db, junk, id*ps)
 		},
 		"header pages zeroed": func(t *testing.T, db string) {
-			overwrite(t, db, make([]byte, 2*os.Getpagesize()), 0)
+			testrig.WriteAt(t, db, make([]byte, 2*os.Getpagesize()), 0)
 		},
 	}
 	for name, damage := range damages {
@@ -209,18 +209,6 @@ func middleLeaf(t *testing.T, db string) (int64, int64) {
 		t.Fatalf("leaf pages %v: %v", leaves, err)
 	}
 	return int64(leaves[len(leaves)/2]), int64(bdb.Info().PageSize)
-}
-
-func overwrite(t *testing.T, path string, b []byte, off int64) {
-	t.Helper()
-	f, err := os.OpenFile(path, os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	if _, err := f.WriteAt(b, off); err != nil {
-		t.Fatal(err)
-	}
 }
 
 // TestVarDeletedWhileServing: rm -rf var/ under a running server. The next

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"net"
 	"os"
@@ -12,9 +11,10 @@ import (
 	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
 
-	"github.com/mevdschee/tqserver/internal/events"
-	"github.com/mevdschee/tqserver/internal/supervisor"
+	app "github.com/mevdschee/tqserver/internal/server"
 )
+
+var _ app.Notifier = (*notifier)(nil)
 
 // notifier speaks systemd's notify protocol (sd_notify(3)) for
 // Type=notify units: one datagram per state change to the unix socket in
@@ -72,9 +72,10 @@ func (n *notifier) Stopping() {
 	n.send("STOPPING=1\nSTATUS=stopping: draining in-flight requests")
 }
 
-// reloadStart and reloadEnd bracket one reload; overlapping reloads are one
+// Reloading and Reloaded bracket one reload (SIGHUP, `tqserver reload`,
+// which ExecReload runs, or POST /v1/reload); overlapping reloads are one
 // RELOADING=1 … READY=1 span.
-func (n *notifier) reloadStart() {
+func (n *notifier) Reloading() {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	n.reloading++
@@ -83,7 +84,7 @@ func (n *notifier) reloadStart() {
 	}
 }
 
-func (n *notifier) reloadEnd() {
+func (n *notifier) Reloaded() {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	n.reloading--
@@ -100,18 +101,4 @@ func monotonicUsec() int64 {
 		return time.Now().UnixMicro() // never on Linux; keeps the field present
 	}
 	return ts.Sec*1_000_000 + ts.Nsec/1_000
-}
-
-// notifyingSupervisor is the supervisor as the admin socket sees it, with
-// each reload bracketed by RELOADING=1 and READY=1: `ExecReload=tqserver
-// reload` arrives this way, a SIGHUP through serve's signal loop.
-type notifyingSupervisor struct {
-	*supervisor.Supervisor
-	n *notifier
-}
-
-func (s notifyingSupervisor) Reload(ctx context.Context, source string) events.ReloadResult {
-	s.n.reloadStart()
-	defer s.n.reloadEnd()
-	return s.Supervisor.Reload(ctx, source)
 }

@@ -239,7 +239,7 @@ func (c *buildCmd) Run() error {
 	if c.Outdated {
 		var stale []string
 		for _, d := range dirs {
-			old, err := builder.Outdated(d, root)
+			old, err := builder.Outdated(d, lay.Worker(filepath.Base(d)).Binary(), root)
 			if err != nil {
 				return fmt.Errorf("build: %w", err)
 			}
@@ -251,10 +251,10 @@ func (c *buildCmd) Run() error {
 		}
 		dirs = stale
 	}
-	o := builder.Options{LDFlags: cfg.Deployment.Dev.Build.LDFlags}
+	o := builder.Options{LDFlags: cfg.Deployment.Dev.Build.LDFlags, Layout: &lay}
 	par := cfg.Deployment.Dev.Build.ParallelBuilds
 	if c.Prod {
-		o = builder.Options{LDFlags: cfg.Deployment.Prod.Build.LDFlags, Prod: true}
+		o = builder.Options{LDFlags: cfg.Deployment.Prod.Build.LDFlags, Prod: true, Layout: &lay}
 		par = cfg.Deployment.Prod.Build.ParallelBuilds
 	}
 	if c.Server && !lay.IsServerRepo() {

@@ -101,7 +101,7 @@ func Handler(st *store.Store, b Backend) http.Handler {
 		json.NewEncoder(w).Encode(st0)
 	})
 	mux.HandleFunc("POST /v1/reload", func(w http.ResponseWriter, r *http.Request) {
-		res := b.Reload(r.Context(), "admin")
+		res := b.Reload(r.Context(), source(r))
 		w.Header().Set("Content-Type", "application/json")
 		json.NewEncoder(w).Encode(res)
 	})

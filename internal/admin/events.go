@@ -7,7 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
-	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/mevdschee/tqserver/internal/store"
@@ -55,12 +55,19 @@ func eventsHandler(st *store.Store) http.Handler {
 		// then both replayed and observed (sent once), never neither.
 		ch := make(chan store.Record, eventBuffer)
 		overflow := make(chan struct{})
-		var once sync.Once
+		// Once one record did not fit, none after it is queued: the stream
+		// ends after what was buffered, with no gap inside it, and the
+		// client resumes from the log.
+		var over atomic.Bool
 		cancel := st.Observe(func(rec store.Record) {
+			if over.Load() {
+				return
+			}
 			select {
 			case ch <- rec:
 			default:
-				once.Do(func() { close(overflow) })
+				over.Store(true)
+				close(overflow)
 			}
 		})
 		defer cancel()

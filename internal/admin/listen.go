@@ -94,7 +94,7 @@ func IsLoopback(addr string) bool {
 func TCPHandler(api http.Handler, o TCPOptions) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/healthz", api)
-	mux.Handle("/v1/", api)
+	mux.Handle("/v1/", viaTCP(api))
 	notFound := http.NotFoundHandler()
 	dash, metrics := o.Dashboard, o.Metrics
 	if dash == nil {
@@ -110,6 +110,25 @@ func TCPHandler(api http.Handler, o TCPOptions) http.Handler {
 		h = requireToken(o.Token, h)
 	}
 	return http.NewCrossOriginProtection().Handler(h)
+}
+
+// tcpKey marks a request that came through the TCP listener (the dashboard
+// or an API client) rather than the socket (the CLI): reloads say which.
+type tcpKey struct{}
+
+func viaTCP(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), tcpKey{}, true)))
+	})
+}
+
+// source names what asked for a reload: "admin" through the TCP listener,
+// "reload" through the socket (`tqserver reload`).
+func source(r *http.Request) string {
+	if r.Context().Value(tcpKey{}) != nil {
+		return "admin"
+	}
+	return "reload"
 }
 
 // getOnly answers 405 to methods other than GET and HEAD.

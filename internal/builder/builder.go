@@ -28,6 +28,9 @@ type Options struct {
 	// it over the binary; Install (or Discard) finishes it. Dev mode stages
 	// the builds it starts before a change has settled.
 	Stage bool
+	// Layout, when set, says where the binary goes (binaries.path);
+	// nil means workers/{name}/bin/{name}.
+	Layout *layout.Root
 }
 
 // Result of one build.
@@ -49,7 +52,11 @@ type Result struct {
 func Build(ctx context.Context, workerDir string, o Options) (res Result) {
 	lw := layout.WorkerOf(workerDir)
 	name := lw.Name
-	res = Result{Worker: name, Binary: lw.Binary()}
+	bin := lw.Binary()
+	if o.Layout != nil {
+		bin = o.Layout.Worker(name).Binary()
+	}
+	res = Result{Worker: name, Binary: bin}
 	start := time.Now()
 	defer func() { res.Duration = time.Since(start) }()
 	if !lw.HasSource() {

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/mevdschee/tqserver/internal/layout"
 )
 
 // writeWorker makes a self-contained module with one worker under root.
@@ -207,5 +209,28 @@ func TestRebuildIdenticalLeavesBinaryAlone(t *testing.T) {
 	}
 	if out, err := exec.Command(first.Binary).Output(); err != nil || strings.TrimSpace(string(out)) != "v2" {
 		t.Fatalf("after the changed build: %q %v", out, err)
+	}
+}
+
+// With a layout, the build goes where binaries.path says, checksum beside it.
+func TestBuildToConfiguredBinaryPath(t *testing.T) {
+	root := t.TempDir()
+	dir := writeWorker(t, root, "app", "package main\n\nfunc main() { println(\"app\") }\n")
+	lay := layout.New(root, layout.Options{BinaryPath: "build/{worker_name}.bin"})
+	r := Build(context.Background(), dir, Options{Prod: true, Layout: &lay})
+	if r.Err != nil {
+		t.Fatalf("%v\n%s", r.Err, r.Output)
+	}
+	want := filepath.Join(root, "build", "app.bin")
+	if r.Binary != want {
+		t.Errorf("Binary = %q, want %q", r.Binary, want)
+	}
+	for _, p := range []string{want, want + ".sha256"} {
+		if _, err := os.Stat(p); err != nil {
+			t.Errorf("%v", err)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, "bin")); !os.IsNotExist(err) {
+		t.Errorf("the build also made workers/app/bin: %v", err)
 	}
 }

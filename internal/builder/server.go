@@ -31,19 +31,20 @@ func BuildServer(ctx context.Context, lay layout.Root, o Options) (res Result) {
 	return res
 }
 
-// Outdated reports whether the worker in workerDir needs a build: its
-// binary is missing, or older than a file under its src/ or than go.mod or
-// go.sum in src/ or in moduleRoot (the app root). Packages the worker
-// imports from elsewhere in the module are not looked at: build without
-// this check after changing them (go's build cache keeps that fast).
-func Outdated(workerDir, moduleRoot string) (bool, error) {
+// Outdated reports whether the worker in workerDir needs a build: binary
+// (where its build goes: Root.Worker(name).Binary()) is missing, or older
+// than a file under its src/ or than go.mod or go.sum in src/ or in
+// moduleRoot (the app root). Packages the worker imports from elsewhere in
+// the module are not looked at: build without this check after changing
+// them (go's build cache keeps that fast).
+func Outdated(workerDir, binary, moduleRoot string) (bool, error) {
 	lw := layout.WorkerOf(workerDir)
-	bin, err := os.Stat(lw.Binary())
+	bin, err := os.Stat(binary)
 	if os.IsNotExist(err) {
 		return true, nil
 	}
 	if err != nil {
-		return false, fmt.Errorf("check %s: %w", lw.Binary(), err)
+		return false, fmt.Errorf("check %s: %w", binary, err)
 	}
 	built := bin.ModTime()
 	newer := false

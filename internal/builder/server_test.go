@@ -54,7 +54,7 @@ func TestOutdated(t *testing.T) {
 	dir := writeWorker(t, root, "index", "package main\n\nfunc main() {}\n")
 	check := func(want bool, when string) {
 		t.Helper()
-		got, err := Outdated(dir, root)
+		got, err := Outdated(dir, layout.WorkerOf(dir).Binary(), root)
 		if err != nil || got != want {
 			t.Fatalf("%s: outdated=%v err=%v, want %v", when, got, err, want)
 		}

@@ -2,9 +2,11 @@ package config
 
 import (
 	"maps"
+	"reflect"
 	"slices"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/mevdschee/tqserver/internal/layout"
 )
@@ -28,6 +30,7 @@ type Config struct {
 	Workers    Workers
 	Deployment Deployment
 	Binaries   Binaries
+	Logs       Logs
 	// Files lists the files actually read, relative to the root
 	// (ServerFile, DeploymentFile); missing files are not listed.
 	Files []string
@@ -164,7 +167,21 @@ type Deployment struct {
 	Mode string // "dev" or "prod"
 	Dev  DevSettings
 	Prod ProdSettings
+	// CheckOnSighup is deployment.check_on_sighup (deployment
+	// specification): false turns off the stamp comparison of SIGHUP and
+	// `reload`, in both modes, like timestamp_check.enabled.
+	CheckOnSighup bool
+	// OnFileChange is deployment.on_file_change: what a change found on
+	// SIGHUP does. tqserver always does both actions, so the list must name
+	// both (see checkOnFileChange).
+	OnFileChange []string
 }
+
+// The actions of deployment.on_file_change.
+const (
+	OnChangeRestartServer = "restart_server"
+	OnChangeRestartWorker = "restart_affected_worker"
+)
 
 // DevSettings is deployment.dev.
 type DevSettings struct {
@@ -273,16 +290,14 @@ func Default() *Config {
 			Paths:   map[string]WorkerOverride{},
 		},
 		Deployment: Deployment{
-			Mode: ModeDev,
+			Mode:          ModeDev,
+			CheckOnSighup: true,
+			OnFileChange:  []string{OnChangeRestartServer, OnChangeRestartWorker},
 			Dev: DevSettings{
 				FileWatcher: FileWatcher{
-					Enabled:    true,
-					DebounceMs: 100,
-					WatchPatterns: []string{
-						"workers/*/src/**/*.go",
-						"server/src/**/*.go",
-						"config/*.yaml",
-					},
+					Enabled:       true,
+					DebounceMs:    100,
+					WatchPatterns: DefaultWatchPatterns(layout.DefaultWorkersDir),
 				},
 				Build:     Build{OutputDir: layout.BinDir, ParallelBuilds: 4, LDFlags: ""},
 				Resources: Resources{BasePath: layout.DefaultWorkersDir, WatchResourceChanges: true},
@@ -294,6 +309,7 @@ func Default() *Config {
 				Resources:      Resources{BasePath: layout.DefaultWorkersDir, WatchResourceChanges: false},
 			},
 		},
+		Logs: defaultLogs(),
 		Binaries: Binaries{
 			Format: workerNamePlaceholder,
 			Path:   layout.DefaultWorkersDir + "/" + workerNamePlaceholder + "/" + layout.BinDir + "/" + workerNamePlaceholder,
@@ -527,9 +543,12 @@ func (d Deployment) Resources(mode string) Resources {
 }
 
 // TimestampCheckEnabled reports whether SIGHUP / `reload` compares mtimes in
-// mode: workers.timestamp_check.enabled, and in prod also
-// deployment.prod.timestamp_check.enabled.
+// mode: deployment.check_on_sighup and workers.timestamp_check.enabled,
+// and in prod also deployment.prod.timestamp_check.enabled.
 func (c *Config) TimestampCheckEnabled(mode string) bool {
+	if !c.Deployment.CheckOnSighup {
+		return false
+	}
 	if mode == ModeProd {
 		return c.Workers.TimestampCheck.Enabled && c.Deployment.Prod.TimestampCheck.Enabled
 	}
@@ -549,13 +568,61 @@ func (b Binaries) BinaryName(name string) string {
 const workerNamePlaceholder = "{worker_name}"
 
 // Layout is the layout of the app root root under this configuration:
-// workers.workers_dir, server.static.dev_root and
-// workers.discovery.include_patterns. The defaults are layout's (Default
+// workers.workers_dir, server.static.dev_root,
+// workers.discovery.include_patterns and binaries.path. The defaults are layout's (Default
 // uses them); an include_patterns set to [] stays empty.
 func (c *Config) Layout(root string) layout.Root {
 	return layout.New(root, layout.Options{
 		WorkersDir:      c.Workers.WorkersDir,
 		StaticDir:       c.Server.Static.DevRoot,
 		IncludePatterns: append([]string{}, c.Workers.Discovery.IncludePatterns...),
+		BinaryPath:      c.Binaries.Path,
 	})
+}
+
+// ChangedKeys names the workers.default / workers.paths keys whose values
+// differ between a and b, in field order (env entries as env.NAME), for the
+// record that says why a worker restarted.
+func (a WorkerSettings) ChangedKeys(b WorkerSettings) []string {
+	var out []string
+	va, vb := reflect.ValueOf(a), reflect.ValueOf(b)
+	for i := range va.NumField() {
+		f := va.Type().Field(i)
+		if f.Name == "Env" {
+			continue
+		}
+		if va.Field(i).Interface() != vb.Field(i).Interface() {
+			out = append(out, snakeCase(f.Name))
+		}
+	}
+	keys := map[string]bool{}
+	for k := range a.Env {
+		keys[k] = true
+	}
+	for k := range b.Env {
+		keys[k] = true
+	}
+	for _, k := range slices.Sorted(maps.Keys(keys)) {
+		av, aok := a.Env[k]
+		bv, bok := b.Env[k]
+		if av != bv || aok != bok {
+			out = append(out, "env."+k)
+		}
+	}
+	return out
+}
+
+// snakeCase turns a field name into its key: MaxRequests → max_requests.
+func snakeCase(s string) string {
+	var b strings.Builder
+	for i, r := range s {
+		if unicode.IsUpper(r) {
+			if i > 0 {
+				b.WriteByte('_')
+			}
+			r = unicode.ToLower(r)
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
 }

@@ -18,7 +18,8 @@ import (
 type fileDecoder struct {
 	file    string
 	anchors map[string]ast.Node
-	lines   map[string]int // dotted key path -> line of the key
+	lines   map[string]int  // dotted key path -> line of the key
+	nulls   map[string]bool // key paths whose value is empty (= the default)
 	merges  int
 	// defaults is what workers.default gave, for errors that name where a
 	// worker setting came from.
@@ -206,6 +207,9 @@ func (d *fileDecoder) section(path string, e entry, fields map[string]fieldFunc)
 		}
 		p := joinPath(path, sub.key)
 		d.lines[p] = sub.line
+		if isNull(sub.value) {
+			d.nulls[p] = true
+		}
 		if err := f(d, p, sub); err != nil {
 			return err
 		}
@@ -684,6 +688,9 @@ func checkBinaryPath(s string) string {
 func checkBinaryFormat(s string) string {
 	if s == "" {
 		return "must not be empty"
+	}
+	if strings.Contains(s, "/") {
+		return fmt.Sprintf("must be a file name, without \"/\", got %q; binaries.path places the binary", s)
 	}
 	return checkPlaceholders(s)
 }

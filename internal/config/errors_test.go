@@ -47,7 +47,7 @@ func TestErrors(t *testing.T) {
 		{"list for string", ServerFile, "workers:\n  workers_dir: [a]\n",
 			`config/server.yaml:2: workers.workers_dir: expected a string, got sequence`},
 		{"top level not a mapping", ServerFile, "- a\n",
-			`config/server.yaml:1: expected a mapping with the keys server and workers, got sequence`},
+			`config/server.yaml:1: expected a mapping with the keys server, workers and logs, got sequence`},
 		{"overflow", ServerFile, "workers:\n  default:\n    max_requests: 99999999999999999999\n",
 			`config/server.yaml:3: workers.default.max_requests: 99999999999999999999 is out of range`},
 		{"port zero", ServerFile, "server:\n  port: 0\n",

@@ -43,6 +43,7 @@ func Load(root string) (*Config, error) {
 
 func load(root string, lookup func(string) (string, bool)) (*Config, error) {
 	c := Default()
+	set := map[string]keyAt{}
 	for _, f := range []struct {
 		name   string
 		decode func(*fileDecoder, *Config, ast.Node) error
@@ -61,17 +62,20 @@ func load(root string, lookup func(string) (string, bool)) (*Config, error) {
 			}
 			return nil, &Error{File: f.name, Msg: "cannot read: " + oneLine(err.Error())}
 		}
-		if err := parseInto(f.name, data, lookup, c, f.decode); err != nil {
+		if err := parseInto(f.name, data, lookup, c, f.decode, set); err != nil {
 			return nil, err
 		}
 		c.Files = append(c.Files, f.name)
+	}
+	if err := finish(c, set); err != nil {
+		return nil, err
 	}
 	return c, nil
 }
 
 // parseInto expands, parses and decodes one file's data into c.
 func parseInto(name string, data []byte, lookup func(string) (string, bool), c *Config,
-	decode func(*fileDecoder, *Config, ast.Node) error) error {
+	decode func(*fileDecoder, *Config, ast.Node) error, set map[string]keyAt) error {
 	data = bytes.TrimPrefix(data, []byte("\xef\xbb\xbf"))
 	if !utf8.Valid(data) {
 		bad := len(data)
@@ -93,9 +97,17 @@ func parseInto(name string, data []byte, lookup func(string) (string, bool), c *
 	if err != nil || body == nil {
 		return err
 	}
-	d := &fileDecoder{file: name, anchors: map[string]ast.Node{}, lines: map[string]int{}}
+	d := &fileDecoder{file: name, anchors: map[string]ast.Node{}, lines: map[string]int{}, nulls: map[string]bool{}}
 	ast.Walk(anchorCollector(d.anchors), body)
-	return decode(d, c, body)
+	if err := decode(d, c, body); err != nil {
+		return err
+	}
+	for p, l := range d.lines {
+		if !d.nulls[p] {
+			set[p] = keyAt{file: name, line: l}
+		}
+	}
+	return nil
 }
 
 // parseYAML parses text into the body of its only document (nil for an empty

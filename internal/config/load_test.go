@@ -133,7 +133,7 @@ workers:
     trigger: sighup
   discovery:
     mode: filesystem
-    workers_dir: apps2
+    workers_dir: apps
     include_patterns: ["*/src/main.go", "*/cmd/main.go"]
   default:
     instances: 3
@@ -169,10 +169,18 @@ workers:
       health_interval_ms: 25
       health_probe_timeout_ms: 26
       health_failure_threshold: 27
+logs:
+  dir: var/log
+  max_size_mb: 10
+  max_files: 3
+  worker_lines_per_second: 50
+  worker_burst: 60
 `
 
 const fullDeployment = `deployment:
   mode: prod
+  check_on_sighup: false
+  on_file_change: [restart_affected_worker, restart_server]
   dev:
     file_watcher:
       enabled: false
@@ -183,26 +191,23 @@ const fullDeployment = `deployment:
       parallel_builds: 2
       ldflags: -X main.v=1
     resources:
-      base_path: res
+      base_path: ./apps/
       watch_resource_changes: false
   prod:
     file_watcher:
-      enabled: true
-      debounce_ms: 70
-      watch_patterns: [b/*.go, c/**]
+      enabled: false
     timestamp_check:
       enabled: false
       trigger: sighup
     build:
-      output_dir: dist
       parallel_builds: 3
       ldflags: ""
     resources:
-      base_path: res2
-      watch_resource_changes: true
+      base_path: apps
+      watch_resource_changes: false
 binaries:
   format: "{worker_name}.bin"
-  path: "dist/{worker_name}/{worker_name}.bin"
+  path: "apps/{worker_name}/out/{worker_name}.bin"
 `
 
 func fullWant() *Config {
@@ -215,7 +220,7 @@ func fullWant() *Config {
 			StartupDelayMs: 1, RestartDelayMs: 2, ShutdownGracePeriodMs: 3,
 			RestartBackoffMaxMs: 4, RestartBackoffResetMs: 5, DrainTimeoutMs: 6,
 			TimestampCheck: TimestampCheck{Enabled: false, Trigger: "sighup"},
-			Discovery:      Discovery{Mode: "filesystem", WorkersDir: "apps2", IncludePatterns: []string{"*/src/main.go", "*/cmd/main.go"}},
+			Discovery:      Discovery{Mode: "filesystem", WorkersDir: "apps", IncludePatterns: []string{"*/src/main.go", "*/cmd/main.go"}},
 			Default: WorkerSettings{Instances: 3, MinInstances: 3, MaxInstances: 3, ScaleTargetInflight: 15, ScaleDownAfterMs: 16, GoMaxProcs: 4, MaxRequests: 100, ReadTimeoutSeconds: 7, WriteTimeoutSeconds: 8,
 				IdleTimeoutSeconds: 9, GoMemLimit: "512MiB", Env: map[string]string{"A": "1", "B": "${WORKER_BASE}/x"},
 				HealthTimeoutMs: 11, HealthIntervalMs: 12, HealthProbeTimeoutMs: 13, HealthFailureThreshold: 14},
@@ -225,18 +230,20 @@ func fullWant() *Config {
 				IdleTimeoutSeconds: ptr(23), GoMemLimit: ptr("1GiB"), Env: map[string]string{"C": "3"},
 				HealthTimeoutMs: ptr(24), HealthIntervalMs: ptr(25), HealthProbeTimeoutMs: ptr(26), HealthFailureThreshold: ptr(27)}},
 		},
-		Deployment: Deployment{Mode: "prod",
+		Deployment: Deployment{Mode: "prod", CheckOnSighup: false,
+			OnFileChange: []string{OnChangeRestartWorker, OnChangeRestartServer},
 			Dev: DevSettings{
 				FileWatcher: FileWatcher{Enabled: false, DebounceMs: 50, WatchPatterns: []string{"a/*.go"}},
 				Build:       Build{OutputDir: "out", ParallelBuilds: 2, LDFlags: "-X main.v=1"},
-				Resources:   Resources{BasePath: "res", WatchResourceChanges: false}},
+				Resources:   Resources{BasePath: "./apps/", WatchResourceChanges: false}},
 			Prod: ProdSettings{
-				FileWatcher:    FileWatcher{Enabled: true, DebounceMs: 70, WatchPatterns: []string{"b/*.go", "c/**"}},
+				FileWatcher:    FileWatcher{Enabled: false, DebounceMs: 100, WatchPatterns: []string{}},
 				TimestampCheck: TimestampCheck{Enabled: false, Trigger: "sighup"},
-				Build:          Build{OutputDir: "dist", ParallelBuilds: 3, LDFlags: ""},
-				Resources:      Resources{BasePath: "res2", WatchResourceChanges: true}},
+				Build:          Build{OutputDir: "workers", ParallelBuilds: 3, LDFlags: ""},
+				Resources:      Resources{BasePath: "apps", WatchResourceChanges: false}},
 		},
-		Binaries: Binaries{Format: "{worker_name}.bin", Path: "dist/{worker_name}/{worker_name}.bin"},
+		Binaries: Binaries{Format: "{worker_name}.bin", Path: "apps/{worker_name}/out/{worker_name}.bin"},
+		Logs:     Logs{Dir: "var/log", MaxSizeMB: 10, MaxFiles: 3, WorkerLinesPerSecond: 50, WorkerBurst: 60},
 		Files:    []string{ServerFile, DeploymentFile},
 	}
 }
@@ -258,6 +265,12 @@ func TestFullFilesSetEveryField(t *testing.T) {
 	allowed := []string{
 		"Workers.TimestampCheck.Trigger", "Workers.Discovery.Mode",
 		"Deployment.Prod.TimestampCheck.Trigger", "Deployment.Prod.Build.LDFlags",
+		// Prod watches nothing: these keys are refused or must stay false.
+		"Deployment.Prod.FileWatcher.Enabled", "Deployment.Prod.FileWatcher.DebounceMs",
+		"Deployment.Prod.FileWatcher.WatchPatterns", "Deployment.Prod.Resources.WatchResourceChanges",
+		// Only {output_dir}/{name}/bin can be written; the full files move
+		// binaries to apps/{name}/out instead.
+		"Deployment.Prod.Build.OutputDir",
 	}
 	for _, s := range same {
 		if !slices.Contains(allowed, s) && s != "Deployment.Prod.Build.LDFlags" {

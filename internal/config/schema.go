@@ -14,12 +14,15 @@ import (
 // the three in step.
 
 func decodeServerFile(d *fileDecoder, c *Config, body ast.Node) error {
-	err := d.top(body, "server and workers", map[string]fieldFunc{
+	err := d.top(body, "server, workers and logs", map[string]fieldFunc{
 		"server": func(d *fileDecoder, p string, e entry) error {
 			return d.section(p, e, serverFields(&c.Server))
 		},
 		"workers": func(d *fileDecoder, p string, e entry) error {
 			return d.section(p, e, workersFields(&c.Workers))
+		},
+		"logs": func(d *fileDecoder, p string, e entry) error {
+			return d.section(p, e, logsFields(&c.Logs))
 		},
 	})
 	if err != nil {
@@ -313,12 +316,59 @@ func deploymentFields(dep *Deployment) map[string]fieldFunc {
 		"prod": func(d *fileDecoder, p string, e entry) error {
 			m := &dep.Prod
 			return d.section(p, e, map[string]fieldFunc{
-				"file_watcher":    fileWatcherField(&m.FileWatcher),
+				"file_watcher":    prodFileWatcherField(&m.FileWatcher),
 				"timestamp_check": timestampCheckField(&m.TimestampCheck),
 				"build":           buildField(&m.Build),
-				"resources":       resourcesField(&m.Resources),
+				"resources":       prodResourcesField(&m.Resources),
 			})
 		},
+		"check_on_sighup": boolField(&dep.CheckOnSighup),
+		"on_file_change":  stringsField(&dep.OnFileChange, oneOf(OnChangeRestartServer, OnChangeRestartWorker)),
+	}
+}
+
+// prodNoWatch says why a prod key that would watch files is refused.
+const prodNoWatch = "prod mode watches no files: a deploy is picked up by SIGHUP or `tqserver reload`, which compare the stamps of binaries, public/, private/ and config; run in dev mode to watch files"
+
+// prodFileWatcherField takes deployment.prod.file_watcher.enabled, which
+// must be false; debounce_ms and watch_patterns have no meaning there.
+func prodFileWatcherField(f *FileWatcher) fieldFunc {
+	return func(d *fileDecoder, p string, e entry) error {
+		refuse := func(d *fileDecoder, p string, e entry) error {
+			return d.errf(e.line, "%s: not supported: %s; remove the key", p, prodNoWatch)
+		}
+		return d.section(p, e, map[string]fieldFunc{
+			"enabled": func(d *fileDecoder, p string, e entry) error {
+				if err := boolField(&f.Enabled)(d, p, e); err != nil {
+					return err
+				}
+				if f.Enabled {
+					return d.errf(e.line, "%s: must be false: %s", p, prodNoWatch)
+				}
+				return nil
+			},
+			"debounce_ms":    refuse,
+			"watch_patterns": refuse,
+		})
+	}
+}
+
+// prodResourcesField is resourcesField where watch_resource_changes must be
+// false (nothing watches in prod).
+func prodResourcesField(r *Resources) fieldFunc {
+	return func(d *fileDecoder, p string, e entry) error {
+		return d.section(p, e, map[string]fieldFunc{
+			"base_path": stringField(&r.BasePath, nonEmpty),
+			"watch_resource_changes": func(d *fileDecoder, p string, e entry) error {
+				if err := boolField(&r.WatchResourceChanges)(d, p, e); err != nil {
+					return err
+				}
+				if r.WatchResourceChanges {
+					return d.errf(e.line, "%s: must be false: %s (a reload signals the worker when only its public/ or private/ changed)", p, prodNoWatch)
+				}
+				return nil
+			},
+		})
 	}
 }
 

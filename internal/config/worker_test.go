@@ -168,3 +168,30 @@ func TestResolveModeUsesProcessEnvByDefault(t *testing.T) {
 		t.Fatalf("got %q, %v", m, err)
 	}
 }
+
+func TestChangedKeys(t *testing.T) {
+	a := DefaultWorkerSettings()
+	b := a
+	b.Env = map[string]string{"A": "1"}
+	b.MaxRequests = 10
+	b.GoMaxProcs = 2
+	b.HealthTimeoutMs = 1
+	got := strings.Join(a.ChangedKeys(b), ",")
+	if got != "go_max_procs,max_requests,health_timeout_ms,env.A" {
+		t.Fatalf("ChangedKeys = %s", got)
+	}
+	// Every key ChangedKeys can name is one a config file accepts.
+	o := WorkerOverride{}
+	fields := overrideFields(&o)
+	v := reflect.TypeOf(a)
+	for i := range v.NumField() {
+		if name := v.Field(i).Name; name != "Env" {
+			if _, ok := fields[snakeCase(name)]; !ok {
+				t.Errorf("%s → %s is no config key", name, snakeCase(name))
+			}
+		}
+	}
+	if len(a.ChangedKeys(a)) != 0 {
+		t.Fatal("no change, keys named")
+	}
+}

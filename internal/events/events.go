@@ -1,6 +1,10 @@
 package events
 
-import "time"
+import (
+	"time"
+
+	"github.com/mevdschee/tqserver/internal/config"
+)
 
 // Event is anything the supervisor loop consumes.
 type Event interface{ event() }
@@ -60,10 +64,13 @@ type Drained struct {
 	TimedOut bool
 }
 
-// RestartDue: a worker's backoff delay after a failure has passed.
+// RestartDue: a worker's backoff delay after a failure has passed. Slot is
+// the slot's id; Gen the timer's generation (a newer timer or a start in
+// between makes this one stale).
 type RestartDue struct {
 	Worker string
 	Slot   int
+	Gen    uint64
 }
 
 // BuildFinished reports a worker build (dev mode and `serve` at start).
@@ -76,6 +83,93 @@ type BuildFinished struct {
 	Canceled bool   // superseded by a newer change
 	Staged   string // dev: the built file, installed over the binary only when the build is current
 }
+
+// Spawned: the executor started an instance's process.
+type Spawned struct {
+	Instance   string
+	PID        int
+	StartTicks uint64
+}
+
+// SpawnFailed: the executor could not start an instance's process.
+type SpawnFailed struct {
+	Instance string
+	Err      string
+}
+
+// AddWorker: a worker to run (at start, a new directory on reload, a first
+// successful dev build). Its slots start with Reason. Without Bin (dev: its
+// sources have not built yet) only its route is served, 503 until a later
+// AddWorker with a Bin starts it.
+type AddWorker struct {
+	Worker, Route, Bin, Dir string
+	Settings                config.WorkerSettings
+	Reason, Detail          string
+	Batch                   uint64    // the reload waiting for it; 0 for none
+	ChangedAt               time.Time // dev: when the change was seen
+}
+
+// AddWorkers adds several workers in one step (server start): their routes
+// are all in the table before any instance starts, and their start records
+// go to the log in one transaction.
+type AddWorkers struct{ Workers []AddWorker }
+
+// RollWorker: replace every instance of Worker, one slot at a time.
+type RollWorker struct {
+	Worker, Reason, Detail string
+	Batch                  uint64
+	ChangedAt              time.Time
+}
+
+// RemoveWorker: Worker's directory is gone: drain and stop it.
+type RemoveWorker struct {
+	Worker, Reason, Detail string
+}
+
+// Reconfigure: Worker's settings changed (config reload). Restart, when
+// set, is the reason its instances are replaced (config_changed, or
+// binary_changed when its binary changed too); the new slot count comes from
+// the settings (an autoscaled count stays when in range).
+type Reconfigure struct {
+	Worker   string
+	Settings config.WorkerSettings
+	Restart  string
+	Detail   string // what changed and what asked, for the start records
+	Batch    uint64
+}
+
+// Assets: only Worker's public/ or private/ files changed.
+type Assets struct {
+	Worker          string
+	Public, Private bool
+	Batch           uint64 // the reload told what was done; 0 for none
+}
+
+// ScaleTick: one autoscaling sample: the mean requests in flight per
+// serving instance of each autoscaled worker.
+type ScaleTick struct {
+	Now   time.Time
+	Means map[string]float64
+}
+
+// Unrecorded: the step of Event (an instance's spawned, health_ok or
+// warmed) could not be written to the log, so none of it happened. What
+// follows is the core's to decide: a process whose pid is not in the log is
+// stopped; a reload waiting for a swap is told.
+type Unrecorded struct {
+	Instance   string
+	Event      Event
+	Err        string
+	PID        int
+	StartTicks uint64
+}
+
+// Local carries an event private to the loop's owner (a change check's
+// result, a retry): the supervisor sends them to itself.
+type Local struct{ V any }
+
+// ForceKill: shutdown overran its deadline.
+type ForceKill struct{}
 
 // Shutdown asks the supervisor to stop every instance and return.
 type Shutdown struct{}
@@ -91,6 +185,18 @@ func (Drained) event()       {}
 func (RestartDue) event()    {}
 func (BuildFinished) event() {}
 func (Shutdown) event()      {}
+func (Spawned) event()       {}
+func (SpawnFailed) event()   {}
+func (AddWorker) event()     {}
+func (RollWorker) event()    {}
+func (AddWorkers) event()    {}
+func (RemoveWorker) event()  {}
+func (Reconfigure) event()   {}
+func (Assets) event()        {}
+func (ScaleTick) event()     {}
+func (ForceKill) event()     {}
+func (Local) event()         {}
+func (Unrecorded) event()    {}
 
 // FilesChanged is what the dev-mode watcher reports after its debounce: the
 // files of one area that changed. Worker is empty for config and server

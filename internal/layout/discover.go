@@ -95,15 +95,27 @@ func (r Root) Discover(want Want) ([]Found, []string, error) {
 				out = append(out, f)
 				continue
 			}
+			bin := r.rel(f.Dir, f.Binary())
 			if _, err := os.Stat(f.Main()); err == nil {
-				warnings = append(warnings, fmt.Sprintf("%s: skipped: no binary %s/%s (build it with `tqserver build %s`)", f.Dir, BinDir, f.Name, f.Name))
+				warnings = append(warnings, fmt.Sprintf("%s: skipped: no binary %s (build it with `tqserver build %s`)", f.Dir, bin, f.Name))
 			} else if isDir(f.Dir) {
-				warnings = append(warnings, fmt.Sprintf("%s: skipped: neither %s/%s nor %s/%s", f.Dir, BinDir, f.Name, SrcDir, MainFile))
+				warnings = append(warnings, fmt.Sprintf("%s: skipped: neither %s nor %s/%s", f.Dir, bin, SrcDir, MainFile))
 			}
 		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out, warnings, nil
+}
+
+// rel is p relative to the worker directory dir, else to the root, when it
+// is under it (for messages: "bin/index", "build/index").
+func (r Root) rel(dir, p string) string {
+	for _, base := range []string{dir, r.dir} {
+		if rel, err := filepath.Rel(base, p); err == nil && !strings.HasPrefix(rel, "..") {
+			return filepath.ToSlash(rel)
+		}
+	}
+	return p
 }
 
 // selected is the set of top directory names that an include pattern

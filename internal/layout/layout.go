@@ -58,7 +58,14 @@ type Options struct {
 	// the workers directory. Nil means DefaultIncludePattern; an empty,
 	// non-nil list selects nothing to build.
 	IncludePatterns []string
+	// BinaryPath is binaries.path: where each worker's binary is, relative
+	// to the root (or absolute), with WorkerNamePlaceholder for the name.
+	// Empty means {WorkersDir}/{name}/bin/{name}.
+	BinaryPath string
 }
+
+// WorkerNamePlaceholder stands for the worker's name in Options.BinaryPath.
+const WorkerNamePlaceholder = "{worker_name}"
 
 // Root is the layout of one app root.
 type Root struct {
@@ -66,6 +73,7 @@ type Root struct {
 	workers string
 	static  string
 	include []string
+	binary  string // absolute BinaryPath template; "" = the default
 }
 
 // New returns the layout of the app root dir. dir should be absolute; every
@@ -76,6 +84,9 @@ func New(dir string, o Options) Root {
 	r.static = r.resolve(o.StaticDir, r.workers)
 	if r.include == nil {
 		r.include = []string{DefaultIncludePattern}
+	}
+	if o.BinaryPath != "" {
+		r.binary = r.resolve(o.BinaryPath, "")
 	}
 	return r
 }
@@ -130,8 +141,15 @@ func (r Root) StaticDir() string { return r.static }
 // IncludePatterns are the patterns Discover(Sources) uses.
 func (r Root) IncludePatterns() []string { return append([]string(nil), r.include...) }
 
-// Worker is the worker name under the workers directory; name is not checked.
-func (r Root) Worker(name string) Worker { return WorkerAt(r.workers, name) }
+// Worker is the worker name under the workers directory, with its binary
+// where binaries.path puts it; name is not checked.
+func (r Root) Worker(name string) Worker {
+	w := WorkerAt(r.workers, name)
+	if r.binary != "" {
+		w.bin = strings.ReplaceAll(r.binary, WorkerNamePlaceholder, name)
+	}
+	return w
+}
 
 // IsServerRepo reports whether the root is the tqserver repository itself
 // (it has cmd/tqserver/main.go): dev mode then rebuilds server/bin/tqserver.
@@ -156,6 +174,7 @@ func (r Root) ServerSources() []string {
 type Worker struct {
 	Name string
 	Dir  string
+	bin  string // the configured binary (Root.Worker); "" = bin/{name}
 }
 
 // WorkerAt is the worker name under workersDir.
@@ -177,13 +196,19 @@ func (w Worker) Main() string { return filepath.Join(w.Dir, SrcDir, MainFile) }
 // HasSource reports whether the worker has src/main.go (a regular file).
 func (w Worker) HasSource() bool { return isFile(w.Main()) }
 
-// BinDir is workers/{name}/bin.
-func (w Worker) BinDir() string { return filepath.Join(w.Dir, BinDir) }
+// BinDir is the directory of Binary: workers/{name}/bin by default.
+func (w Worker) BinDir() string { return filepath.Dir(w.Binary()) }
 
-// Binary is workers/{name}/bin/{name}.
-func (w Worker) Binary() string { return filepath.Join(w.Dir, BinDir, w.Name) }
+// Binary is the worker's binary: workers/{name}/bin/{name}, or where
+// binaries.path puts it for a Worker from Root.Worker (or Discover).
+func (w Worker) Binary() string {
+	if w.bin != "" {
+		return w.bin
+	}
+	return filepath.Join(w.Dir, BinDir, w.Name)
+}
 
-// Checksum is workers/{name}/bin/{name}.sha256.
+// Checksum is Binary() + ".sha256": workers/{name}/bin/{name}.sha256.
 func (w Worker) Checksum() string { return ChecksumOf(w.Binary()) }
 
 // Public is workers/{name}/public.

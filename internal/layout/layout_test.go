@@ -299,3 +299,42 @@ func TestValidWorkerName(t *testing.T) {
 		}
 	}
 }
+
+// binaries.path moves every worker's binary: Worker, Discover(Binaries),
+// BinDir and Checksum all follow it.
+func TestConfiguredBinaryPath(t *testing.T) {
+	root := t.TempDir()
+	r := New(root, Options{BinaryPath: "build/{worker_name}"})
+	w := r.Worker("api_users")
+	if got, want := w.Binary(), filepath.Join(root, "build", "api_users"); got != want {
+		t.Errorf("Binary() = %q, want %q", got, want)
+	}
+	if got, want := w.BinDir(), filepath.Join(root, "build"); got != want {
+		t.Errorf("BinDir() = %q, want %q", got, want)
+	}
+	if got, want := w.Checksum(), filepath.Join(root, "build", "api_users.sha256"); got != want {
+		t.Errorf("Checksum() = %q, want %q", got, want)
+	}
+	abs := New(root, Options{BinaryPath: "/opt/bin/{worker_name}.bin"})
+	if got := abs.Worker("x").Binary(); got != "/opt/bin/x.bin" {
+		t.Errorf("absolute path: Binary() = %q", got)
+	}
+
+	mk(t, root, "workers/index/src/main.go", "package main")
+	mk(t, root, "build/index", "bin")
+	mk(t, root, "workers/old/bin/old", "bin") // the default place: not a binary here
+	mk(t, root, "workers/old/src/main.go", "package main")
+	found, warnings, err := r.Discover(Binaries)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := names(found); !reflect.DeepEqual(got, []string{"index"}) {
+		t.Errorf("Discover(Binaries) = %v, want [index] (from build/)", got)
+	}
+	if len(found) == 1 && found[0].Binary() != filepath.Join(root, "build", "index") {
+		t.Errorf("found binary %q", found[0].Binary())
+	}
+	if want := "skipped: no binary build/old (build it with `tqserver build old`)"; len(warnings) != 1 || !strings.HasSuffix(warnings[0], want) {
+		t.Errorf("warnings = %q, want one ending %q", warnings, want)
+	}
+}

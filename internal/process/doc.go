@@ -5,7 +5,8 @@
 //
 //   - Start runs one executable as the leader of its own process group
 //     (group id = PID) with a parent-death signal, pipes its stdout/stderr
-//     line by line into a zerolog.Logger and keeps the last lines as a tail.
+//     line by line into a zerolog.Logger (both at info, rate-limited per
+//     process by Spec.Output) and keeps the last lines as a tail.
 //   - Signal and Stop address the whole group. When the leader exits (on its
 //     own or when stopped), the rest of its group is SIGKILLed while the
 //     leader is still an unreaped zombie: the zombie holds the PID, so the

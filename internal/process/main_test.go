@@ -1,6 +1,7 @@
 package process
 
 import (
+	"bufio"
 	"fmt"
 	"os"
 	"os/exec"
@@ -38,6 +39,7 @@ func TestMain(m *testing.M) {
 //	ignoreterm              ignore SIGTERM, print "ready", run
 //	echo                    print "got SIGWINCH" for each SIGWINCH (SIGTERM kills it)
 //	phases                  out 1-3 on stdout; SIGUSR1; err 4-6 on stderr; SIGUSR1; out 7-9
+//	flood N                 "line 1".."line N" on stdout as fast as it can, then "done" on stderr
 //	long                    a 200000-byte line and "end" on stdout, "partial" (no newline) on stderr
 //	spawn MODE same|own|setsid|bare THEN  start a child helper in MODE (in this
 //	                        group, its own, its own session, or its own session
@@ -91,6 +93,14 @@ func runHelper(args []string) {
 				fmt.Printf("out %d\n", i)
 			}
 		}
+	case "flood":
+		n, _ := strconv.Atoi(args[1])
+		w := bufio.NewWriterSize(os.Stdout, 64<<10)
+		for i := 1; i <= n; i++ {
+			fmt.Fprintf(w, "line %d\n", i)
+		}
+		w.Flush()
+		fmt.Fprintln(os.Stderr, "done")
 	case "long":
 		_, _ = os.Stdout.WriteString(strings.Repeat("x", 200000) + "\nend\n")
 		_, _ = os.Stderr.WriteString("partial")

@@ -29,10 +29,14 @@ type Spec struct {
 	Dir string
 	// Env is the full environment; nil inherits the server's (os/exec semantics).
 	Env []string
-	// Logger receives every output line: Info for stdout, Warn for stderr,
-	// the line as message and a "stream" field ("stdout"/"stderr"). The caller
-	// sets identifying fields (worker, instance) on it. The zero value discards.
+	// Logger receives every output line (unless Output.Lines is set) at
+	// Info, stdout and stderr alike, the line as message and a "stream"
+	// field ("stdout"/"stderr"), and the package's own messages about the
+	// process. The caller sets identifying fields (worker, instance) on it.
+	// The zero value discards.
 	Logger zerolog.Logger
+	// Output routes and rate-limits the output lines; see Output.
+	Output Output
 	// TailLines is how many last output lines Tail keeps; 0 means 20.
 	TailLines int
 	// ParentDeathSignal is sent to the process when the server dies, a second
@@ -112,7 +116,7 @@ func Start(spec Spec) (*Process, error) {
 		waitDelay = defaultWaitDelay
 	}
 
-	out := newOutput(spec.Logger, tailLines)
+	out := newOutput(spec.Logger, tailLines, spec.Output)
 	newCmd := func() *exec.Cmd {
 		cmd := exec.Command(spec.Path, spec.Args...)
 		cmd.Dir = spec.Dir

@@ -335,7 +335,7 @@ func TestTailAndLogger(t *testing.T) {
 		switch {
 		case l.Stream == "stdout" && l.Level == "info":
 			out = append(out, l.Message)
-		case l.Stream == "stderr" && l.Level == "warn":
+		case l.Stream == "stderr" && l.Level == "info":
 			errs = append(errs, l.Message)
 		default:
 			t.Errorf("unexpected log line %+v", l)
@@ -374,7 +374,7 @@ func TestLongLines(t *testing.T) {
 }
 
 func TestLineWriter(t *testing.T) {
-	o := newOutput(zerolog.Nop(), 10)
+	o := newOutput(zerolog.Nop(), 10, Output{})
 	w := o.stdout
 	write := func(s string) {
 		if n, err := w.Write([]byte(s)); n != len(s) || err != nil {
@@ -392,14 +392,14 @@ func TestLineWriter(t *testing.T) {
 	}
 
 	// A line of exactly maxLine bytes is one line, not a line and an empty one.
-	o = newOutput(zerolog.Nop(), 10)
+	o = newOutput(zerolog.Nop(), 10, Output{})
 	_, _ = o.stderr.Write([]byte(strings.Repeat("z", maxLine) + "\nnext\n"))
 	if got := strings.Split(o.tail(), "\n"); len(got) != 2 || got[1] != "next" {
 		t.Errorf("tail = %.40q, want two lines", o.tail())
 	}
 
 	// The tail cut keeps UTF-8 intact.
-	o = newOutput(zerolog.Nop(), 1)
+	o = newOutput(zerolog.Nop(), 1, Output{})
 	_, _ = o.stdout.Write([]byte("a" + strings.Repeat("é", maxTailLine) + "\n"))
 	if got := o.tail(); len(got) != maxTailLine-1 || !utf8.ValidString(got) {
 		t.Errorf("tail of %d bytes, valid UTF-8 %v", len(got), utf8.ValidString(got))

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"sync/atomic"
 	"time"
+
+	"github.com/mevdschee/tqserver/internal/stats"
 )
 
 // Backend is one worker instance that can receive traffic. Its counters are
@@ -20,6 +22,7 @@ type Backend struct {
 	served   atomic.Int64
 	closed   atomic.Bool
 	conns    atomic.Pointer[connPool] // idle keep-alive connections (fast path)
+	requests stats.Requests           // answers by status class, with latencies
 }
 
 // NewBackend returns an open backend with zeroed counters.
@@ -33,6 +36,12 @@ func (b *Backend) Inflight() int64 { return b.inflight.Load() }
 
 // Served is the number of requests b has completed (dial failures excluded).
 func (b *Backend) Served() int64 { return b.served.Load() }
+
+// Requests reads what b has answered so far: responses by status class
+// and their latencies, counted as each request ends (before it stops
+// counting in flight, so once b is closed and Inflight is zero the counts
+// are final).
+func (b *Backend) Requests() stats.RequestsSnapshot { return b.requests.Snapshot() }
 
 // Close marks b closed: once Close has returned, a request that has not yet
 // committed to b never will. Requests already committed keep running; wait

@@ -91,3 +91,26 @@ func BenchmarkEngine(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkEngineNoRoute measures sequential keep-alive GETs the engine
+// answers itself with 404 (no route): the path that counts under worker "".
+func BenchmarkEngineNoRoute(b *testing.B) {
+	p := New(Options{})
+	p.Swap(table(Route{Prefix: "/api", Worker: "api"}))
+	srv := startProxy(b, p)
+	tr := &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 16}
+	b.Cleanup(tr.CloseIdleConnections)
+	c := &http.Client{Transport: tr}
+	b.ReportAllocs()
+	for b.Loop() {
+		resp, err := c.Get(srv.URL + "/nowhere")
+		if err != nil {
+			b.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusNotFound {
+			b.Fatal(resp.Status)
+		}
+	}
+}

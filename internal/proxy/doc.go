@@ -21,7 +21,10 @@
 //
 // Concurrency contract:
 //   - The request path takes no locks: it loads the current *Table with one
-//     atomic load and only touches atomic counters on the chosen Backend.
+//     atomic load and only touches atomic counters on the chosen Backend,
+//     or, for an answer no instance gives (static, 404, 503), on the
+//     worker name's counters in a map it only reads (stats.go). Stats (a
+//     scrape) and Swap share one mutex the request path never takes.
 //     A Backend's idle connections are a buffered channel.
 //   - Swap publishes a new Table with one atomic store; a Table and its Routes
 //     are never modified after NewTable, so readers need no synchronisation.

@@ -96,6 +96,7 @@ func (w *localWriter) WriteHeader(code int) {
 	}
 	w.started, w.code = true, code
 	c, bw := w.c, w.c.bw
+	c.code = code
 	w.noBody = c.req.method == http.MethodHead || code == http.StatusNoContent || code == http.StatusNotModified
 	if cl := w.h.Get("Content-Length"); cl != "" {
 		if n, err := strconv.ParseInt(cl, 10, 64); err == nil && n >= 0 {

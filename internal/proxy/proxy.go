@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+
+	"github.com/mevdschee/tqserver/internal/stats"
 )
 
 // Options configures a Proxy.
@@ -61,6 +63,14 @@ type Proxy struct {
 	staticPrefix string // "" when static files are disabled
 	workersDir   string
 	cacheControl string
+
+	// Request counters the proxy keeps itself (stats.go): per worker name
+	// for what no instance answers (static files, 404, 503), and the
+	// backends whose counters Stats reads.
+	workerReqs atomic.Pointer[map[string]*stats.Requests] // copied on write, never modified
+	statsMu    sync.Mutex                                 // guards seen, retired and writers of workerReqs
+	seen       map[*Backend]struct{}
+	retired    map[string]stats.RequestsSnapshot
 }
 
 const (
@@ -102,6 +112,9 @@ func New(opts Options) *Proxy {
 			p.staticPrefix = "/" + p.staticPrefix
 		}
 	}
+	p.seen = map[*Backend]struct{}{}
+	p.retired = map[string]stats.RequestsSnapshot{}
+	p.workerReqs.Store(&map[string]*stats.Requests{"": new(stats.Requests)})
 	p.table.Store(NewTable(nil))
 	dialer := &net.Dialer{Timeout: dialTimeout, KeepAlive: 30 * time.Second}
 	p.dial = dialer.Dial
@@ -114,6 +127,7 @@ func (p *Proxy) Swap(t *Table) {
 	if t == nil {
 		t = NewTable(nil)
 	}
+	p.register(t)
 	p.table.Store(t)
 }
 

@@ -53,6 +53,7 @@ func (c *conn) head(resp *respHead, mode bodyMode) {
 	if mode != noBody && c.p.rewriter != nil && r.upgrade == nil {
 		c.rewrite = c.p.rewriter(r.method, resp.code, resp.get)
 	}
+	c.code = resp.code
 	bw.WriteString(statusLine(resp.code))
 	noLength := resp.code == http.StatusNoContent || mode == chunkedBody || mode == closeBody || c.rewrite != nil
 	for _, f := range resp.fields {

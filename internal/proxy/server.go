@@ -261,6 +261,7 @@ type conn struct {
 	closing  bool // Connection: close goes (or went) out; no further request
 	broken   bool // the response cannot be completed: close
 	chunkOut bool // the response body is chunked by the engine
+	code     int  // the final status sent for the request (0: none yet)
 	rewrite  BodyRewriter
 	scratch  []byte
 
@@ -419,6 +420,7 @@ func (c *conn) refuse(err error) {
 	c.closing = true
 	c.req.method = ""
 	c.writeError(he.code, http.StatusText(he.code)+": "+he.reason, false)
+	c.p.countWorker("", c.code, c.now)
 	c.writeProgress()
 	c.bw.Flush()
 	c.lingerClose()
@@ -448,6 +450,7 @@ func (c *conn) serveRequest() bool {
 	c.writeProgress()
 	c.closing = r.close || s.inShutdown.Load()
 	c.broken = false
+	c.code = 0
 	c.rewrite = nil
 	c.clientGone.Store(false)
 	c.interrupted.Store(false)
@@ -457,6 +460,9 @@ func (c *conn) serveRequest() bool {
 	path := bytesView(r.path)
 	if h := p.localHandler(path); h != nil {
 		c.serveLocal(h)
+		if _, ok := h.(staticHandler); ok {
+			p.countStatic(path, c.code, c.now)
+		}
 		return c.finishResponse()
 	}
 	rt, b, res := p.acquire(path)
@@ -465,6 +471,7 @@ func (c *conn) serveRequest() bool {
 			c.closing = true // its body stays unread
 		}
 		c.writeUnrouted(rt, res)
+		p.countWorker(rt.Worker, c.code, c.now)
 		return c.finishResponse()
 	}
 	if r.expect {
@@ -480,6 +487,7 @@ func (c *conn) serveRequest() bool {
 		rt, b, res = p.acquire(path)
 		if res != acquired {
 			c.writeUnrouted(rt, res)
+			p.countWorker(rt.Worker, c.code, c.now)
 		} else {
 			c.st.worker, c.st.backend = rt.Worker, b
 			c.forward()
@@ -508,8 +516,22 @@ func (c *conn) finishResponse() bool {
 }
 
 func (c *conn) forward() {
-	defer c.p.release(&c.st)
+	defer c.release()
 	c.p.forwardTo(c, &c.st)
+}
+
+// release counts the attempt's answer on its backend, then ends the
+// attempt. An attempt that hands the request to another instance counts
+// nothing here; one that sent no status counts as 499 (the client left).
+func (c *conn) release() {
+	if st := &c.st; !st.retry {
+		code := c.code
+		if code == 0 {
+			code = statusClientClosedRequest
+		}
+		st.backend.requests.Observe(code, time.Since(c.now))
+	}
+	c.p.release(&c.st)
 }
 
 func (c *conn) writeUnrouted(rt Route, res acquireResult) {
@@ -522,6 +544,7 @@ func (c *conn) writeUnrouted(rt Route, res acquireResult) {
 
 // writeError answers as http.Error would.
 func (c *conn) writeError(code int, msg string, retryAfter bool) {
+	c.code = code
 	bw := c.bw
 	bw.WriteString(statusLine(code))
 	bw.WriteString("Content-Type: text/plain; charset=utf-8\r\nX-Content-Type-Options: nosniff\r\n")

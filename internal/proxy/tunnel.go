@@ -14,6 +14,7 @@ import (
 // server's Close ends it.
 func (c *conn) tunnel(wc *workerConn, resp *respHead, st *reqState, sent chan error) {
 	bw := c.bw
+	c.code = resp.code
 	bw.WriteString(statusLine(resp.code))
 	for _, f := range resp.fields {
 		if resp.named(f.k) || headerKind(f.k) == hdrContentLength {

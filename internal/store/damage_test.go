@@ -14,6 +14,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	sm "github.com/mevdschee/tqserver/internal/statemachine"
+	"github.com/mevdschee/tqserver/internal/testrig"
 )
 
 // damagedLog builds a log of n records spread over many pages (appended in
@@ -90,35 +91,23 @@ var damages = []damage{
 		id, ps := leafPage(t, path)
 		junk := make([]byte, ps)
 		rand.Read(junk)
-		writeAt(t, path, junk, id*ps)
+		testrig.WriteAt(t, path, junk, id*ps)
 	}},
 	{"free list overwritten", func(t *testing.T, path string) {
 		id, ps := pageOfType(t, path, "freelist")
 		junk := make([]byte, ps)
 		rand.Read(junk)
-		writeAt(t, path, junk, id*ps)
+		testrig.WriteAt(t, path, junk, id*ps)
 	}},
 	{"header pages zeroed", func(t *testing.T, path string) {
 		ps := int64(os.Getpagesize())
-		writeAt(t, path, make([]byte, 2*ps), 0)
+		testrig.WriteAt(t, path, make([]byte, 2*ps), 0)
 	}},
 	{"emptied", func(t *testing.T, path string) {
 		if err := os.Truncate(path, 0); err != nil {
 			t.Fatal(err)
 		}
 	}},
-}
-
-func writeAt(t *testing.T, path string, b []byte, off int64) {
-	t.Helper()
-	f, err := os.OpenFile(path, os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	if _, err := f.WriteAt(b, off); err != nil {
-		t.Fatal(err)
-	}
 }
 
 // A damaged file is refused at open, read-only or not, with one line that

@@ -28,4 +28,7 @@ type Record struct {
 	Detail     string `json:"detail,omitempty"`
 	// Route is recorded on the starting record so status can be rebuilt from the log alone.
 	Route string `json:"route,omitempty"`
+	// TookMs is how long the recorded operation took (build_ok and
+	// build_failed: the build), in milliseconds.
+	TookMs int64 `json:"took_ms,omitempty"`
 }

@@ -92,12 +92,35 @@ func (g *Registry) Apply(r Record) error {
 		return fmt.Errorf("record %d: %s: unknown state %q", r.Seq, r.Instance, r.To)
 	}
 	in := g.Instances[r.Instance]
+	if in == nil {
+		in = &Instance{}
+	}
+	if err := in.Apply(r); err != nil {
+		return err
+	}
+	g.Instances[r.Instance] = in
+	g.advance(r)
+	return nil
+}
+
+// Apply folds one transition record of this instance into it: the one code
+// by which both replay (Registry.Apply) and the live supervisor's core
+// (internal/core) move an instance, so the two cannot disagree. A zero
+// Instance takes only a first record (from "" to starting). A record that
+// contradicts what came before is refused and leaves in unchanged.
+func (in *Instance) Apply(r Record) error {
 	switch {
-	case in == nil:
+	case r.To == "" || r.Instance == "" || r.Worker == "":
+		return fmt.Errorf("record %d: not a transition of an instance", r.Seq)
+	case !sm.ValidState(r.To):
+		return fmt.Errorf("record %d: %s: unknown state %q", r.Seq, r.Instance, r.To)
+	case in.Instance == "":
 		if r.From != "" || r.To != sm.Starting {
 			return fmt.Errorf("record %d: %s: first record goes from %q to %q, want from \"\" to starting", r.Seq, r.Instance, r.From, r.To)
 		}
-		in = &Instance{Instance: r.Instance, Worker: r.Worker}
+		in.Instance, in.Worker = r.Instance, r.Worker
+	case in.Instance != r.Instance:
+		return fmt.Errorf("record %d: for %s, not %s", r.Seq, r.Instance, in.Instance)
 	case in.Worker != r.Worker:
 		return fmt.Errorf("record %d: %s belongs to worker %s, not %s", r.Seq, r.Instance, in.Worker, r.Worker)
 	case r.From == "":
@@ -107,7 +130,6 @@ func (g *Registry) Apply(r Record) error {
 	case r.From != in.State:
 		return fmt.Errorf("record %d: %s: from %q, but it is %s", r.Seq, r.Instance, r.From, in.State)
 	}
-	g.Instances[r.Instance] = in
 	if in.State != r.To {
 		in.State = r.To
 		in.Since = r.Time
@@ -126,7 +148,6 @@ func (g *Registry) Apply(r Record) error {
 	if r.StartTicks != 0 {
 		in.StartTicks = r.StartTicks
 	}
-	g.advance(r)
 	return nil
 }
 

@@ -14,6 +14,8 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 	berrors "go.etcd.io/bbolt/errors"
+
+	"github.com/mevdschee/tqserver/internal/stats"
 )
 
 // SchemaVersion is the layout of the log this code reads and writes. A file
@@ -64,6 +66,8 @@ type Store struct {
 	appendMu  sync.Mutex
 	obsMu     sync.Mutex
 	observers []*observer
+
+	appendTime stats.Histogram // how long each Append took (appendtime.go)
 }
 
 // Open opens the log at path, creating it (and its directory) unless
@@ -237,11 +241,33 @@ func (s *Store) Append(r *Record) error {
 	if r == nil {
 		return fmt.Errorf("%s: append: nil record", s.path)
 	}
-	old := *r
-	if r.Time.IsZero() {
-		r.Time = time.Now()
+	if err := s.AppendAll([]*Record{r}); err != nil {
+		return fmt.Errorf("%s: append %s record: %w", s.path, r.Event, errors.Unwrap(err))
 	}
-	r.Time = r.Time.UTC()
+	return nil
+}
+
+// AppendAll writes rs in one fsync'd transaction: all of them, in order,
+// or none (then every record is left as it was and no sequence number is
+// consumed). It is how the supervisor writes one step's records before
+// performing any of its effects.
+func (s *Store) AppendAll(rs []*Record) error {
+	if len(rs) == 0 {
+		return nil
+	}
+	old := make([]Record, len(rs))
+	now := time.Now()
+	for i, r := range rs {
+		if r == nil {
+			return fmt.Errorf("%s: append: nil record", s.path)
+		}
+		old[i] = *r
+		if r.Time.IsZero() {
+			r.Time = now
+		}
+		r.Time = r.Time.UTC()
+	}
+	defer s.timeAppend(time.Now())
 	s.appendMu.Lock()
 	defer s.appendMu.Unlock()
 	recreated, err := s.ensureFile()
@@ -250,13 +276,24 @@ func (s *Store) Append(r *Record) error {
 		s.notify(*recreated)
 	}
 	if err == nil {
-		err = s.update(func(tx *bolt.Tx) error { return put(tx, r) })
+		err = s.update(func(tx *bolt.Tx) error {
+			for _, r := range rs {
+				if err := put(tx, r); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
 	}
 	if err != nil {
-		*r = old
-		return fmt.Errorf("%s: append %s record: %w", s.path, r.Event, err)
+		for i, r := range rs {
+			*r = old[i]
+		}
+		return fmt.Errorf("%s: append %d record(s) from %s: %w", s.path, len(rs), rs[0].Event, err)
 	}
-	s.notify(*r)
+	for _, r := range rs {
+		s.notify(*r)
+	}
 	return nil
 }
 

@@ -590,3 +590,28 @@ func TestScanJSONRejectsCorruptRecord(t *testing.T) {
 	}
 	s.Close()
 }
+
+func TestAppendAllIsOneTransaction(t *testing.T) {
+	st, err := Open(filepath.Join(t.TempDir(), "log.db"), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	rs := []*Record{{Event: "a"}, {Event: "b"}, {Event: "c"}}
+	if err := st.AppendAll(rs); err != nil {
+		t.Fatal(err)
+	}
+	for i, r := range rs {
+		if r.Seq != uint64(i+1) || r.Time.IsZero() {
+			t.Fatalf("record %d: seq %d time %v", i, r.Seq, r.Time)
+		}
+	}
+	st.Close()
+	bad := []*Record{{Event: "d"}}
+	if err := st.AppendAll(bad); err == nil {
+		t.Fatal("append to a closed store succeeded")
+	}
+	if bad[0].Seq != 0 || !bad[0].Time.IsZero() {
+		t.Fatalf("failed append changed the record: %+v", bad[0])
+	}
+}

@@ -111,25 +111,14 @@ func hashReader(r io.Reader) ([32]byte, error) {
 	return sum, nil
 }
 
-// runningSum is the sha256 of the program w's serving instance runs, read
-// through /proc/PID/exe: the file it was started from, even after bin/NAME
-// has been replaced. The stamps taken at start are not hashed (hashing every
-// binary would delay the start); this is how their content is known when it
-// is first needed.
-func runningSum(w *worker) ([32]byte, bool) {
-	for _, sl := range w.slots {
-		in := sl.current
-		if in == nil || in.proc == nil {
-			continue
-		}
-		select {
-		case <-in.proc.Done():
-			continue // exited: its /proc entry may be a zombie's
-		default:
-		}
-		// The process is not reaped until its exit is handled, so the PID
-		// cannot name another process here.
-		if sum, err := hashFile(fmt.Sprintf("/proc/%d/exe", in.proc.PID)); err == nil {
+// runningSum is the sha256 of the program one of pids runs, read through
+// /proc/PID/exe: the file it was started from, even after bin/NAME has been
+// replaced. The stamps taken at start are not hashed (hashing every binary
+// would delay the start); this is how their content is known when it is
+// first needed.
+func runningSum(pids []int) ([32]byte, bool) {
+	for _, pid := range pids {
+		if sum, err := hashFile(fmt.Sprintf("/proc/%d/exe", pid)); err == nil {
 			return sum, true
 		}
 	}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -407,4 +408,52 @@ func TestNewerDeployDuringReload(t *testing.T) {
 		t.Errorf("second reload: %+v, want index-3 serving and no failure", r2)
 	}
 	f.waitServing("ver-3333")
+}
+
+// Why did it restart, in one record: a binary_changed start says what
+// changed (size, mtime, sha256 prefix, old → new) and what asked; a
+// config_changed start names the keys.
+func TestRestartRecordsSayWhy(t *testing.T) {
+	f := newDeployFixture(t, nil)
+	v2 := f.version(t, "ver-2222")
+	f.deployBytes(t, v2)
+	if res := f.reload(); res.Error != "" || len(res.Failures) > 0 {
+		t.Fatalf("reload: %+v", res)
+	}
+	f.waitServing("ver-2222")
+	last := func(reason string) store.Record {
+		recs, err := f.st.Records(store.Filter{Worker: "index"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out store.Record
+		for _, r := range recs {
+			if r.Event == sm.Start && r.Reason == reason {
+				out = r
+			}
+		}
+		return out
+	}
+	old, cur := sumHex(f.base)[:12], sumHex(v2)[:12]
+	d := last(sm.ReasonBinaryChanged).Detail
+	for _, want := range []string{fmt.Sprintf("size %d → %d bytes", len(f.base), len(v2)), "mtime ", "sha256 " + old + " → " + cur, "asked by test"} {
+		if !strings.Contains(d, want) {
+			t.Errorf("binary_changed detail %q lacks %q", d, want)
+		}
+	}
+
+	yaml := "workers:\n  port_range_start: 26000\n  port_range_end: 26999\n  restart_delay_ms: 10\n  default:\n    max_requests: 100000\n    env:\n      GREETING: hi\n"
+	if err := os.MkdirAll(filepath.Join(f.root, "config"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(f.root, "config", "server.yaml"), []byte(yaml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if res := f.reload(); res.Error != "" || len(res.Failures) > 0 {
+		t.Fatalf("reload: %+v", res)
+	}
+	d = last(sm.ReasonConfigChanged).Detail
+	if !strings.Contains(d, "config: max_requests, env.GREETING changed") || !strings.Contains(d, "asked by test") {
+		t.Errorf("config_changed detail %q does not name the keys and the asker", d)
+	}
 }

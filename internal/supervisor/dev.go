@@ -37,7 +37,7 @@ type buildState struct {
 
 // onFilesChanged is dev mode's reaction to the watcher.
 func (s *Supervisor) onFilesChanged(ev events.FilesChanged) {
-	if s.shutting {
+	if s.core.Shutting() {
 		return
 	}
 	if ev.Tentative {
@@ -63,19 +63,18 @@ func (s *Supervisor) onFilesChanged(ev events.FilesChanged) {
 			s.dropBuild(b)
 			delete(s.builds, ev.Worker)
 		}
-		if w := s.workers[ev.Worker]; w != nil && !w.removed {
-			var res events.ReloadResult
-			s.removeWorker(w, &res)
+		if s.known[ev.Worker] != nil {
+			delete(s.known, ev.Worker)
+			s.handle(events.RemoveWorker{Worker: ev.Worker, Reason: sm.ReasonOperator, Detail: "worker removed"})
 			s.notifyReloaded(ev.Worker)
 		}
 	case events.PublicChanged, events.PrivateChanged:
-		w := s.workers[ev.Worker]
-		if w == nil || w.removed {
+		k := s.known[ev.Worker]
+		if k == nil {
 			return
 		}
-		var res events.ReloadResult
-		w.stamp = stampWorker(w.f)
-		s.assetsChanged(w, ev.Kind == events.PublicChanged, ev.Kind == events.PrivateChanged, &res)
+		s.restamp(k.f)
+		s.handle(events.Assets{Worker: ev.Worker, Public: ev.Kind == events.PublicChanged, Private: ev.Kind == events.PrivateChanged})
 		s.notifyReloaded(ev.Worker)
 	case events.ConfigChanged:
 		s.onReload(events.Reload{Source: "watcher"})
@@ -106,7 +105,8 @@ func (s *Supervisor) build(name string, seen time.Time, tentative bool) {
 	if !layout.ValidName(name) {
 		return
 	}
-	lw := s.layout().Worker(name)
+	lay := s.layout()
+	lw := lay.Worker(name)
 	if !lw.HasSource() {
 		return
 	}
@@ -141,7 +141,7 @@ func (s *Supervisor) build(name string, seen time.Time, tentative bool) {
 			return
 		}
 		defer func() { <-sem }()
-		r := builder.Build(ctx, lw.Dir, builder.Options{LDFlags: bo.LDFlags, Stage: true})
+		r := builder.Build(ctx, lw.Dir, builder.Options{LDFlags: bo.LDFlags, Stage: true, Layout: &lay})
 		ev := events.BuildFinished{Worker: name, ID: id, Duration: r.Duration, Err: r.Err, Output: r.Output, Canceled: r.Canceled, Staged: r.Staged}
 		select {
 		case s.events <- ev:
@@ -184,7 +184,7 @@ func (s *Supervisor) onBuildFinished(ev events.BuildFinished) {
 		}
 		if b.tentative && !ev.Canceled {
 			b.done = &ev // kept until the change settles (or changes again)
-			s.log.Debug().Str("worker", ev.Worker).Bool("ok", ev.Err == nil).Dur("took", ev.Duration).
+			s.log.Debug().Str("worker", ev.Worker).Bool("ok", ev.Err == nil).Int64("took_ms", ev.Duration.Milliseconds()).
 				Msg("early build finished; waiting for the change to settle")
 			return
 		}
@@ -199,7 +199,7 @@ func (s *Supervisor) onBuildFinished(ev events.BuildFinished) {
 	if ev.Canceled {
 		return
 	}
-	r := &store.Record{Worker: ev.Worker, Event: sm.EventBuildOK, Detail: "built in " + ev.Duration.Round(time.Millisecond).String()}
+	r := &store.Record{Worker: ev.Worker, Event: sm.EventBuildOK, Detail: "built in " + ev.Duration.Round(time.Millisecond).String(), TookMs: ev.Duration.Milliseconds()}
 	if ev.Err != nil {
 		r.Event = sm.EventBuildFailed
 		r.Detail = strings.TrimSpace(ev.Err.Error() + "\n" + ev.Output)
@@ -236,50 +236,64 @@ func (s *Supervisor) onBuildFinished(ev events.BuildFinished) {
 			if s.dev != nil {
 				s.dev.BuildFailed(ev.Worker, ev.Output)
 			}
+			if ev.ID != 0 && s.known[ev.Worker] == nil && s.core != nil {
+				s.addSourceOnly(ev.Worker)
+			}
 		}
 		return
 	}
 	if ev.ID == 0 || ev.Worker == "" {
 		return // builds before Run: the workers start from discovery
 	}
-	s.log.Info().Str("worker", ev.Worker).Dur("took", ev.Duration).Msg("built")
+	s.log.Info().Str("worker", ev.Worker).Int64("took_ms", ev.Duration.Milliseconds()).Msg("built")
 	if s.buildFailing[ev.Worker] {
 		delete(s.buildFailing, ev.Worker)
 		if s.dev != nil {
 			s.dev.BuildFixed(ev.Worker)
 		}
 	}
-	w := s.workers[ev.Worker]
 	detail := "built in " + ev.Duration.Round(time.Millisecond).String()
-	if w == nil || w.removed {
-		f, ok := s.findWorker(ev.Worker)
-		if !ok {
-			return
-		}
-		w = s.addWorker(f)
-		s.publishRoutes()
-		for _, sl := range w.slots {
-			s.start(sl, sm.ReasonSourceChanged, "new worker; "+detail, nil)
-			if sl.next != nil {
-				sl.next.changedAt = started
-			}
-		}
+	if k := s.known[ev.Worker]; k != nil && !k.nobin {
+		s.restamp(k.f)
+		s.handle(events.RollWorker{Worker: ev.Worker, Reason: sm.ReasonSourceChanged, Detail: detail, ChangedAt: started})
 		return
 	}
-	w.stamp = stampWorker(w.f)
-	s.startRoll(w, sm.ReasonSourceChanged, detail, nil, started)
+	lw := s.layout().Worker(ev.Worker)
+	f := foundOf(lw)
+	f.stamp.bin = statBin(f.bin)
+	if !f.stamp.bin.exists {
+		return
+	}
+	a := s.addWorker(f, sm.ReasonSourceChanged, "new worker; "+detail, 0)
+	a.ChangedAt = started
+	s.restamp(f)
+	s.handle(a)
 }
 
-func (s *Supervisor) findWorker(name string) (found, bool) {
-	all, _, err := discover(s.layout())
-	if err != nil {
-		return found{}, false
+// addSourceOnly serves the route of a dev worker that has sources but no
+// binary yet (its first build failed): 503 with Retry-After, never 404,
+// until a build succeeds.
+func (s *Supervisor) addSourceOnly(name string) {
+	lw := s.layout().Worker(name)
+	if !lw.HasSource() {
+		return
 	}
-	f, ok := all[name]
-	if ok {
-		f.stamp = stampWorker(f) // about to run: record its content
-	}
-	return f, ok
+	a := s.addWorker(foundOf(lw), sm.ReasonSourceChanged, "", 0)
+	s.known[name].nobin = true
+	a.Bin = ""
+	s.handle(a)
+}
+
+// restamped carries a worker's fresh stamps (binary hashed) back to the loop.
+type restamped struct {
+	worker string
+	stamp  workerStamp
+}
+
+// restamp stamps f beside the loop (it walks public/ and private/ and hashes
+// the binary) so the next reload compares against what now runs.
+func (s *Supervisor) restamp(f found) {
+	go func() { s.Send(events.Local{V: restamped{worker: f.name, stamp: stampWorker(f)}}) }()
 }
 
 // buildServer rebuilds server/bin/tqserver when the app root is the

@@ -199,3 +199,43 @@ func TestDevTentativeBuildFailureReportedOnSettle(t *testing.T) {
 	}
 	r.waitFor("no staged file left", func() bool { return len(r.staged()) == 0 })
 }
+
+// A dev worker whose first build fails has no binary; its route answers 503
+// with Retry-After (never 404) until a build succeeds, and then serves.
+func TestDevFirstBuildFailsAnswers503(t *testing.T) {
+	root := t.TempDir()
+	if err := os.WriteFile(filepath.Join(root, "go.mod"), []byte("module example.com/app\n\ngo 1.22\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	dr := &devRig{&rig{t: t, root: root}}
+	dr.write("v1", true) // does not compile: no binary
+	cfg := config.Default()
+	cfg.Workers.PortRangeStart, cfg.Workers.PortRangeEnd = 24000, 24999
+	px := proxy.New(proxy.Options{})
+	front := newFront(t, px)
+	defer front.Close()
+	dr.rig = startRig(t, root, "dev", cfg, px, nil)
+	get := func() (int, string) {
+		resp, err := http.Get(front.URL + "/app/")
+		if err != nil {
+			return 0, ""
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, resp.Header.Get("Retry-After") + " " + string(b)
+	}
+	dr.waitFor("the status to list app", func() bool {
+		for _, w := range dr.sup.Status().Workers {
+			if w.Name == "app" {
+				return true
+			}
+		}
+		return false
+	})
+	if code, body := get(); code != http.StatusServiceUnavailable || !strings.HasPrefix(body, "1") {
+		t.Fatalf("a worker whose first build failed: got %d %q, want 503 with Retry-After", code, body)
+	}
+	dr.write("v2", false)
+	dr.send(events.FilesChanged{First: time.Now(), Last: time.Now()})
+	dr.waitFor("app to serve v2 through the proxy", func() bool { code, body := get(); return code == 200 && strings.HasSuffix(body, "v2") })
+}

@@ -11,29 +11,29 @@ import (
 
 // workerEnv is the server's environment, then the configured env entries,
 // then the contract variables, which always win.
-func (s *Supervisor) workerEnv(w *worker, port int) []string {
+func (s *Supervisor) workerEnv(name, route, dir string, ws config.WorkerSettings, port int) []string {
 	vars := map[string]string{
-		"WORKER_BASE": w.f.dir, "WORKER_NAME": w.f.name, "WORKER_ROUTE": w.route,
+		"WORKER_BASE": dir, "WORKER_NAME": name, "WORKER_ROUTE": route,
 		"WORKER_PORT": fmt.Sprint(port), "DEPLOYMENT_MODE": s.mode,
 	}
 	set := map[string]string{}
-	for k, v := range w.settings.Env {
+	for k, v := range ws.Env {
 		set[k] = config.ExpandWorkerVars(v, vars)
 	}
 	set[tqworker.EnvPort] = fmt.Sprint(port)
 	set[tqworker.EnvWorkerPort] = fmt.Sprint(port)
-	set[tqworker.EnvName] = w.f.name
-	set[tqworker.EnvRoute] = w.route
-	set[tqworker.EnvBase] = w.f.dir
+	set[tqworker.EnvName] = name
+	set[tqworker.EnvRoute] = route
+	set[tqworker.EnvBase] = dir
 	set[tqworker.EnvMode] = s.mode
-	set[tqworker.EnvReadTimeout] = fmt.Sprint(w.settings.ReadTimeoutSeconds)
-	set[tqworker.EnvWriteTimeout] = fmt.Sprint(w.settings.WriteTimeoutSeconds)
-	set[tqworker.EnvIdleTimeout] = fmt.Sprint(w.settings.IdleTimeoutSeconds)
-	if w.settings.GoMaxProcs > 0 {
-		set["GOMAXPROCS"] = fmt.Sprint(w.settings.GoMaxProcs)
+	set[tqworker.EnvReadTimeout] = fmt.Sprint(ws.ReadTimeoutSeconds)
+	set[tqworker.EnvWriteTimeout] = fmt.Sprint(ws.WriteTimeoutSeconds)
+	set[tqworker.EnvIdleTimeout] = fmt.Sprint(ws.IdleTimeoutSeconds)
+	if ws.GoMaxProcs > 0 {
+		set["GOMAXPROCS"] = fmt.Sprint(ws.GoMaxProcs)
 	}
-	if w.settings.GoMemLimit != "" {
-		set["GOMEMLIMIT"] = w.settings.GoMemLimit
+	if ws.GoMemLimit != "" {
+		set["GOMEMLIMIT"] = ws.GoMemLimit
 	}
 	env := make([]string, 0, len(os.Environ())+len(set))
 	for _, kv := range os.Environ() {

@@ -5,10 +5,12 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/mevdschee/tqserver/internal/config"
 	"github.com/mevdschee/tqserver/internal/events"
+	"github.com/mevdschee/tqserver/internal/process"
 )
 
 // healthClient never keeps connections: probes must not hold idle sockets to
@@ -43,7 +45,7 @@ func checkHealth(ctx context.Context, port int, timeout time.Duration) error {
 // or health_timeout_ms passes (HealthTimeout). Polling starts fast (5 ms)
 // and slows down after half a second, so a quick worker is serving within
 // milliseconds.
-func (s *Supervisor) healthGate(ctx context.Context, name string, port int, ws config.WorkerSettings, delay time.Duration) {
+func (s *Supervisor) healthGate(ctx context.Context, name string, port int, ws config.WorkerSettings, delay time.Duration, proc *process.Process) {
 	s.gates.Add(1)
 	defer s.gates.Add(-1)
 	timeout := time.Duration(ws.HealthTimeoutMs) * time.Millisecond
@@ -90,6 +92,11 @@ func (s *Supervisor) healthGate(ctx context.Context, name string, port int, ws c
 	detail := fmt.Sprintf("not healthy within %s", timeout)
 	if lastErr != nil {
 		detail += ": " + lastErr.Error()
+	}
+	if proc != nil {
+		if t := strings.TrimSpace(proc.Tail()); t != "" {
+			detail += "\n" + t
+		}
 	}
 	s.Send(events.HealthTimeout{Instance: name, Detail: detail})
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"time"
 
 	"github.com/mevdschee/tqserver/internal/events"
 	sm "github.com/mevdschee/tqserver/internal/statemachine"
@@ -16,71 +15,95 @@ import (
 // Error starting with events.UnknownWorker.
 func (s *Supervisor) Restart(ctx context.Context, worker string) events.ReloadResult {
 	reply := make(chan events.ReloadResult, 1)
-	s.Send(events.Restart{Worker: worker, Reply: reply})
-	select {
-	case r := <-reply:
-		return r
-	case <-s.quit:
-		return events.ReloadResult{Error: "server is shutting down"}
-	case <-ctx.Done():
-		return events.ReloadResult{Error: ctx.Err().Error()}
-	}
+	return s.await(ctx, events.Restart{Worker: worker, Reply: reply}, reply)
 }
 
-// onRestart starts the roll of an operator restart. Its reply is settled
-// like a reload's (pendingReload): it does not wait for reloads already in
-// progress, but a reload arriving during the roll waits for it.
+// onRestart starts an operator restart. Its reply is settled like a
+// reload's (pendingReload): it does not wait for reloads already in
+// progress, but a reload arriving during the roll waits for it. First the
+// binary on disk is compared with the running one, beside the loop.
 func (s *Supervisor) onRestart(ev events.Restart) {
-	p := &pendingReload{reply: ev.Reply, waiting: map[*instance]bool{}}
-	if s.shutting || s.closing.Load() {
+	s.batchSeq++
+	p := &pendingReload{id: s.batchSeq, source: "operator", reply: ev.Reply, waiting: map[string]bool{}}
+	if s.core.Shutting() || s.closing.Load() {
 		p.result.Error = "server is shutting down"
 		s.finish(p)
 		return
 	}
-	w := s.workers[ev.Worker]
-	if w == nil || w.removed {
+	k := s.known[ev.Worker]
+	if !s.core.Has(ev.Worker) || k == nil || k.nobin {
 		p.result.Error = events.UnknownWorker + " " + ev.Worker
 		s.finish(p)
 		return
 	}
-	if msg := s.binaryMoved(w); msg != "" {
-		p.result.Error = msg
-		s.finish(p)
+	s.batches[p.id] = p
+	s.reloads = append(s.reloads, p)
+	if !s.cfg.TimestampCheckEnabled(s.mode) {
+		s.startOperatorRoll(p, ev.Worker)
 		return
 	}
-	s.reloads = append(s.reloads, p)
-	s.log.Info().Str("worker", ev.Worker).Str("reason", sm.ReasonOperator).Msg("restart requested")
-	p.result.Changes = append(p.result.Changes, ev.Worker+": "+sm.ReasonOperator)
-	for _, sl := range w.slots {
-		// A successor of an earlier reload that this roll abandons is a
-		// failure of that reload only.
-		if n := sl.next; n != nil && n.batch != nil && n.batch != p {
-			n.batch.supersede(n.name)
+	f, old := k.f, k.stamp.bin
+	var pids []int
+	for _, w := range s.core.Workers() {
+		if w.Name == ev.Worker {
+			for _, in := range w.Instances {
+				if in.PID > 0 {
+					pids = append(pids, in.PID)
+				}
+			}
 		}
 	}
-	s.startRoll(w, sm.ReasonOperator, "restart requested by the operator", p, time.Time{})
-	p.checked = true
-	s.settleReloads()
+	go func() {
+		c := restartChecked{p: p, worker: f.name}
+		if !statBin(f.bin).sameStat(old) {
+			c.stamp, c.err = acceptBinary(f, &old, pids)
+			c.moved = true
+		}
+		s.Send(events.Local{V: c})
+	}()
 }
 
-// binaryMoved says why w must not be restarted as it is: its binary on disk
-// is not the one it runs (a deploy that no reload has checked yet, or a
-// binary that a reload would reject). A restart starts what is on disk, so
-// it would deploy that binary unverified and under reason operator; the
-// operator is told to reload instead. With timestamp checks off no reload
-// ever looks at binaries, and a restart runs what is there.
-func (s *Supervisor) binaryMoved(w *worker) string {
-	if !s.cfg.TimestampCheckEnabled(s.mode) || statBin(w.f.bin).sameStat(w.stamp.bin) {
-		return ""
-	}
-	b, err := s.acceptBinary(w.f, w)
+// restartChecked is the comparison of an operator restart's binary.
+type restartChecked struct {
+	p      *pendingReload
+	worker string
+	moved  bool // its stat differs from the running binary's
+	stamp  binStamp
+	err    error
+}
+
+// onRestartChecked: a restart starts what is on disk, so a binary that is
+// not the one running (a deploy no reload has checked, or one a reload
+// would reject) would be deployed unverified under reason operator; the
+// operator is told to reload instead.
+func (s *Supervisor) onRestartChecked(c restartChecked) {
+	p := c.p
+	k := s.known[c.worker]
 	switch {
-	case errors.Is(err, errSameContent):
-		w.stamp.bin = b // touched or copied again: the same bytes
-		return ""
-	case err == nil:
-		return fmt.Sprintf("%s: nothing restarted: its binary on disk is not the one running (a deploy not yet loaded); run `tqserver reload` to deploy it", w.f.name)
+	case s.core.Shutting():
+		p.result.Error = "server is shutting down"
+	case k == nil || !s.core.Has(c.worker):
+		p.result.Error = events.UnknownWorker + " " + c.worker
+	case !c.moved:
+	case errors.Is(c.err, errSameContent):
+		k.stamp.bin = c.stamp // touched or copied again: the same bytes
+	case c.err == nil:
+		p.result.Error = fmt.Sprintf("%s: nothing restarted: its binary on disk is not the one running (a deploy not yet loaded); run `tqserver reload` to deploy it", c.worker)
 	default:
-		return fmt.Sprintf("%s: nothing restarted: its binary on disk is not the one running and would be rejected: %v", w.f.name, err)
+		p.result.Error = fmt.Sprintf("%s: nothing restarted: its binary on disk is not the one running and would be rejected: %v", c.worker, c.err)
 	}
+	if p.result.Error != "" {
+		p.checked = true
+		s.settleReloads()
+		return
+	}
+	s.startOperatorRoll(p, c.worker)
+}
+
+func (s *Supervisor) startOperatorRoll(p *pendingReload, worker string) {
+	s.log.Info().Str("worker", worker).Str("reason", sm.ReasonOperator).Msg("restart requested")
+	p.result.Changes = append(p.result.Changes, worker+": "+sm.ReasonOperator)
+	s.handle(events.RollWorker{Worker: worker, Reason: sm.ReasonOperator, Detail: "restart requested by the operator", Batch: p.id})
+	p.checked = true
+	s.settleReloads()
 }

@@ -32,15 +32,21 @@ type appendFaults struct {
 
 func injectAppendFaults(s *Supervisor) *appendFaults {
 	f := &appendFaults{}
-	real := s.appendRecord
-	s.appendRecord = func(r *store.Record) error {
+	real := s.appendRecords
+	// A step's records go in one transaction: one matching record fails
+	// them all, as a full disk would.
+	s.appendRecords = func(rs []*store.Record) error {
 		f.mu.Lock()
 		defer f.mu.Unlock()
-		if f.pred != nil && f.pred(r) {
-			f.failed = append(f.failed, *r)
-			return fmt.Errorf("%s record (injected): %w", r.Event, syscall.EIO)
+		for _, r := range rs {
+			if f.pred != nil && f.pred(r) {
+				for _, r := range rs {
+					f.failed = append(f.failed, *r)
+				}
+				return fmt.Errorf("%s record (injected): %w", r.Event, syscall.EIO)
+			}
 		}
-		return real(r)
+		return real(rs)
 	}
 	return f
 }
@@ -55,6 +61,29 @@ func (f *appendFaults) failures() []store.Record {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return append([]store.Record(nil), f.failed...)
+}
+
+// faultRig starts a prod rig of one test worker "index" (ports 24000-24999)
+// on px (nil: a new proxy) with an append fault injector whose predicate is
+// pred (nil: none yet); adjust, when not nil, changes the config first.
+func faultRig(t *testing.T, px *proxy.Proxy, adjust func(*config.Config), pred func(*store.Record) bool) (*rig, *appendFaults) {
+	t.Helper()
+	root := t.TempDir()
+	buildTestWorker(t, root, "index")
+	cfg := config.Default()
+	cfg.Workers.PortRangeStart, cfg.Workers.PortRangeEnd = 24000, 24999
+	if adjust != nil {
+		adjust(cfg)
+	}
+	if px == nil {
+		px = proxy.New(proxy.Options{})
+	}
+	var faults *appendFaults
+	r := startRig(t, root, "prod", cfg, px, func(s *Supervisor) {
+		faults = injectAppendFaults(s)
+		faults.set(pred)
+	})
+	return r, faults
 }
 
 // servingPID asks the proxy (over loopback) which process answers /.
@@ -92,15 +121,11 @@ func instancesIn(sup *Supervisor, state string) []InstanceStatus {
 // by itself. Before, traffic moved at once and the predecessor was left
 // running, out of the route table, for ever.
 func TestSwapWaitsForPredecessorDrainRecord(t *testing.T) {
-	root := t.TempDir()
-	buildTestWorker(t, root, "index")
-	cfg := config.Default()
-	cfg.Workers.PortRangeStart, cfg.Workers.PortRangeEnd = 24000, 24999
-	cfg.Workers.RestartDelayMs = 20
-	cfg.Workers.RestartBackoffMaxMs = 100
 	px := proxy.New(proxy.Options{})
-	var faults *appendFaults
-	r := startRig(t, root, "prod", cfg, px, func(s *Supervisor) { faults = injectAppendFaults(s) })
+	r, faults := faultRig(t, px, func(c *config.Config) {
+		c.Workers.RestartDelayMs = 20
+		c.Workers.RestartBackoffMaxMs = 100
+	}, nil)
 	srv := newFront(t, px)
 	defer srv.Close()
 	r.waitFor("first instance healthy", func() bool { return len(instancesIn(r.sup, "healthy")) == 1 })
@@ -137,18 +162,11 @@ func TestSwapWaitsForPredecessorDrainRecord(t *testing.T) {
 // crash of the server could not reap it) and the start is retried with
 // backoff; once the log is writable the worker serves.
 func TestUnrecordedPIDNeverServes(t *testing.T) {
-	root := t.TempDir()
-	buildTestWorker(t, root, "index")
-	cfg := config.Default()
-	cfg.Workers.PortRangeStart, cfg.Workers.PortRangeEnd = 24000, 24999
-	cfg.Workers.RestartDelayMs = 20
-	cfg.Workers.RestartBackoffMaxMs = 100
-	cfg.Workers.StartupDelayMs = 0
-	var faults *appendFaults
-	r := startRig(t, root, "prod", cfg, proxy.New(proxy.Options{}), func(s *Supervisor) {
-		faults = injectAppendFaults(s)
-		faults.set(func(rec *store.Record) bool { return rec.Event == "spawned" })
-	})
+	r, faults := faultRig(t, nil, func(c *config.Config) {
+		c.Workers.RestartDelayMs = 20
+		c.Workers.RestartBackoffMaxMs = 100
+		c.Workers.StartupDelayMs = 0
+	}, func(rec *store.Record) bool { return rec.Event == "spawned" })
 	r.waitFor("three starts whose pid could not be recorded", func() bool {
 		if len(instancesIn(r.sup, "healthy")) > 0 {
 			r.t.Fatalf("an instance serves whose pid is not in the log: %+v\n%s", r.sup.Status(), r.logs.String())
@@ -219,13 +237,9 @@ func TestDevBuildNotInstalledWithoutRecord(t *testing.T) {
 // applied: the reload says so and the running config stays; the next
 // reload, with the log writable, applies it.
 func TestConfigNotAppliedWithoutRecord(t *testing.T) {
-	root := t.TempDir()
-	buildTestWorker(t, root, "index")
-	cfg := config.Default()
-	cfg.Workers.PortRangeStart, cfg.Workers.PortRangeEnd = 24000, 24999
-	var faults *appendFaults
-	r := startRig(t, root, "prod", cfg, proxy.New(proxy.Options{}), func(s *Supervisor) { faults = injectAppendFaults(s) })
+	r, faults := faultRig(t, nil, nil, nil)
 	r.waitFor("index healthy", func() bool { return len(instancesIn(r.sup, "healthy")) == 1 })
+	root := r.root
 
 	yaml := "workers:\n  port_range_start: 24000\n  port_range_end: 24999\n  default:\n    instances: 2\n"
 	if err := os.MkdirAll(filepath.Join(root, "config"), 0o755); err != nil {
@@ -259,15 +273,7 @@ func TestConfigNotAppliedWithoutRecord(t *testing.T) {
 // table at once; when its drain cannot be recorded it is still stopped,
 // not left running unreached until the server stops.
 func TestRemovedSlotStopsWithoutDrainRecord(t *testing.T) {
-	root := t.TempDir()
-	buildTestWorker(t, root, "index")
-	cfg := config.Default()
-	cfg.Workers.PortRangeStart, cfg.Workers.PortRangeEnd = 24000, 24999
-	dw := cfg.Workers.Default
-	dw.Instances = 2
-	cfg.Workers.Default = dw
-	var faults *appendFaults
-	r := startRig(t, root, "prod", cfg, proxy.New(proxy.Options{}), func(s *Supervisor) { faults = injectAppendFaults(s) })
+	r, faults := faultRig(t, nil, func(c *config.Config) { c.Workers.Default.Instances = 2 }, nil)
 	r.waitFor("two healthy instances", func() bool { return len(instancesIn(r.sup, "healthy")) == 2 })
 	pids := map[int]bool{}
 	for _, in := range instancesIn(r.sup, "healthy") {
@@ -276,10 +282,10 @@ func TestRemovedSlotStopsWithoutDrainRecord(t *testing.T) {
 
 	faults.set(func(rec *store.Record) bool { return rec.Event == "drain" || rec.Event == "exited" })
 	yaml := "workers:\n  port_range_start: 24000\n  port_range_end: 24999\n  default:\n    instances: 1\n"
-	if err := os.MkdirAll(filepath.Join(root, "config"), 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Join(r.root, "config"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(root, "config", "server.yaml"), []byte(yaml), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(r.root, "config", "server.yaml"), []byte(yaml), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -309,21 +315,17 @@ func TestRemovedSlotStopsWithoutDrainRecord(t *testing.T) {
 // instead of waiting for the log to become writable; the swap follows by
 // itself later.
 func TestReloadAnswersWhileSwapWaitsForRecord(t *testing.T) {
-	root := t.TempDir()
-	buildTestWorker(t, root, "index")
-	cfg := config.Default()
-	cfg.Workers.PortRangeStart, cfg.Workers.PortRangeEnd = 24000, 24999
-	cfg.Workers.RestartDelayMs = 20
-	cfg.Workers.RestartBackoffMaxMs = 100
-	var faults *appendFaults
-	r := startRig(t, root, "prod", cfg, proxy.New(proxy.Options{}), func(s *Supervisor) { faults = injectAppendFaults(s) })
+	r, faults := faultRig(t, nil, func(c *config.Config) {
+		c.Workers.RestartDelayMs = 20
+		c.Workers.RestartBackoffMaxMs = 100
+	}, nil)
 	r.waitFor("index healthy", func() bool { return len(instancesIn(r.sup, "healthy")) == 1 })
 	old := instancesIn(r.sup, "healthy")[0]
 	faults.set(func(rec *store.Record) bool { return rec.Event == "drain" })
 
 	// A deploy, the way rsync makes one: new bytes (a trailing byte leaves
 	// the executable intact) in a temp file renamed over the binary.
-	bin := filepath.Join(root, "workers", "index", "bin", "index")
+	bin := filepath.Join(r.root, "workers", "index", "bin", "index")
 	data, err := os.ReadFile(bin)
 	if err != nil {
 		t.Fatal(err)

@@ -12,13 +12,11 @@ import (
 // recover replays the log: instance numbering continues where it stopped,
 // and every instance the log shows alive is stopped — killed when its PID
 // still belongs to it (PID and start time match), otherwise only recorded.
-func (s *Supervisor) recover() error {
+// It returns, per worker, the highest instance number the log has used.
+func (s *Supervisor) recover() (map[string]uint64, error) {
 	g, err := store.Replay(s.st, time.Time{})
 	if err != nil {
-		return fmt.Errorf("replay log: %w", err)
-	}
-	for w, n := range g.MaxInstance {
-		s.nextNum[w] = n
+		return nil, fmt.Errorf("replay log: %w", err)
 	}
 	grace := time.Duration(s.cfg.Workers.ShutdownGracePeriodMs) * time.Millisecond
 	for _, in := range g.Live() {
@@ -46,7 +44,7 @@ func (s *Supervisor) recover() error {
 		r := &store.Record{Worker: in.Worker, Instance: in.Instance, From: in.State, To: sm.Stopped,
 			Event: sm.Reap, Reason: sm.ReasonOrphanReaped, PID: in.PID, Port: in.Port, StartTicks: in.StartTicks, Detail: detail}
 		if err := s.record(r); err != nil {
-			return fmt.Errorf("recover: %w", err)
+			return nil, fmt.Errorf("recover: %w", err)
 		}
 		var rerr error
 		switch {
@@ -64,5 +62,5 @@ func (s *Supervisor) recover() error {
 			s.log.Error().Err(rerr).Str("instance", in.Instance).Int("pid", in.PID).Msg("could not reap orphan")
 		}
 	}
-	return nil
+	return g.MaxInstance, nil
 }

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/mevdschee/tqserver/internal/config"
@@ -12,6 +11,13 @@ import (
 	sm "github.com/mevdschee/tqserver/internal/statemachine"
 	"github.com/mevdschee/tqserver/internal/store"
 )
+
+// A reload (SIGHUP, `tqserver reload`, the watcher's config change) compares
+// what is on disk with what was accepted and restarts only what changed
+// (CONTRACT.md §4, §11). The comparison — config load, discovery, stat and
+// hash checks — runs beside the loop (checkInput → runCheck → checkDone);
+// the loop then records and decides. Checks run one at a time, so a second
+// reload compares against what the first accepted.
 
 // serverFiles are compared on every reload besides the workers.
 func (s *Supervisor) serverFiles() []string {
@@ -25,77 +31,192 @@ func (s *Supervisor) stampServerFiles() {
 	}
 }
 
-// onReload compares what is on disk with what was recorded and restarts only
-// what changed (CONTRACT.md §4, SIGHUP).
 func (s *Supervisor) onReload(ev events.Reload) {
-	p := &pendingReload{reply: ev.Reply, waiting: map[*instance]bool{}}
-	if s.shutting || s.closing.Load() {
+	s.batchSeq++
+	p := &pendingReload{id: s.batchSeq, source: ev.Source, reply: ev.Reply, waiting: map[string]bool{}}
+	if s.core.Shutting() || s.closing.Load() {
 		// Nothing starts once the server is stopping (CONTRACT.md §4).
 		p.result.Error = "server is shutting down"
 		s.finish(p)
 		return
 	}
+	s.batches[p.id] = p
 	s.joinReloads(p)
-	s.checkChanges(ev, p)
-	p.checked = true
-	s.settleReloads()
+	s.queued = append(s.queued, p)
+	s.nextCheck()
 }
 
-// checkChanges is one reload's own change check; the restarts it starts
-// settle p later.
-func (s *Supervisor) checkChanges(ev events.Reload, p *pendingReload) {
-	res := &p.result
-	s.log.Info().Str("source", ev.Source).Msg("checking for changes")
+// checkInput is what a check compares the disk with: copies, so the check
+// can run beside the loop.
+type checkInput struct {
+	root, mode string
+	cfg        *config.Config
+	files      []string // server config files, then the server binary
+	stamps     map[string]fileStamp
+	known      map[string]knownCopy
+}
 
-	// Config first: a worker restarted for its binary gets the new settings too.
-	cfgChanged := false
-	for _, f := range s.serverFiles()[:2] {
-		if st := statFile(f); st != s.stamps[f] {
-			cfgChanged = true
+type knownCopy struct {
+	stamp workerStamp
+	pids  []int // its serving processes (their program is the running binary)
+}
+
+// checkDone is a check's result, handled by the loop.
+type checkDone struct {
+	p          *pendingReload
+	cfgChanged bool
+	cfg        *config.Config // the new config when it loaded
+	cfgErr     error
+	cfgStamps  map[string]fileStamp
+	srvStamp   fileStamp
+	found      map[string]found
+	warnings   []string
+	discErr    error
+	verdicts   map[string]verdict
+}
+
+// verdict is what a check found about one worker's binary.
+type verdict struct {
+	old     binStamp // the running binary's stamp (hashed when it could be)
+	changed bool     // new content, accepted
+	same    bool     // new stat, same content: refresh the stamp only
+	stamp   binStamp // the stamp to keep when accepted or same
+	err     error    // rejected (checksum_mismatch)
+}
+
+func (s *Supervisor) nextCheck() {
+	if s.checking || len(s.queued) == 0 {
+		return
+	}
+	p := s.queued[0]
+	s.queued = s.queued[1:]
+	s.checking = true
+	in := checkInput{root: s.root, mode: s.mode, cfg: s.cfg, files: s.serverFiles(), stamps: map[string]fileStamp{}, known: map[string]knownCopy{}}
+	for k, v := range s.stamps {
+		in.stamps[k] = v
+	}
+	pids := map[string][]int{}
+	for _, w := range s.core.Workers() {
+		for _, i := range w.Instances {
+			if i.State == sm.Healthy && i.PID > 0 {
+				pids[w.Name] = append(pids[w.Name], i.PID)
+			}
 		}
 	}
+	for name, k := range s.known {
+		in.known[name] = knownCopy{stamp: k.stamp, pids: pids[name]}
+	}
+	s.log.Info().Str("source", p.source).Msg("checking for changes")
+	go func() { s.Send(events.Local{V: runCheck(in, p)}) }()
+}
+
+// runCheck does a reload's file work. It runs beside the loop.
+func runCheck(in checkInput, p *pendingReload) checkDone {
+	r := checkDone{p: p, cfgStamps: map[string]fileStamp{}, verdicts: map[string]verdict{}}
+	for _, f := range in.files[:2] {
+		st := statFile(f)
+		r.cfgStamps[f] = st
+		if st != in.stamps[f] {
+			r.cfgChanged = true
+		}
+	}
+	cfg := in.cfg
+	if r.cfgChanged {
+		r.cfg, r.cfgErr = config.Load(in.root)
+		if r.cfgErr == nil {
+			cfg = r.cfg
+		}
+	}
+	r.srvStamp = statFile(in.files[2])
+	if !cfg.TimestampCheckEnabled(in.mode) {
+		return r
+	}
+	r.found, r.warnings, r.discErr = discover(cfg.Layout(in.root))
+	for name, f := range r.found {
+		k, ok := in.known[name]
+		if !ok {
+			b, err := acceptBinary(f, nil, nil)
+			r.verdicts[name] = verdict{changed: err == nil, stamp: b, err: err}
+			continue
+		}
+		if f.stamp.bin.sameStat(k.stamp.bin) {
+			continue
+		}
+		old := k.stamp.bin
+		b, err := acceptBinary(f, &old, k.pids)
+		switch {
+		case errors.Is(err, errSameContent):
+			r.verdicts[name] = verdict{old: old, same: true, stamp: b}
+		case err != nil:
+			r.verdicts[name] = verdict{old: old, err: err}
+		default:
+			r.verdicts[name] = verdict{old: old, changed: true, stamp: b}
+		}
+	}
+	return r
+}
+
+// onCheckDone records what the check found and turns it into steps.
+func (s *Supervisor) onCheckDone(r checkDone) {
+	s.checking = false
+	defer s.nextCheck()
+	p := r.p
+	res := &p.result
+	defer func() {
+		p.checked = true
+		if len(res.Changes) == 0 && len(res.Failures) == 0 {
+			res.Changes = []string{}
+		}
+		s.log.Info().Strs("changes", res.Changes).Strs("failures", res.Failures).Msg("change check done")
+		s.settleReloads()
+	}()
+	if s.core.Shutting() {
+		res.Error = "server is shutting down"
+		return
+	}
+	// Config first: a worker restarted for its binary gets the new settings too.
 	restart := map[string]string{} // worker → reason
-	if cfgChanged {
-		ncfg, err := config.Load(s.root)
-		if err != nil {
-			msg := firstLine(err.Error())
+	why := map[string][]string{}   // worker → what changed
+	var reconf []events.Reconfigure
+	if r.cfgChanged {
+		if r.cfgErr != nil {
+			msg := firstLine(r.cfgErr.Error())
 			res.Failures = append(res.Failures, "config rejected: "+msg)
 			res.Error = "config rejected: " + msg
 			// Nothing follows (the old config stays); a failure is logged.
 			_ = s.record(&store.Record{Event: sm.EventConfigRejected, Detail: msg + " (previous configuration stays in force)"})
-		} else if detail, err := s.recordConfigReloaded(ncfg); err != nil {
+		} else if detail, err := s.recordConfigReloaded(r.cfg); err != nil {
 			// Write-ahead: a config that is not in the log is not applied;
 			// the stamps stay, so the next reload tries again.
 			res.Failures = append(res.Failures, "config not applied: "+err.Error())
 			res.Error = "config not applied: " + err.Error()
 		} else {
-			for _, f := range s.serverFiles()[:2] {
-				s.stamps[f] = statFile(f)
+			for f, st := range r.cfgStamps {
+				s.stamps[f] = st
 			}
-			s.cfg = ncfg
-			for _, name := range sortedKeys(s.workers) {
-				w := s.workers[name]
-				nws := ncfg.ForWorker(w.route)
-				if nws.Equal(w.settings) || w.removed {
+			s.cfg = r.cfg
+			s.core.Configure(s.coreOptions())
+			for _, w := range s.core.Workers() {
+				if w.Removed {
 					continue
 				}
-				old := w.settings
-				w.settings = nws
-				w.scale = scaleState{}
-				n := nws.ClampInstances(len(w.slots)) // an autoscaled count stays if in range
-				if !old.EqualExceptScaling(nws) {
-					restart[name] = sm.ReasonConfigChanged // the roll starts any new slot too
-					s.resizeWorker(w, n, false, res, p)
-				} else {
-					s.resizeWorker(w, n, true, res, p)
+				nws := r.cfg.ForWorker(w.Route)
+				if nws.Equal(w.Settings) {
+					continue
 				}
+				rc := events.Reconfigure{Worker: w.Name, Settings: nws, Batch: p.id}
+				if !w.Settings.EqualExceptScaling(nws) {
+					restart[w.Name] = sm.ReasonConfigChanged
+					why[w.Name] = append(why[w.Name], "config: "+strings.Join(w.Settings.ChangedKeys(nws), ", ")+" changed")
+				}
+				reconf = append(reconf, rc)
 			}
 			res.Changes = append(res.Changes, detail)
 		}
 	}
 
-	srv := s.layout().ServerBinary()
-	if st := statFile(srv); st != s.stamps[srv] {
+	srv := s.serverFiles()[2]
+	if st := r.srvStamp; st != s.stamps[srv] {
 		msg := "server/bin/tqserver changed: a server upgrade is pending (restart tqserver to run it)"
 		if !st.exists {
 			s.stamps[srv] = st
@@ -109,100 +230,128 @@ func (s *Supervisor) checkChanges(ev events.Reload, p *pendingReload) {
 		}
 	}
 
-	if !s.cfg.TimestampCheckEnabled(s.mode) {
+	if r.found == nil && r.discErr == nil {
 		msg := "timestamp checks are disabled by timestamp_check.enabled in config: workers not checked"
 		res.Changes = append(res.Changes, msg)
 		s.log.Warn().Msg(msg)
+		s.applyReconfigure(p, reconf, restart, why)
 		return
 	}
-	found, warnings, err := discover(s.layout())
-	if err != nil {
-		res.Error = err.Error()
+	if r.discErr != nil {
+		res.Error = r.discErr.Error()
+		s.applyReconfigure(p, reconf, restart, why)
 		return
 	}
-	for _, w := range warnings {
+	for _, w := range r.warnings {
 		s.log.Warn().Msg(w)
 	}
 	// Removed workers drain and stop.
-	for _, name := range sortedKeys(s.workers) {
-		w := s.workers[name]
-		if _, ok := found[name]; ok || w.removed {
-			continue
+	for _, name := range sortedKeys(s.known) {
+		if _, ok := r.found[name]; ok || s.known[name].nobin {
+			continue // a dev worker without a binary yet is the watcher's
 		}
-		s.removeWorker(w, res)
+		delete(s.known, name)
+		res.Changes = append(res.Changes, name+": removed")
+		s.handle(events.RemoveWorker{Worker: name, Reason: sm.ReasonOperator, Detail: "worker removed"})
 	}
-	for _, name := range sortedKeys(found) {
-		f := found[name]
-		w := s.workers[name]
-		if w == nil || w.removed {
-			b, err := s.acceptBinary(f, nil)
-			if err != nil {
-				s.rejectBinary(p, name, err)
+	var adds []events.AddWorker
+	for _, name := range sortedKeys(r.found) {
+		f := r.found[name]
+		v, checked := r.verdicts[name]
+		if k := s.known[name]; k != nil && k.nobin && !checked {
+			continue // became a dev worker without a binary after the check began
+		}
+		k := s.known[name]
+		if k == nil || k.nobin {
+			if v.err != nil {
+				s.rejectBinary(p, name, v.err)
 				continue
 			}
-			f.stamp.bin = b
-			w = s.addWorker(f)
+			f.stamp.bin = v.stamp
 			res.Changes = append(res.Changes, name+": new worker")
-			for _, sl := range w.slots {
-				s.start(sl, sm.ReasonBinaryChanged, "new worker", p)
-			}
+			adds = append(adds, s.addWorker(f, sm.ReasonBinaryChanged, "new worker", p.id))
 			continue
 		}
-		nst, old := f.stamp, w.stamp
+		nst, old := f.stamp, k.stamp
 		// The assets' stamps move on at once; the binary's only once its
 		// new content is accepted, so a rejected binary is checked again.
-		w.stamp.public, w.stamp.private = nst.public, nst.private
-		if !nst.bin.sameStat(old.bin) {
-			b, err := s.acceptBinary(f, w)
+		k.stamp.public, k.stamp.private = nst.public, nst.private
+		if checked {
 			switch {
-			case errors.Is(err, errSameContent):
-				w.stamp.bin = b // touched or copied again: refresh, no restart
-			case err != nil:
-				s.rejectBinary(p, name, err)
+			case v.same:
+				k.stamp.bin = v.stamp // touched or copied again: refresh, no restart
+			case v.err != nil:
+				s.rejectBinary(p, name, v.err)
 			default:
-				w.stamp.bin = b
+				k.stamp.bin = v.stamp
 				restart[name] = sm.ReasonBinaryChanged
+				why[name] = append([]string{binaryChange(v.old, v.stamp)}, why[name]...)
 			}
 		}
 		if _, ok := restart[name]; ok {
 			continue
 		}
 		if nst.public != old.public || nst.private != old.private {
-			s.assetsChanged(w, nst.public != old.public, nst.private != old.private, res)
+			s.handle(events.Assets{Worker: name, Public: nst.public != old.public, Private: nst.private != old.private, Batch: p.id})
 		}
 	}
-	for _, name := range sortedKeys(restart) {
-		w := s.workers[name]
-		reason := restart[name]
-		res.Changes = append(res.Changes, name+": "+reason)
-		for _, sl := range w.slots {
-			// The roll abandons these successors of an earlier reload:
-			// a failure for that reload only, not for those joining it.
-			if n := sl.next; n != nil && n.batch != nil && n.batch != p {
-				n.batch.supersede(n.name)
-			}
-		}
-		s.startRoll(w, reason, "", p, time.Time{})
+	for _, a := range adds {
+		s.handle(a)
 	}
-	if len(res.Changes) == 0 && len(res.Failures) == 0 {
-		res.Changes = []string{}
-	}
-	s.log.Info().Strs("changes", res.Changes).Strs("failures", res.Failures).Msg("change check done")
+	s.applyReconfigure(p, reconf, restart, why)
 }
 
-// removeWorker drains and stops a worker whose directory is gone.
-func (s *Supervisor) removeWorker(w *worker, res *events.ReloadResult) {
-	name := w.f.name
-	w.removed = true
-	w.roll = nil
-	res.Changes = append(res.Changes, name+": removed")
-	for _, sl := range w.slots {
-		s.clearSlot(sl, sm.ReasonOperator, "worker removed")
+// applyReconfigure steps the config changes and the restarts: one roll per
+// worker, with the binary's reason when both changed.
+func (s *Supervisor) applyReconfigure(p *pendingReload, reconf []events.Reconfigure, restart map[string]string, why map[string][]string) {
+	detail := func(name string) string {
+		return strings.Join(why[name], "; ") + "; asked by " + p.source
 	}
-	s.publishRoutes()
-	if !s.hasInstances(w) {
-		delete(s.workers, name)
+	done := map[string]bool{}
+	for _, rc := range reconf {
+		rc.Restart = restart[rc.Worker]
+		if rc.Restart != "" {
+			rc.Detail = detail(rc.Worker)
+		}
+		if rc.Restart != "" {
+			p.result.Changes = append(p.result.Changes, rc.Worker+": "+rc.Restart)
+		}
+		done[rc.Worker] = true
+		s.handle(rc)
 	}
+	for _, name := range sortedKeys(restart) {
+		if done[name] {
+			continue
+		}
+		p.result.Changes = append(p.result.Changes, name+": "+restart[name])
+		s.handle(events.RollWorker{Worker: name, Reason: restart[name], Detail: detail(name), Batch: p.id})
+	}
+}
+
+// binaryChange says how a worker binary changed, for the binary_changed
+// start records: size, mtime and the start of the sha256, old → new.
+func binaryChange(old, cur binStamp) string {
+	sum := func(b binStamp) string {
+		if !b.hashed {
+			return "?"
+		}
+		return b.hex()[:12]
+	}
+	mt := func(b binStamp) string {
+		return time.Unix(0, b.mtime).UTC().Format("2006-01-02T15:04:05.000Z")
+	}
+	return fmt.Sprintf("binary: size %d → %d bytes, mtime %s → %s, sha256 %s → %s",
+		old.size, cur.size, mt(old), mt(cur), sum(old), sum(cur))
+}
+
+// recordConfigReloaded records that ncfg replaces the running config, before
+// it is applied, and returns the record's detail.
+func (s *Supervisor) recordConfigReloaded(ncfg *config.Config) (string, error) {
+	detail := "configuration reloaded"
+	if notes := serverSettingsChanged(s.cfg, ncfg); len(notes) > 0 {
+		detail += "; needs a server restart to apply: " + strings.Join(notes, ", ")
+	}
+	return detail, s.record(&store.Record{Event: sm.EventConfigReloaded, Detail: detail})
 }
 
 func (s *Supervisor) rejectBinary(p *pendingReload, name string, err error) {
@@ -211,112 +360,6 @@ func (s *Supervisor) rejectBinary(p *pendingReload, name string, err error) {
 	// Nothing follows either way (the binary is not started); a failure
 	// to record it is logged by record.
 	_ = s.record(&store.Record{Worker: name, Event: sm.EventBinaryRejected, Reason: sm.ReasonChecksumMismatch, Detail: err.Error()})
-}
-
-// assetsChanged: no restart. Public files are read fresh on each request;
-// the worker is told about private/ changes with AssetSignal.
-func (s *Supervisor) assetsChanged(w *worker, public, private bool, res *events.ReloadResult) {
-	var parts []string
-	if public {
-		parts = append(parts, "public/")
-	}
-	if private {
-		parts = append(parts, "private/")
-	}
-	detail := strings.Join(parts, " and ") + " changed"
-	var targets []*instance
-	for _, sl := range w.slots {
-		for _, in := range []*instance{sl.current, sl.next} {
-			if in != nil && in.proc != nil {
-				targets = append(targets, in)
-			}
-		}
-	}
-	if len(targets) > 0 {
-		var names []string
-		for _, in := range targets {
-			names = append(names, in.name)
-		}
-		detail += "; " + AssetSignal + " sent to " + strings.Join(names, ", ")
-	}
-	res.Changes = append(res.Changes, w.f.name+": "+detail)
-	if err := s.record(&store.Record{Worker: w.f.name, Event: sm.EventAssetsChanged, Detail: detail}); err != nil {
-		return
-	}
-	for _, in := range targets {
-		if err := in.proc.Signal(syscall.SIGUSR1); err != nil {
-			s.log.Warn().Err(err).Str("instance", in.name).Msg("could not signal asset change")
-		}
-	}
-}
-
-// abandon stops a starting (or warming) instance that is no longer wanted.
-func (s *Supervisor) abandon(inst *instance, reason, detail string) {
-	if inst.warming {
-		// Healthy but never swapped in: drain it (nothing is in flight)
-		// and settle its reload as not done.
-		s.drain(inst, reason, detail)
-		s.resolve(inst, false, inst.name+": "+detail)
-		return
-	}
-	if inst.m.State() != sm.Starting {
-		return
-	}
-	// It will never serve: stopped even when this cannot be recorded.
-	if err := s.transitionAnyway(inst, sm.Stop, reason, func(r *store.Record) { r.Detail = detail }); err != nil {
-		return
-	}
-	if inst.cancel != nil {
-		inst.cancel()
-	}
-	if inst.sl.next == inst {
-		inst.sl.next = nil
-	}
-	s.resolve(inst, false, inst.name+": "+detail)
-	if inst.proc == nil {
-		delete(s.insts, inst.name)
-		return
-	}
-	s.stopProcess(inst)
-}
-
-// resolve settles inst in the reload that started it; the reload replies
-// once all its instances settled.
-func (s *Supervisor) resolve(inst *instance, ok bool, msg string) {
-	p := inst.batch
-	if p == nil {
-		return
-	}
-	inst.batch = nil
-	delete(p.waiting, inst)
-	if ok {
-		p.result.Changes = append(p.result.Changes, inst.name+": serving")
-	} else {
-		p.result.Failures = append(p.result.Failures, msg)
-	}
-	if len(p.waiting) == 0 {
-		s.settleReloads()
-	}
-}
-
-func (s *Supervisor) failBatch(p *pendingReload, msg string) {
-	if p != nil {
-		p.result.Failures = append(p.result.Failures, msg)
-	}
-}
-
-func (s *Supervisor) finish(p *pendingReload) {
-	if p.reply != nil {
-		r := p.merged()
-		if r.Changes == nil {
-			r.Changes = []string{}
-		}
-		if r.Failures == nil {
-			r.Failures = []string{}
-		}
-		p.reply <- r
-		p.reply = nil
-	}
 }
 
 // serverSettingsChanged lists changed settings that only a server restart applies.
@@ -334,40 +377,17 @@ func serverSettingsChanged(a, b *config.Config) []string {
 	if a.Workers.WorkersDir != b.Workers.WorkersDir {
 		out = append(out, "workers.workers_dir")
 	}
+	if a.Server.AdminListen != b.Server.AdminListen {
+		out = append(out, "server.admin_listen")
+	}
+	if a.Server.AdminToken != b.Server.AdminToken {
+		out = append(out, "server.admin_token")
+	}
+	if a.Binaries != b.Binaries {
+		out = append(out, "binaries")
+	}
+	if a.Logs != b.Logs {
+		out = append(out, "logs")
+	}
 	return out
-}
-
-// clearSlot stops everything of one slot: its backoff timer, its starting
-// successor and (draining it) its serving instance.
-func (s *Supervisor) clearSlot(sl *slot, reason, detail string) {
-	if sl.timer != nil {
-		sl.timer.Stop()
-		sl.timer = nil
-	}
-	if sl.next != nil {
-		s.abandon(sl.next, reason, detail)
-	}
-	if sl.current != nil {
-		s.drain(sl.current, reason, detail)
-	}
-}
-
-// resizeWorker changes how many instances w runs: extra slots drain and
-// stop; new slots start now when startNew (else a roll will start them).
-func (s *Supervisor) resizeWorker(w *worker, n int, startNew bool, res *events.ReloadResult, p *pendingReload) {
-	before := len(w.slots)
-	if n == before {
-		return
-	}
-	for _, sl := range w.resize(n) {
-		s.clearSlot(sl, sm.ReasonConfigChanged, fmt.Sprintf("instances reduced to %d", n))
-	}
-	res.Changes = append(res.Changes, fmt.Sprintf("%s: instances %d → %d", w.f.name, before, n))
-	s.publishRoutes()
-	if !startNew || n < before {
-		return
-	}
-	for _, sl := range w.slots[before:] {
-		s.start(sl, sm.ReasonConfigChanged, fmt.Sprintf("instances increased to %d", n), p)
-	}
 }

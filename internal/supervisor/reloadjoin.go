@@ -2,9 +2,11 @@ package supervisor
 
 import (
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 
+	"github.com/mevdschee/tqserver/internal/core"
 	"github.com/mevdschee/tqserver/internal/events"
 )
 
@@ -17,9 +19,11 @@ import (
 // One exception: a start that a newer deploy abandoned is a failure of the
 // reload that made it only (superseded).
 type pendingReload struct {
+	id      uint64 // the batch id its instances carry in the core
+	source  string
 	reply   chan<- events.ReloadResult
 	result  events.ReloadResult // own changes and failures
-	waiting map[*instance]bool
+	waiting map[string]bool     // instances it started, until they serve or fail
 	checked bool
 	joined  []*pendingReload // earlier reloads in progress when this one arrived
 	// superseded: instances of this reload that a newer deploy abandoned
@@ -107,31 +111,28 @@ func (p *pendingReload) merged() events.ReloadResult {
 	return out
 }
 
-// BeginShutdown is called when the server starts stopping, before it waits
-// for in-flight requests: from then on a reload answers "server is shutting
-// down" and starts nothing. Safe from any goroutine.
-func (s *Supervisor) BeginShutdown() { s.closing.Store(true) }
-
 // errSameContent: the binary's stat changed but its bytes did not.
 var errSameContent = errors.New("same content as the running binary")
 
 // acceptBinary reads f's binary and decides whether it is a deploy: the same
-// bytes as w runs (errSameContent, with the fresh stamp to record), or new
-// bytes that match bin/NAME.sha256 and form a complete executable (nil), or
-// a rejection (any other error; nothing is to be recorded). w is nil for a
-// new worker.
-func (s *Supervisor) acceptBinary(f found, w *worker) (binStamp, error) {
+// bytes as the running one, old (errSameContent, with the fresh stamp to
+// record), or new bytes that match bin/NAME.sha256 and form a complete
+// executable (nil), or a rejection (any other error; nothing is to be
+// recorded). old is nil for a new worker; pids are its serving processes,
+// whose program is hashed when old's content is not known yet. It runs
+// beside the loop.
+func acceptBinary(f found, old *binStamp, pids []int) (binStamp, error) {
 	b, err := hashBin(f.bin)
 	if err != nil {
 		return b, err
 	}
-	if w != nil {
-		if !w.stamp.bin.hashed {
-			if sum, ok := runningSum(w); ok {
-				w.stamp.bin.sum, w.stamp.bin.hashed = sum, true
+	if old != nil {
+		if !old.hashed {
+			if sum, ok := runningSum(pids); ok {
+				old.sum, old.hashed = sum, true
 			}
 		}
-		if b.sameContent(w.stamp.bin) {
+		if b.sameContent(*old) {
 			return b, errSameContent
 		}
 	}
@@ -139,4 +140,57 @@ func (s *Supervisor) acceptBinary(f found, w *worker) (binStamp, error) {
 		return b, err
 	}
 	return b, nil
+}
+
+// settle is a core Settle effect: one instance of a reload served or failed
+// (or, with no instance, a start of it could not be made).
+func (s *Supervisor) settle(e core.Settle) {
+	p := s.batches[e.Batch]
+	if p == nil {
+		return
+	}
+	if e.Instance != "" {
+		delete(p.waiting, e.Instance)
+	}
+	if e.OK {
+		p.result.Changes = append(p.result.Changes, e.Instance+": serving")
+	} else {
+		p.result.Failures = append(p.result.Failures, e.Msg)
+	}
+	if len(p.waiting) == 0 {
+		s.settleReloads()
+	}
+}
+
+// failBatchOf tells the reload behind ev (if any) that its step could not
+// be recorded; the step is retried with backoff.
+func (s *Supervisor) failBatchOf(ev events.Event, err error) {
+	var batch uint64
+	var worker string
+	switch ev := ev.(type) {
+	case events.AddWorker:
+		batch, worker = ev.Batch, ev.Worker
+	case events.RollWorker:
+		batch, worker = ev.Batch, ev.Worker
+	case events.Reconfigure:
+		batch, worker = ev.Batch, ev.Worker
+	}
+	if p := s.batches[batch]; p != nil {
+		p.result.Failures = append(p.result.Failures, fmt.Sprintf("%s: %v (retrying with backoff)", worker, err))
+	}
+}
+
+func (s *Supervisor) finish(p *pendingReload) {
+	delete(s.batches, p.id)
+	if p.reply != nil {
+		r := p.merged()
+		if r.Changes == nil {
+			r.Changes = []string{}
+		}
+		if r.Failures == nil {
+			r.Failures = []string{}
+		}
+		p.reply <- r
+		p.reply = nil
+	}
 }

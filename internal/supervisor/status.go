@@ -24,6 +24,9 @@ type WorkerStatus struct {
 	Name      string           `json:"name"`
 	Route     string           `json:"route"`
 	Instances []InstanceStatus `json:"instances"`
+	// Slots are the states of its serving positions (internal/core):
+	// serving, starting, rolling, warming, backing_off, pending, empty.
+	Slots []string `json:"slots,omitempty"`
 }
 
 // InstanceStatus is one live instance.
@@ -36,6 +39,13 @@ type InstanceStatus struct {
 	Reason   string    `json:"reason,omitempty"`
 	Inflight *int64    `json:"inflight,omitempty"`
 	Served   *int64    `json:"served,omitempty"`
+	// Requests counts the instance's answers by status class ("1xx"…"5xx"),
+	// P99Ms estimates its 99th percentile latency in milliseconds from the
+	// proxy's fixed histogram buckets; both since the instance started
+	// (absent when it has no backend yet; P99Ms absent before its first
+	// answer).
+	Requests map[string]uint64 `json:"requests,omitempty"`
+	P99Ms    *float64          `json:"p99_ms,omitempty"`
 }
 
 // StatusFromRegistry builds a Status from a replayed log: the live instances

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -32,6 +33,14 @@ type Options struct {
 	Send   func(events.FilesChanged)
 	Logger zerolog.Logger
 	Clock  Clock // nil: real time
+	// Patterns (deployment.dev.file_watcher.watch_patterns), when not nil,
+	// limit source, config and server changes to the files matching one of
+	// them: glob patterns relative to Root (path.Match per segment, "**"
+	// for any number of directories). Nil: every such change counts.
+	Patterns []string
+	// IgnoreResources drops changes in public/ and private/
+	// (deployment.dev.resources.watch_resource_changes: false).
+	IgnoreResources bool
 }
 
 // fsWatcher is the part of *fsnotify.Watcher the watcher drives.
@@ -48,6 +57,9 @@ type Watcher struct {
 	send  func(events.FilesChanged)
 	log   zerolog.Logger
 	clock Clock
+
+	patterns        []string // nil: everything counts
+	ignoreResources bool
 
 	fs     fsWatcher
 	events <-chan fsnotify.Event
@@ -110,18 +122,21 @@ func newWatcher(o Options, fw fsWatcher, evs <-chan fsnotify.Event, errs <-chan 
 		o.Clock = realClock{}
 	}
 	w := &Watcher{
-		lay:     paths{root: root, workers: workers, config: lay.ConfigDir(), server: server},
-		vars:    lay.VarDir(),
-		send:    o.Send,
-		log:     o.Logger,
-		clock:   o.Clock,
-		fs:      fw,
-		events:  evs,
-		errors:  errs,
-		deb:     newDebouncer(o.Debounce),
-		dirs:    map[string]bool{},
-		workers: map[string]bool{},
-		calls:   make(chan func()),
+		lay:   paths{root: root, workers: workers, config: lay.ConfigDir(), server: server},
+		vars:  lay.VarDir(),
+		send:  o.Send,
+		log:   o.Logger,
+		clock: o.Clock,
+
+		patterns:        o.Patterns,
+		ignoreResources: o.IgnoreResources,
+		fs:              fw,
+		events:          evs,
+		errors:          errs,
+		deb:             newDebouncer(o.Debounce),
+		dirs:            map[string]bool{},
+		workers:         map[string]bool{},
+		calls:           make(chan func()),
 	}
 	if err := w.watchAll(false); err != nil {
 		return nil, fmt.Errorf("watcher: %w", err)
@@ -197,6 +212,10 @@ func (w *Watcher) flush() {
 // queue records a change. Changes inside a worker whose WorkerAdded is still
 // pending belong to that event: the new worker is built once.
 func (w *Watcher) queue(kind events.ChangeKind, worker string, paths ...string) {
+	paths = slices.DeleteFunc(slices.Clone(paths), func(p string) bool { return !w.wanted(kind, p) })
+	if len(paths) == 0 {
+		return // nothing a pattern selects (or resources not watched)
+	}
 	k := key{kind, worker}
 	switch kind {
 	case events.SourceChanged, events.PublicChanged, events.PrivateChanged:

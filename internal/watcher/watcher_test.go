@@ -103,6 +103,12 @@ func start(t *testing.T) *harness {
 // where settle writes its sentinels).
 func startWith(t *testing.T, files ...string) *harness {
 	t.Helper()
+	return startOpts(t, nil, files...)
+}
+
+// startOpts is startWith with Options changed by opts.
+func startOpts(t *testing.T, opts func(*Options), files ...string) *harness {
+	t.Helper()
 	root := t.TempDir()
 	h := &harness{t: t, root: root, workers: filepath.Join(root, "workers"),
 		server: filepath.Join(root, "server", "src"),
@@ -111,14 +117,18 @@ func startWith(t *testing.T, files ...string) *harness {
 	for _, f := range append(files, "server/src/main.go") {
 		writeFile(t, h.path(f), "x\n")
 	}
-	w, err := New(Options{
+	o := Options{
 		Root:      root,
 		ServerSrc: []string{h.server},
 		Debounce:  testDebounce,
 		Send:      func(ev events.FilesChanged) { h.got <- ev },
 		Logger:    zerolog.New(zerolog.NewTestWriter(t)),
 		Clock:     h.clock,
-	})
+	}
+	if opts != nil {
+		opts(&o)
+	}
+	w, err := New(o)
 	if err != nil {
 		t.Fatal(err)
 	}

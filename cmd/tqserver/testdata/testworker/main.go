@@ -113,6 +113,28 @@ func main() {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		fmt.Fprintf(w, "<!doctype html><html><head><title>%s</title></head><body><h1 id=\"version\">%s</h1></body></html>\n", version, version)
 	})
+	mux.HandleFunc("/flood", func(w http.ResponseWriter, r *http.Request) {
+		// Write mib MiB of 100-byte lines to stdout as fast as the pipe
+		// takes them, for at most ms milliseconds; answer what was written.
+		mib, _ := strconv.ParseInt(r.URL.Query().Get("mib"), 10, 64)
+		ms, _ := strconv.Atoi(r.URL.Query().Get("ms"))
+		line := []byte(fmt.Sprintf("%-99s\n", "flood "+version+" line"))
+		buf := make([]byte, 0, 64<<10)
+		for len(buf)+len(line) <= cap(buf) {
+			buf = append(buf, line...)
+		}
+		end := time.Now().Add(time.Duration(ms) * time.Millisecond)
+		var n int64
+		t0 := time.Now()
+		for n < mib<<20 && time.Now().Before(end) {
+			k, err := os.Stdout.Write(buf)
+			n += int64(k)
+			if err != nil {
+				break
+			}
+		}
+		fmt.Fprintf(w, "%d %d\n", n, time.Since(t0).Milliseconds())
+	})
 	mux.HandleFunc("/reloads", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, "%d\n", reloads.Load())
 	})
