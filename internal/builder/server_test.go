@@ -91,4 +91,18 @@ func TestOutdated(t *testing.T) {
 	check(false, "subdirectory file older again")
 	setTime(filepath.Join(root, "go.mod"), 2*time.Minute)
 	check(true, "the module's go.mod is newer")
+
+	// binaries.path elsewhere: the binary asked about is the one compared
+	// (workers/index/bin/index no longer exists).
+	moved := filepath.Join(root, "build", "index")
+	if err := os.MkdirAll(filepath.Dir(moved), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(bin, moved); err != nil {
+		t.Fatal(err)
+	}
+	setTime(filepath.Join(root, "go.mod"), 0)
+	if got, err := Outdated(dir, moved, root); err != nil || got {
+		t.Fatalf("binary at binaries.path newer than its sources: outdated=%v err=%v", got, err)
+	}
 }
