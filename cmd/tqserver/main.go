@@ -51,6 +51,7 @@ type cli struct {
 	Status     statusCmd     `cmd:"" help:"Print the workers and their instances."`
 	Reload     reloadCmd     `cmd:"" help:"Check for changed files and restart what changed (same as SIGHUP)."`
 	Restart    restartCmd    `cmd:"" help:"Replace every instance of one worker without downtime (reason operator)."`
+	Rollback   rollbackCmd   `cmd:"" help:"Swap one worker back to its previous good binary without downtime (reason rollback)."`
 	Build      buildCmd      `cmd:"" help:"Build worker binaries from workers/NAME/src."`
 	Log        logCmd        `cmd:"" help:"Check or salvage the history log (var/tqserver.db)."`
 	Completion completionCmd `cmd:"" help:"Print a shell completion script: source <(tqserver completion bash)."`

@@ -214,6 +214,32 @@ func (c *restartCmd) Run() error {
 	return printResult(res)
 }
 
+type rollbackCmd struct {
+	rootFlag
+	Timeout time.Duration `default:"2m" help:"How long to wait for the new instances to serve."`
+	Worker  string        `arg:"" name:"name" predictor:"worker" help:"The worker to roll back."`
+}
+
+// Run swaps one worker back to its previous good binary with zero downtime
+// (reason rollback; POST /v1/workers/NAME/rollback).
+func (c *rollbackCmd) Run() error {
+	root, err := c.abs()
+	if err != nil {
+		return err
+	}
+	cl, err := admin.Dial(root)
+	if err != nil {
+		return fmt.Errorf("rollback: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), c.Timeout)
+	defer cancel()
+	res, err := cl.Rollback(ctx, c.Worker)
+	if err != nil {
+		return fmt.Errorf("rollback %s: %w", c.Worker, err)
+	}
+	return printResult(res)
+}
+
 type buildCmd struct {
 	rootFlag
 	Prod     bool     `help:"Production build: prod ldflags and a .sha256 next to each binary."`

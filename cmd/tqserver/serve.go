@@ -64,7 +64,8 @@ func (c *serveCmd) Run() error {
 					}
 				}()
 			case stopping:
-				log.Warn().Msg("second signal: exiting now; workers get SIGKILL through their parent-death signal")
+				log.Warn().Msg("second signal: exiting now; what is left of the workers is killed")
+				m.Abort()
 				return fmt.Errorf("interrupted during shutdown")
 			default:
 				stopping = true

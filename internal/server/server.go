@@ -76,12 +76,13 @@ type Main struct {
 	done     chan struct{}
 	err      error
 	cleanups []func() // run in reverse order when Run returns (or Open fails)
+	cleanOne sync.Once
 }
 
 // Open prepares a server: it takes the log's lock, binds the listeners,
 // builds the workers (dev), and starts the supervisor (server_start is in
 // the log when Open returns). Nothing answers requests until Run.
-func Open(o Options) (m *Main, err error) {
+func Open(o Options) (_ *Main, err error) {
 	if o.Notify == nil {
 		o.Notify = nopNotifier{}
 	}
@@ -89,7 +90,7 @@ func Open(o Options) (m *Main, err error) {
 	if o.Listen == "" {
 		o.Listen = ":" + strconv.Itoa(cfg.Server.Port)
 	}
-	m = &Main{o: o, log: o.Logger, lay: cfg.Layout(o.Root), notify: o.Notify,
+	m := &Main{o: o, log: o.Logger, lay: cfg.Layout(o.Root), notify: o.Notify,
 		closeReq: make(chan struct{}), done: make(chan struct{})}
 	defer func() {
 		if err != nil {
@@ -224,11 +225,18 @@ func (m *Main) proxyOptions() proxy.Options {
 func (m *Main) defer_(f func()) { m.cleanups = append(m.cleanups, f) }
 
 func (m *Main) cleanup() {
-	for i := len(m.cleanups) - 1; i >= 0; i-- {
-		m.cleanups[i]()
-	}
-	m.cleanups = nil
+	m.cleanOne.Do(func() {
+		for i := len(m.cleanups) - 1; i >= 0; i-- {
+			m.cleanups[i]()
+		}
+	})
 }
+
+// Abort is the end of an interrupted shutdown (a second signal): what is
+// left of the instances is killed (their groups, cgroups and marked
+// descendants), the listeners and the log are closed, now. The process is
+// expected to exit right after.
+func (m *Main) Abort() { m.cleanup() }
 
 // Addr is the public listener's address.
 func (m *Main) Addr() string { return m.ln.Addr().String() }
@@ -254,6 +262,11 @@ func (m *Main) Reload(ctx context.Context, source string) events.ReloadResult {
 // Restart replaces every instance of worker (reason operator).
 func (m *Main) Restart(ctx context.Context, worker string) events.ReloadResult {
 	return m.sup.Restart(ctx, worker)
+}
+
+// Rollback swaps worker back to its previous good binary (reason rollback).
+func (m *Main) Rollback(ctx context.Context, worker string) events.ReloadResult {
+	return m.sup.Rollback(ctx, worker)
 }
 
 // Run serves until Close is called or something fails, then shuts down:
