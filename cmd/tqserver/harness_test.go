@@ -70,8 +70,18 @@ func newRoot(t testing.TB, serverYAML string) string {
 	return root
 }
 
+// portBlock moves the test configs' worker port range (21000-21999) to a
+// block of 100 in 11000-19999 chosen by this test binary's pid, so that test binaries
+// running side by side on one machine (a CI run beside a developer's) do
+// not hand their workers the same ports.
+var portBlock = 11000 + (os.Getpid()%90)*100
+
 func writeFile(t testing.TB, path, content string) {
 	t.Helper()
+	if filepath.Base(path) == "server.yaml" {
+		content = strings.Replace(content, "port_range_start: 21000\n  port_range_end: 21999",
+			fmt.Sprintf("port_range_start: %d\n  port_range_end: %d", portBlock, portBlock+99), 1)
+	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		t.Fatal(err)
 	}
