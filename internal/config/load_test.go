@@ -169,6 +169,9 @@ workers:
       health_interval_ms: 25
       health_probe_timeout_ms: 26
       health_failure_threshold: 27
+proxy:
+  hold_ms: 2500
+  hold_queue: 64
 logs:
   dir: var/log
   max_size_mb: 10
@@ -244,6 +247,7 @@ func fullWant() *Config {
 		},
 		Binaries: Binaries{Format: "{worker_name}.bin", Path: "apps/{worker_name}/out/{worker_name}.bin"},
 		Logs:     Logs{Dir: "var/log", MaxSizeMB: 10, MaxFiles: 3, WorkerLinesPerSecond: 50, WorkerBurst: 60},
+		Proxy:    Proxy{HoldMs: 2500, HoldQueue: 64},
 		Files:    []string{ServerFile, DeploymentFile},
 	}
 }
