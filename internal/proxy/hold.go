@@ -112,7 +112,7 @@ func (c *conn) hold(path string, avoid *Backend, end time.Time) (Route, *Backend
 		return rt, nil, noBackend
 	}
 	defer p.dequeue(rt.Prefix, q)
-	wake := p.wakeOf(q)
+	wake, stopped := p.wakeOf(q)
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -126,12 +126,12 @@ func (c *conn) hold(path string, avoid *Backend, end time.Time) (Route, *Backend
 	defer timer.Stop()
 	for {
 		// Enqueued before this look: a swap from now on closes wake.
-		if rt, b, res = p.acquireOther(path, avoid); res != noBackend {
+		if rt, b, res = p.acquireOther(path, avoid); res != noBackend || stopped {
 			return rt, b, res
 		}
 		select {
 		case <-wake:
-			wake = p.wakeOf(q)
+			wake, stopped = p.wakeOf(q)
 		case <-timer.C:
 			p.log.Debug().Str("worker", rt.Worker).Str("path", path).Msg("no instance within proxy.hold_ms: 503")
 			return rt, nil, noBackend
@@ -151,7 +151,7 @@ func (p *Proxy) enqueue(rt Route) *holdQueue {
 		q = &holdQueue{worker: rt.Worker, wake: make(chan struct{})}
 		p.holds[rt.Prefix] = q
 	}
-	if q.n >= p.holdQueue {
+	if q.n >= p.holdQueue || p.holdStopped {
 		return nil
 	}
 	q.n++
@@ -167,10 +167,24 @@ func (p *Proxy) dequeue(prefix string, q *holdQueue) {
 	}
 }
 
-func (p *Proxy) wakeOf(q *holdQueue) <-chan struct{} {
+// wakeOf is q's wake channel now, and whether holding has stopped.
+func (p *Proxy) wakeOf(q *holdQueue) (<-chan struct{}, bool) {
 	p.holdMu.Lock()
 	defer p.holdMu.Unlock()
-	return q.wake
+	return q.wake, p.holdStopped
+}
+
+// stopHolding ends every hold (503 at once) and refuses new ones: the
+// server is shutting down and no instance is coming; waiting would only
+// delay its shutdown by up to Options.Hold.
+func (p *Proxy) stopHolding() {
+	p.holdMu.Lock()
+	defer p.holdMu.Unlock()
+	p.holdStopped = true
+	for _, q := range p.holds {
+		close(q.wake)
+		q.wake = make(chan struct{})
+	}
 }
 
 // swapTable stores t and wakes the requests held on routes that t lets
@@ -213,6 +227,25 @@ func gained(prev, next Route) bool {
 			return true
 		}
 	}
+	return false
+}
+
+// nextInstance reports whether a request whose connection to st.backend
+// died unanswered should go to another instance: one serves the route
+// already, or st.backend's address refuses connections — its process is
+// gone and the supervisor will start the next. A worker that still
+// accepts dropped only this request (a Go handler that panicked closes
+// the connection without a word): 502 at once, as without holding, rather
+// than a wait for an instance that is not coming.
+func (p *Proxy) nextInstance(st *reqState) bool {
+	if rt, ok := p.table.Load().Lookup(st.path); ok && rt.hasOtherThan(st.backend) {
+		return true
+	}
+	nc, err := p.dial("tcp", st.backend.Addr)
+	if err != nil {
+		return isDialError(err)
+	}
+	nc.Close()
 	return false
 }
 

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"context"
 	"io"
 	"net"
 	"net/http"
@@ -223,10 +224,12 @@ func TestHeldRequestBodyIsNotRead(t *testing.T) {
 	}
 }
 
-// dyingWorker accepts connections, reads a request head, and closes the
-// connection after writing partial (maybe nothing) — a worker killed
-// mid-request. It counts the requests it received.
-func dyingWorker(t *testing.T, partial string) (addr string, hits *atomic.Int64) {
+// dyingWorker accepts connections, reads a request head, writes partial
+// (maybe nothing) and closes the connection. With die set it closes its
+// listener first, as the kernel does for a process killed mid-request;
+// without, it is a worker that drops one request and lives on (a Go
+// handler that panicked). It counts the requests it received.
+func dyingWorker(t *testing.T, partial string, die bool) (addr string, hits *atomic.Int64) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -241,15 +244,25 @@ func dyingWorker(t *testing.T, partial string) (addr string, hits *atomic.Int64)
 			if err != nil {
 				return
 			}
+			c.SetDeadline(time.Now().Add(5 * time.Second))
 			br := bufio.NewReader(c)
-			for {
+			head := false
+			for !head {
 				l, err := br.ReadString('\n')
-				if err != nil || l == "\r\n" {
+				if err != nil {
 					break
 				}
+				head = l == "\r\n"
+			}
+			if !head { // a connection that sent nothing: not a request
+				c.Close()
+				continue
 			}
 			hits.Add(1)
 			io.WriteString(c, partial)
+			if die {
+				ln.Close()
+			}
 			c.Close()
 		}
 	}()
@@ -269,7 +282,7 @@ func TestRequestRetriedAfterWorkerDied(t *testing.T) {
 
 	for _, method := range []string{"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"} {
 		t.Run(method, func(t *testing.T) {
-			dying, hits := dyingWorker(t, "")
+			dying, hits := dyingWorker(t, "", true)
 			dead := NewBackend("index", "index-1", dying, 0)
 			p.Swap(table(Route{Prefix: "/", Worker: "index", Backend: dead}))
 			ch := make(chan answer, 1)
@@ -307,7 +320,7 @@ func TestRequestRetriedAfterWorkerDied(t *testing.T) {
 		{"GET after a 103", "GET", "", "HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			dying, hits := dyingWorker(t, tc.partial)
+			dying, hits := dyingWorker(t, tc.partial, true)
 			p.Swap(table(Route{Prefix: "/", Worker: "index", Backend: NewBackend("index", "index-1", dying, 0)}))
 			var body io.Reader
 			if tc.body != "" {
@@ -350,5 +363,58 @@ func TestRefusedRequestHeldForTheNextInstance(t *testing.T) {
 	}
 	if dead.Served() != 0 || dead.Inflight() != 0 {
 		t.Errorf("dead backend: served %d inflight %d", dead.Served(), dead.Inflight())
+	}
+}
+
+// A worker that drops a request's connection but still accepts others
+// (a handler that panicked) is not waited for: 502 at once with one
+// instance, the other instance's answer with two.
+func TestDroppedRequestOfALiveWorker(t *testing.T) {
+	_, liveAddr := startBackend(t, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "live") })
+	log, _ := testLogger(t)
+	p := New(Options{Logger: log, Hold: 10 * time.Second})
+	srv := startProxy(t, p)
+
+	dropping, hits := dyingWorker(t, "", false)
+	dropper := NewBackend("index", "index-1", dropping, 0)
+	p.Swap(table(Route{Prefix: "/", Worker: "index", Backend: dropper}))
+	a := recv(t, "answer", goGet(srv.URL+"/"))
+	if a.code != http.StatusBadGateway || a.took > 2*time.Second {
+		t.Fatalf("one instance that dropped the request: %d after %v, want 502 at once", a.code, a.took)
+	}
+	if _, total := held(p, "index"); total != 0 || hits.Load() != 1 {
+		t.Errorf("held %d, worker hit %d times; want 0 and 1", total, hits.Load())
+	}
+
+	other := NewBackend("index", "index-2", liveAddr, 0)
+	p.Swap(table(Route{Prefix: "/", Worker: "index", Backends: []*Backend{dropper, other}}))
+	// Fewest in flight, ties round-robin: until the dropper has had one.
+	for hits.Load() < 2 {
+		if a := recv(t, "answer", goGet(srv.URL+"/")); a.code != http.StatusOK || a.body != "live" {
+			t.Fatalf("two instances, one dropping: %d %q %v", a.code, a.body, a.err)
+		}
+	}
+}
+
+// A server that shuts down answers its held requests 503 at once rather
+// than keep its shutdown waiting for an instance that is not coming.
+func TestShutdownEndsHolds(t *testing.T) {
+	log, _ := testLogger(t)
+	p := New(Options{Logger: log, Hold: 30 * time.Second})
+	srv := startProxy(t, p)
+	p.Swap(table(Route{Prefix: "/", Worker: "index"}))
+	ch := goGet(srv.URL + "/")
+	waitFor(t, "request held", func() bool { n, _ := held(p, "index"); return n == 1 })
+	t0 := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(ctx); err != nil {
+		t.Fatalf("shutdown: %v after %v", err, time.Since(t0))
+	}
+	if d := time.Since(t0); d > 2*time.Second {
+		t.Errorf("shutdown took %v with a request held", d)
+	}
+	if a := recv(t, "answer", ch); a.code != http.StatusServiceUnavailable || a.retryAfter != "1" {
+		t.Errorf("held request at shutdown: %d Retry-After %q %v", a.code, a.retryAfter, a.err)
 	}
 }

@@ -79,11 +79,12 @@ type Proxy struct {
 
 	// Held requests (hold.go): the request path with a backend never
 	// touches these.
-	holdFor   time.Duration
-	holdQueue int
-	holdMu    sync.Mutex            // guards holds, heldTotal and table stores
-	holds     map[string]*holdQueue // by route prefix, while it has waiters
-	heldTotal map[string]int64      // requests ever held, by worker
+	holdFor     time.Duration
+	holdQueue   int
+	holdMu      sync.Mutex            // guards the three below and table stores
+	holds       map[string]*holdQueue // by route prefix, while it has waiters
+	heldTotal   map[string]int64      // requests ever held, by worker
+	holdStopped bool                  // a server shut down: hold no more
 }
 
 const (
@@ -270,7 +271,7 @@ func (p *Proxy) fail(c *conn, st *reqState, err error) {
 			return
 		}
 	}
-	if st.unanswered && st.canRetry && p.holdFor > 0 && c.req.replayable() {
+	if st.unanswered && st.canRetry && p.holdFor > 0 && c.req.replayable() && p.nextInstance(st) {
 		// Nothing came back, so nothing went out: the request can still
 		// have its answer from the next instance (see hold.go).
 		p.log.Debug().Str("worker", st.worker).Str("instance", st.backend.Instance).

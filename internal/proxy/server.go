@@ -153,6 +153,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	s.inShutdown.Store(true)
 	s.mu.Unlock()
+	s.p.stopHolding()
 	lnErr := s.closeListeners()
 	wait := time.Millisecond
 	timer := time.NewTimer(wait)
@@ -181,6 +182,7 @@ func (s *Server) Close() error {
 	s.mu.Lock()
 	s.inShutdown.Store(true)
 	s.mu.Unlock()
+	s.p.stopHolding()
 	err := s.closeListeners()
 	s.mu.Lock()
 	for c := range s.conns {
