@@ -46,7 +46,7 @@ var (
 		"Requests waiting for an instance of a worker now (proxy.hold_ms).",
 		[]string{"worker"}, nil)
 	descHeldTotal = prometheus.NewDesc("tqserver_requests_held_total",
-		"Requests that waited for an instance of a worker (proxy.hold_ms), whatever their answer.",
+		"Waits of requests for an instance of a worker (proxy.hold_ms), whatever their outcome; a request held twice counts twice.",
 		[]string{"worker"}, nil)
 	descInstances = prometheus.NewDesc("tqserver_instances",
 		"Live instances by worker and state.",

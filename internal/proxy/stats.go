@@ -28,7 +28,8 @@ type WorkerStats struct {
 	Requests stats.RequestsSnapshot // since the proxy started, instances long gone included
 	Inflight int64                  // requests in flight on its instances now
 	// Held is how many requests wait for one of its instances now
-	// (hold.go), HeldTotal how many ever did.
+	// (hold.go); HeldTotal counts every wait so far (a request held before
+	// its first attempt and again after its instance died counts twice).
 	Held, HeldTotal int64
 }
 
