@@ -142,16 +142,19 @@ func (c *conn) hold(path string, avoid *Backend, end time.Time) (Route, *Backend
 }
 
 // enqueue counts one more request held on rt's prefix, or returns nil when
-// its queue is full.
+// its queue is full or holding has stopped.
 func (p *Proxy) enqueue(rt Route) *holdQueue {
 	p.holdMu.Lock()
 	defer p.holdMu.Unlock()
+	if p.holdStopped {
+		return nil
+	}
 	q := p.holds[rt.Prefix]
 	if q == nil {
 		q = &holdQueue{worker: rt.Worker, wake: make(chan struct{})}
 		p.holds[rt.Prefix] = q
 	}
-	if q.n >= p.holdQueue || p.holdStopped {
+	if q.n >= p.holdQueue {
 		return nil
 	}
 	q.n++

@@ -418,3 +418,60 @@ func TestShutdownEndsHolds(t *testing.T) {
 		t.Errorf("held request at shutdown: %d Retry-After %q %v", a.code, a.retryAfter, a.err)
 	}
 }
+
+// The client's timeouts are those of any request: a hold longer than the
+// header and read timeouts does not trip them (the head was read before
+// the hold; the body is read when forwarded), and a body that stalls after
+// the hold still gets 408 after read_timeout.
+func TestHeldRequestKeepsClientTimeouts(t *testing.T) {
+	_, addr := startBackend(t, func(w http.ResponseWriter, r *http.Request) {
+		b, err := io.ReadAll(r.Body)
+		if err != nil {
+			return
+		}
+		io.WriteString(w, r.Method+" "+string(b))
+	})
+	log, _ := testLogger(t)
+	p := New(Options{Logger: log, Hold: 10 * time.Second})
+	srv := startProxyWith(t, p, func(o *ServerOptions) {
+		o.HeaderTimeout = 100 * time.Millisecond
+		o.ReadTimeout = 100 * time.Millisecond
+	})
+	p.Swap(table(Route{Prefix: "/", Worker: "index"}))
+	dial := func() net.Conn {
+		nc, err := net.Dial("tcp", srv.Listener.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { nc.Close() })
+		nc.SetDeadline(time.Now().Add(10 * time.Second))
+		return nc
+	}
+	get, post, stalled := dial(), dial(), dial()
+	io.WriteString(get, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+	io.WriteString(post, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello")
+	io.WriteString(stalled, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhel")
+	waitFor(t, "3 requests held", func() bool { n, _ := held(p, "index"); return n == 3 })
+	held0 := time.Now()
+	// Held for longer than both timeouts, measured by the clock.
+	waitFor(t, "the hold to outlast the timeouts", func() bool { return time.Since(held0) > 400*time.Millisecond })
+	if n, _ := held(p, "index"); n != 3 {
+		t.Fatalf("%d held after 400ms, want 3: a client timeout ended a hold", n)
+	}
+	p.Swap(table(Route{Prefix: "/", Worker: "index", Backend: NewBackend("index", "index-1", addr, 0)}))
+	for _, tc := range []struct {
+		nc   net.Conn
+		code int
+		body string
+	}{{get, 200, "GET "}, {post, 200, "POST hello"}, {stalled, 408, ""}} {
+		resp, err := http.ReadResponse(bufio.NewReader(tc.nc), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != tc.code || tc.body != "" && string(b) != tc.body {
+			t.Errorf("got %d %q, want %d %q", resp.StatusCode, b, tc.code, tc.body)
+		}
+	}
+}
