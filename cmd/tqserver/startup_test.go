@@ -16,8 +16,13 @@ import (
 )
 
 // slowStartConfig keeps a worker that is not yet healthy in its first start
-// (no health_failed restarts while the test watches).
+// (no health_failed restarts while the test watches), and turns holding off
+// (proxy.hold_ms 0): the test looks at what a request finds in the route
+// table while no instance serves, which a held request would only see
+// after hold_ms.
 const slowStartConfig = `
+proxy:
+  hold_ms: 0
 workers:
   port_range_start: 21000
   port_range_end: 21999

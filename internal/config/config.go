@@ -31,6 +31,7 @@ type Config struct {
 	Deployment Deployment
 	Binaries   Binaries
 	Logs       Logs
+	Proxy      Proxy
 	// Files lists the files actually read, relative to the root
 	// (ServerFile, DeploymentFile); missing files are not listed.
 	Files []string
@@ -334,7 +335,8 @@ func Default() *Config {
 				Resources:      Resources{BasePath: layout.DefaultWorkersDir, WatchResourceChanges: false},
 			},
 		},
-		Logs: defaultLogs(),
+		Logs:  defaultLogs(),
+		Proxy: defaultProxy(),
 		Binaries: Binaries{
 			Format: workerNamePlaceholder,
 			Path:   layout.DefaultWorkersDir + "/" + workerNamePlaceholder + "/" + layout.BinDir + "/" + workerNamePlaceholder,

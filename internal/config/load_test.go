@@ -176,6 +176,9 @@ workers:
       rollback_window_ms: 0
       min_healthy_ms: 500
       warmup_urls: []
+proxy:
+  hold_ms: 2500
+  hold_queue: 64
 logs:
   dir: var/log
   max_size_mb: 10
@@ -256,6 +259,7 @@ func fullWant() *Config {
 		},
 		Binaries: Binaries{Format: "{worker_name}.bin", Path: "apps/{worker_name}/out/{worker_name}.bin"},
 		Logs:     Logs{Dir: "var/log", MaxSizeMB: 10, MaxFiles: 3, WorkerLinesPerSecond: 50, WorkerBurst: 60},
+		Proxy:    Proxy{HoldMs: 2500, HoldQueue: 64},
 		Files:    []string{ServerFile, DeploymentFile},
 	}
 }

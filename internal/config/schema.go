@@ -14,12 +14,15 @@ import (
 // the three in step.
 
 func decodeServerFile(d *fileDecoder, c *Config, body ast.Node) error {
-	err := d.top(body, "server, workers and logs", map[string]fieldFunc{
+	err := d.top(body, "server, workers, proxy and logs", map[string]fieldFunc{
 		"server": func(d *fileDecoder, p string, e entry) error {
 			return d.section(p, e, serverFields(&c.Server))
 		},
 		"workers": func(d *fileDecoder, p string, e entry) error {
 			return d.section(p, e, workersFields(&c.Workers))
+		},
+		"proxy": func(d *fileDecoder, p string, e entry) error {
+			return d.section(p, e, proxyFields(&c.Proxy))
 		},
 		"logs": func(d *fileDecoder, p string, e entry) error {
 			return d.section(p, e, logsFields(&c.Logs))

@@ -42,6 +42,12 @@ var (
 	descInflight = prometheus.NewDesc("tqserver_requests_in_flight",
 		"Requests in flight on a worker's instances.",
 		[]string{"worker"}, nil)
+	descHeld = prometheus.NewDesc("tqserver_requests_held",
+		"Requests waiting for an instance of a worker now (proxy.hold_ms).",
+		[]string{"worker"}, nil)
+	descHeldTotal = prometheus.NewDesc("tqserver_requests_held_total",
+		"Waits of requests for an instance of a worker (proxy.hold_ms), whatever their outcome; a request held twice counts twice.",
+		[]string{"worker"}, nil)
 	descInstances = prometheus.NewDesc("tqserver_instances",
 		"Live instances by worker and state.",
 		[]string{"worker", "state"}, nil)
@@ -120,7 +126,7 @@ func (c *Collector) observe(r store.Record) {
 
 // Describe sends the descriptions of every metric Collect sends.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descRequests, descDuration, descInflight, descInstances, descRestarts, descBuilds, descAppend} {
+	for _, d := range []*prometheus.Desc{descRequests, descDuration, descInflight, descHeld, descHeldTotal, descInstances, descRestarts, descBuilds, descAppend} {
 		ch <- d
 	}
 }
@@ -135,6 +141,8 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 			h := ws.Requests.Latency
 			ch <- prometheus.MustNewConstHistogram(descDuration, h.Count(), h.Sum(), h.Cumulative(), ws.Worker)
 			ch <- prometheus.MustNewConstMetric(descInflight, prometheus.GaugeValue, float64(ws.Inflight), ws.Worker)
+			ch <- prometheus.MustNewConstMetric(descHeld, prometheus.GaugeValue, float64(ws.Held), ws.Worker)
+			ch <- prometheus.MustNewConstMetric(descHeldTotal, prometheus.CounterValue, float64(ws.HeldTotal), ws.Worker)
 		}
 	}
 	if c.o.Status != nil {

@@ -14,10 +14,12 @@
 // Forwarding: method, target (origin form) and Host as received;
 // hop-by-hop fields removed both ways; X-Forwarded-For/-Host/-Proto set
 // fresh (client-sent values and Forwarded are dropped: this is the edge);
-// bodies framed by the engine. Errors: no route 404, no serving instance
-// 503 with Retry-After, worker unreachable 502, too slow 504, a malformed
-// request 400 (431, 501, 505), a malformed worker answer 502 or a cut
-// response; a client that left gets 499 (logs only).
+// bodies framed by the engine. A request whose route has no serving
+// instance, or whose instance could not take it, is held up to
+// Options.Hold for the next one (hold.go). Errors: no route 404, no serving
+// instance (after the hold) 503 with Retry-After, worker unreachable 502,
+// too slow 504, a malformed request 400 (431, 501, 505), a malformed worker
+// answer 502 or a cut response; a client that left gets 499 (logs only).
 //
 // Concurrency contract:
 //   - The request path takes no locks: it loads the current *Table with one
@@ -28,6 +30,9 @@
 //     A Backend's idle connections are a buffered channel.
 //   - Swap publishes a new Table with one atomic store; a Table and its Routes
 //     are never modified after NewTable, so readers need no synchronisation.
+//     It stores under holdMu and wakes the held requests its table lets
+//     proceed; only held requests take holdMu, never a request whose
+//     route has a backend.
 //   - Draining an instance: Swap(newTable), then old.Close(), then wait until
 //     old.Inflight() == 0 (Backend.Drain does the last two). A request
 //     increments inflight before it checks closed, and backs out and re-routes

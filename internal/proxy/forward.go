@@ -42,8 +42,7 @@ const (
 func (p *Proxy) forwardTo(c *conn, st *reqState) {
 	b := st.backend
 	r := &c.req
-	replayable := r.length == 0 && r.upgrade == nil &&
-		(r.method == http.MethodGet || r.method == http.MethodHead || r.method == http.MethodOptions)
+	replayable := r.replayable()
 	for fresh := false; ; fresh = true {
 		var wc *workerConn
 		if !fresh {
@@ -122,6 +121,9 @@ func (p *Proxy) exchange(c *conn, st *reqState, wc *workerConn, retryStale bool)
 			if retryStale && !c.gone() {
 				return true
 			}
+			if !c.gone() && !isTimeout(err) {
+				st.unanswered = true
+			}
 			p.fail(c, st, err)
 			return false
 		}
@@ -145,8 +147,12 @@ func (p *Proxy) exchange(c *conn, st *reqState, wc *workerConn, retryStale bool)
 		var err error
 		wc.hdr, err = readResponseHead(wc.br, wc.hdr, resp)
 		if err != nil {
-			if retryStale && !resp.gotBytes && !c.gone() && !isTimeout(err) {
-				return true
+			// Never again once a byte came back: not even a 1xx passed on.
+			if !resp.gotBytes && informational == 0 && !c.gone() && !isTimeout(err) {
+				if retryStale {
+					return true
+				}
+				st.unanswered = true
 			}
 			p.fail(c, st, err)
 			return false

@@ -42,6 +42,11 @@ type Options struct {
 	Local map[string]http.Handler
 	// Rewrite, when set, may rewrite worker response bodies (dev mode).
 	Rewrite Rewriter
+	// Hold is how long a request waits for an instance when its route has
+	// none, or its instance could not take it (hold.go); 0 = not at all.
+	Hold time.Duration
+	// HoldQueue bounds the requests held per route (default 1024).
+	HoldQueue int
 }
 
 // Proxy routes requests to worker instances and serves static files. The
@@ -71,12 +76,23 @@ type Proxy struct {
 	statsMu    sync.Mutex                                 // guards seen, retired and writers of workerReqs
 	seen       map[*Backend]struct{}
 	retired    map[string]stats.RequestsSnapshot
+
+	// Held requests (hold.go): the request path with a backend never
+	// touches these.
+	holdFor     time.Duration
+	holdQueue   int
+	holdMu      sync.Mutex            // guards the three below and table stores
+	holds       map[string]*holdQueue // by route prefix, while it has waiters
+	heldTotal   map[string]int64      // requests ever held, by worker
+	holdStopped bool                  // a server shut down: hold no more
 }
 
 const (
 	// acquireAttempts bounds how often a request re-routes after finding
 	// its backend closed; each miss means a swap happened in between.
 	acquireAttempts = 8
+	// defaultHoldQueue is Options.HoldQueue when it is not set.
+	defaultHoldQueue = 1024
 	// statusClientClosedRequest is nginx's code for a client that went away
 	// before the response; only loggers ever see it.
 	statusClientClosedRequest = 499
@@ -95,6 +111,13 @@ func New(opts Options) *Proxy {
 		rewriter:          opts.Rewrite,
 		workersDir:        opts.WorkersDir,
 		cacheControl:      "public, max-age=" + strconv.Itoa(max(opts.CacheMaxAge, 0)),
+		holdFor:           max(opts.Hold, 0),
+		holdQueue:         opts.HoldQueue,
+		holds:             map[string]*holdQueue{},
+		heldTotal:         map[string]int64{},
+	}
+	if p.holdQueue <= 0 {
+		p.holdQueue = defaultHoldQueue
 	}
 	if p.workerIdleTimeout <= 0 {
 		p.workerIdleTimeout = defaultWorkerIdleTimeout
@@ -122,13 +145,14 @@ func New(opts Options) *Proxy {
 }
 
 // Swap installs t as the routing table; requests that already chose a
-// backend finish there. Swap before closing backends that t drops.
+// backend finish there, and requests held for an instance that t gives
+// their route proceed. Swap before closing backends that t drops.
 func (p *Proxy) Swap(t *Table) {
 	if t == nil {
 		t = NewTable(nil)
 	}
 	p.register(t)
-	p.table.Store(t)
+	p.swapTable(t)
 }
 
 // Table returns the current routing table (never nil).
@@ -150,8 +174,11 @@ type reqState struct {
 	worker   string
 	backend  *Backend
 	canRetry bool // no request body, not retried yet
-	retry    bool // set by fail: dial failed and another backend now serves the route
+	retry    bool // set by fail: send the request again (conn.retry)
 	dialErr  bool // this attempt never reached the backend
+	// unanswered: the worker connection died before any response byte
+	// (not a timeout, the client still there).
+	unanswered bool
 }
 
 type acquireResult int
@@ -237,12 +264,20 @@ func (p *Proxy) fail(c *conn, st *reqState, err error) {
 		return
 	}
 	if dialFailed && st.canRetry {
-		if rt, ok := p.table.Load().Lookup(st.path); ok && rt.hasOtherThan(st.backend) {
+		if rt, ok := p.table.Load().Lookup(st.path); p.holdFor > 0 || ok && rt.hasOtherThan(st.backend) {
 			p.log.Debug().Str("worker", st.worker).Str("instance", st.backend.Instance).
 				Err(err).Msg("worker unreachable, retrying on another instance")
 			st.retry = true
 			return
 		}
+	}
+	if st.unanswered && st.canRetry && p.holdFor > 0 && c.req.replayable() && p.nextInstance(st) {
+		// Nothing came back, so nothing went out: the request can still
+		// have its answer from the next instance (see hold.go).
+		p.log.Debug().Str("worker", st.worker).Str("instance", st.backend.Instance).
+			Err(err).Msg("worker connection died before answering, retrying on another instance")
+		st.retry = true
+		return
 	}
 	if isTimeout(err) && !dialFailed {
 		p.log.Warn().Str("worker", st.worker).Str("instance", st.backend.Instance).

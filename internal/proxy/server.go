@@ -153,6 +153,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	s.inShutdown.Store(true)
 	s.mu.Unlock()
+	s.p.stopHolding()
 	lnErr := s.closeListeners()
 	wait := time.Millisecond
 	timer := time.NewTimer(wait)
@@ -181,6 +182,7 @@ func (s *Server) Close() error {
 	s.mu.Lock()
 	s.inShutdown.Store(true)
 	s.mu.Unlock()
+	s.p.stopHolding()
 	err := s.closeListeners()
 	s.mu.Lock()
 	for c := range s.conns {
@@ -467,12 +469,13 @@ func (c *conn) serveRequest() bool {
 	}
 	rt, b, res := p.acquire(path)
 	if res != acquired {
-		if hasBody {
-			c.closing = true // its body stays unread
+		if res == noBackend && p.holdFor > 0 {
+			rt, b, res = c.hold(path, nil, time.Now().Add(p.holdFor))
 		}
-		c.writeUnrouted(rt, res)
-		p.countWorker(rt.Worker, c.code, c.now)
-		return c.finishResponse()
+		if res != acquired {
+			c.unrouted(rt, res)
+			return c.finishResponse()
+		}
 	}
 	if r.expect {
 		// The engine answers the expectation itself: the body will be
@@ -483,15 +486,7 @@ func (c *conn) serveRequest() bool {
 	c.st = reqState{path: path, worker: rt.Worker, backend: b, canRetry: !hasBody}
 	c.forward()
 	if c.st.retry {
-		c.st.retry, c.st.canRetry, c.st.dialErr = false, false, false
-		rt, b, res = p.acquire(path)
-		if res != acquired {
-			c.writeUnrouted(rt, res)
-			p.countWorker(rt.Worker, c.code, c.now)
-		} else {
-			c.st.worker, c.st.backend = rt.Worker, b
-			c.forward()
-		}
+		c.retry(path)
 	}
 	return c.finishResponse()
 }

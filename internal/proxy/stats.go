@@ -27,6 +27,10 @@ type WorkerStats struct {
 	Worker   string
 	Requests stats.RequestsSnapshot // since the proxy started, instances long gone included
 	Inflight int64                  // requests in flight on its instances now
+	// Held is how many requests wait for one of its instances now
+	// (hold.go); HeldTotal counts every wait so far (a request held before
+	// its first attempt and again after its instance died counts twice).
+	Held, HeldTotal int64
 }
 
 // register makes t's workers and backends known to Stats before t serves.
@@ -115,6 +119,7 @@ func (p *Proxy) Stats() []WorkerStats {
 	for name, r := range *p.workerReqs.Load() {
 		get(name).Requests.Add(r.Snapshot())
 	}
+	p.heldStats(get)
 	out := make([]WorkerStats, 0, len(by))
 	for _, ws := range by {
 		out = append(out, *ws)

@@ -211,6 +211,8 @@ func (m *Main) proxyOptions() proxy.Options {
 		WorkerTimeout:     cfg.Server.UpstreamTimeout(),
 		WorkerIdleTimeout: cfg.Server.WorkerIdleTimeout(),
 		WorkerIdleConns:   cfg.Server.WorkerIdleConns,
+		Hold:              cfg.Proxy.Hold(),
+		HoldQueue:         cfg.Proxy.HoldQueue,
 	}
 	if m.o.Mode == "dev" {
 		// Browsers reload after a swap and show build errors; prod responses

@@ -418,5 +418,8 @@ func serverSettingsChanged(a, b *config.Config) []string {
 	if a.Logs != b.Logs {
 		out = append(out, "logs")
 	}
+	if a.Proxy != b.Proxy {
+		out = append(out, "proxy")
+	}
 	return out
 }
