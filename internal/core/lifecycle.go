@@ -68,6 +68,8 @@ func (c *Core) handle(ev events.Event) {
 		c.onForceKill()
 	case events.Unrecorded:
 		c.onUnrecorded(ev)
+	case events.Adopt:
+		c.onAdopt(ev) // adopt.go
 	default:
 		c.logf("error", nil, "", "core: unknown event %T", ev)
 	}

@@ -251,3 +251,21 @@ func (k ChangeKind) String() string {
 }
 
 func (FilesChanged) event() {}
+
+// Adopt: a server upgrade hands the new server Worker's running instances
+// (checked alive by PID and start time and answering /health). They take
+// its slots as healthy and serving; slots left over start as usual.
+type Adopt struct {
+	Add       AddWorker
+	Instances []Adopted
+}
+
+// Adopted is one running instance a previous server started.
+type Adopted struct {
+	Instance   string
+	PID        int
+	StartTicks uint64
+	Port       int
+}
+
+func (Adopt) event() {}
