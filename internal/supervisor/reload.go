@@ -174,6 +174,9 @@ func (s *Supervisor) onCheckDone(r checkDone) {
 		res.Error = "server is shutting down"
 		return
 	}
+	if s.tryUpgrade(r, p) {
+		return // the new server loads the config and checks the workers itself
+	}
 	// Config first: a worker restarted for its binary gets the new settings too.
 	restart := map[string]string{} // worker → reason
 	why := map[string][]string{}   // worker → what changed
