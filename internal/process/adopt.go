@@ -58,3 +58,20 @@ func (p *Process) waitAdopted(fd int) {
 	p.killDescendants()
 	close(p.done)
 }
+
+// Adopted reports whether p was taken over with Adopt (not started here).
+func (p *Process) Adopted() bool { return p.cmd == nil }
+
+// ReapServerZombies reaps zombie children in this process's own process
+// group other than except: servers of a hand-off chain that exited after
+// being reparented to this one (a child subreaper that stays the parent of
+// its instances). os/exec's children in the group are the caller's to
+// exclude.
+func ReapServerZombies(except int) {
+	own := unix.Getpgrp()
+	for _, pid := range children() {
+		if pid != except {
+			reapChild(pid, func(pid int, st procStat) bool { return st.pgrp == own })
+		}
+	}
+}

@@ -244,6 +244,11 @@ func (s *Supervisor) await(ctx context.Context, ev events.Event, reply <-chan ev
 		}
 		return events.ReloadResult{Error: "server is shutting down"}
 	case <-ctx.Done():
+		select {
+		case r := <-reply:
+			return r
+		default:
+		}
 		return events.ReloadResult{Error: ctx.Err().Error()}
 	}
 }

@@ -199,7 +199,9 @@ func (s *Supervisor) Orphans() []*process.Process {
 	<-s.quit
 	out := make([]*process.Process, 0, len(s.x.procs))
 	for _, p := range s.x.procs {
-		out = append(out, p)
+		if !p.Adopted() { // adopted ones have another parent
+			out = append(out, p)
+		}
 	}
 	return out
 }

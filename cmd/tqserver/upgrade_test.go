@@ -1,0 +1,230 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/mevdschee/tqserver/internal/process"
+	"github.com/mevdschee/tqserver/internal/store"
+	"github.com/mevdschee/tqserver/internal/testrig"
+)
+
+// Server self-upgrade (CONTRACT.md §11): `tqserver reload` with a changed
+// server/bin/tqserver hands the listeners, the log and the running
+// instances to the new binary.
+
+// deployServer installs data as root's server/bin/tqserver the way a
+// deploy does (temp file, rename), with a new mtime each time.
+func deployServer(t testing.TB, root string, data []byte, mode os.FileMode) {
+	t.Helper()
+	dir := filepath.Join(root, "server", "bin")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	tmp := filepath.Join(dir, ".tqserver.tmp")
+	if err := os.WriteFile(tmp, data, mode); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(tmp, mode); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, filepath.Join(dir, "tqserver")); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func tqBytes(t testing.TB) []byte {
+	t.Helper()
+	b, err := os.ReadFile(tqBin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+var upgradedRE = regexp.MustCompile(`server upgraded: pid (\d+) took over`)
+
+// reloadUpgrade runs `tqserver reload` and returns the new server's pid.
+func reloadUpgrade(t testing.TB, root string) int {
+	t.Helper()
+	out, errOut, err := runCLI(t, "reload", "--root", root)
+	if err != nil {
+		t.Fatalf("reload: %v\n%s%s", err, out, errOut)
+	}
+	m := upgradedRE.FindStringSubmatch(out)
+	if m == nil {
+		t.Fatalf("reload did not upgrade the server:\n%s", out)
+	}
+	pid, _ := strconv.Atoi(m[1])
+	return pid
+}
+
+func instancePIDs(s *server) map[string]int {
+	out := map[string]int{}
+	for _, w := range s.status().Workers {
+		for _, in := range w.Instances {
+			out[in.Instance] = in.PID
+		}
+	}
+	return out
+}
+
+// stopServerPID stops a server the rig did not start (an upgraded one):
+// SIGTERM, then wait until it is gone.
+func stopServerPID(t testing.TB, pid int) {
+	t.Helper()
+	if pid <= 0 || !testrig.PIDAlive(pid) {
+		return
+	}
+	_ = syscall.Kill(pid, syscall.SIGTERM)
+	testrig.WaitFor(t, 30*time.Second, fmt.Sprintf("server pid %d to exit", pid), func() bool { return !testrig.PIDAlive(pid) })
+}
+
+func TestServerUpgradeUnderLoadAdoptsInstances(t *testing.T) {
+	root := newRoot(t, fastConfig)
+	install(t, root, "index", "v1", "normal")
+	install(t, root, "api", "v1", "normal")
+	bin := tqBytes(t)
+	deployServer(t, root, bin, 0o755)
+	s := startServer(t, root)
+	waitBody(t, s.URL("/"), "v1 index", 10*time.Second)
+	waitBody(t, s.URL("/api"), "v1 api", 10*time.Second)
+	before := instancePIDs(s)
+	if len(before) != 2 {
+		t.Fatalf("instances before: %v", before)
+	}
+	l := testrig.StartLoad(s.URL("/"), 8, 10_000_000, 2*time.Minute)
+	pids := []int{s.PID()}
+	t.Cleanup(func() {
+		stopServerPID(t, pids[len(pids)-1])
+	})
+	var took []time.Duration
+	for i := range 5 {
+		deployServer(t, root, bin, 0o755)
+		start := time.Now()
+		pid := reloadUpgrade(t, root)
+		took = append(took, time.Since(start))
+		if slices.Contains(pids, pid) {
+			t.Fatalf("upgrade %d: pid %d is not new (%v)", i+1, pid, pids)
+		}
+		pids = append(pids, pid)
+		if st := s.status(); st.PID != pid || !st.Running {
+			t.Fatalf("upgrade %d: status --json says pid %d running %v, want the new pid %d", i+1, st.PID, st.Running, pid)
+		}
+		if after := instancePIDs(s); !mapsEqual(after, before) {
+			t.Fatalf("upgrade %d: instances changed: %v → %v", i+1, before, after)
+		}
+		if code, body := get(t, s.URL("/api")); code != 200 || !strings.Contains(body, "v1 api") {
+			t.Fatalf("upgrade %d: /api answered %d %q", i+1, code, body)
+		}
+	}
+	ok, failed, errs := l.Finish()
+	t.Logf("5 server upgrades under 8 keep-alive clients: %d ok, %d failed; reload (hand-off) took %v", ok, failed, took)
+	if failed != 0 {
+		t.Fatalf("%d failed requests: %v", failed, errs)
+	}
+	if ok < 100 {
+		t.Fatalf("load too small to mean anything: %d", ok)
+	}
+	// The servers in between exited; the first stays the parent of the
+	// instances it started (it reaps them) until they exit.
+	for _, pid := range pids[1:5] {
+		testrig.WaitFor(t, 30*time.Second, fmt.Sprintf("intermediate server %d to exit", pid), func() bool { return !testrig.PIDAlive(pid) })
+	}
+	recs := history(t, root)
+	if n := count(recs, func(r store.Record) bool { return r.Event == "server_upgrade" && r.Worker == "" }); n != 5 {
+		t.Errorf("%d server_upgrade records, want 5", n)
+	}
+	if n := count(recs, func(r store.Record) bool { return r.Event == "adopt" && r.Reason == "server_upgrade" }); n != 10 {
+		t.Errorf("%d adopt records with reason server_upgrade, want 10 (2 instances × 5)", n)
+	}
+	if n := count(recs, func(r store.Record) bool { return r.Event == "server_start" }); n != 6 {
+		t.Errorf("%d server_start records, want 6", n)
+	}
+	if n := count(recs, func(r store.Record) bool { return r.Reason == "orphan_reaped" || r.Reason == "crashed" }); n != 0 {
+		t.Errorf("%d orphan_reaped or crashed records across upgrades, want 0", n)
+	}
+	// A worker deploy after the upgrades is seen (the running binary is
+	// compared through /proc/PID/exe) and rolls as usual.
+	install(t, root, "index", "v2", "normal")
+	out, errOut, err := runCLI(t, "reload", "--root", root)
+	if err != nil || !strings.Contains(out, "index: binary_changed") {
+		t.Fatalf("worker deploy after upgrades: %v\n%s%s", err, out, errOut)
+	}
+	waitBody(t, s.URL("/"), "v2 index", 10*time.Second)
+	// Stopping the last server stops every instance, adopted or not; the
+	// first server then has no instance left and exits too.
+	stopServerPID(t, pids[5])
+	if _, ok := s.Wait(30 * time.Second); !ok {
+		t.Fatalf("the first server (parent of the adopted instances) did not exit after the last server stopped\n%s", s.LogTail(3000))
+	}
+	assertNoMarked(t, root, nil)
+}
+
+func mapsEqual(a, b map[string]int) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if b[k] != v {
+			return false
+		}
+	}
+	return true
+}
+
+// markedProcs lists live processes whose environment carries an instance
+// mark of root: instance → pids.
+func markedProcs(t testing.TB, root string) map[string][]int {
+	t.Helper()
+	prefix := []byte(process.MarkEnv + "=" + process.Mark(root, ""))
+	out := map[string][]int{}
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		env, err := os.ReadFile("/proc/" + e.Name() + "/environ")
+		if err != nil {
+			continue
+		}
+		for _, kv := range strings.Split(string(env), "\x00") {
+			if strings.HasPrefix(kv, string(prefix)) && testrig.PIDAlive(pid) {
+				inst := kv[len(prefix):]
+				out[inst] = append(out[inst], pid)
+			}
+		}
+	}
+	return out
+}
+
+// assertNoMarked fails when a process of root's instances other than
+// those in allowed is alive (polling a while: stops take a moment).
+func assertNoMarked(t testing.TB, root string, allowed map[string]bool) {
+	t.Helper()
+	var extra map[string][]int
+	err := testrig.Poll(15*time.Second, 20*time.Millisecond, "no orphaned worker processes", func() (bool, string) {
+		extra = map[string][]int{}
+		for inst, pids := range markedProcs(t, root) {
+			if !allowed[inst] {
+				extra[inst] = pids
+			}
+		}
+		return len(extra) == 0, fmt.Sprint(extra)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
