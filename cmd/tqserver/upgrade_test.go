@@ -228,3 +228,71 @@ func assertNoMarked(t testing.TB, root string, allowed map[string]bool) {
 		t.Fatal(err)
 	}
 }
+
+// A new server that exits at once, one that never becomes ready and a
+// truncated binary: the old server keeps serving (same pid, same
+// instances, no failed request), records rollback, and `tqserver reload`
+// exits non-zero saying so. A good binary afterwards still upgrades.
+func TestServerUpgradeRollsBack(t *testing.T) {
+	t.Setenv("TQ_UPGRADE_TIMEOUT_MS", "1500")
+	root := newRoot(t, fastConfig)
+	install(t, root, "index", "v1", "normal")
+	bin := tqBytes(t)
+	deployServer(t, root, bin, 0o755)
+	s := startServer(t, root)
+	waitBody(t, s.URL("/"), "v1 index", 10*time.Second)
+	before := instancePIDs(s)
+	l := testrig.StartLoad(s.URL("/"), 4, 10_000_000, 2*time.Minute)
+	cases := []struct {
+		name string
+		data []byte
+		want string
+	}{
+		{"exits at once", []byte("#!/bin/sh\nexit 3\n"), "exited before it was ready (exit code 3)"},
+		{"never ready", []byte("#!/bin/sh\nexec sleep 600\n"), "was not ready within 1.5s"},
+		{"truncated", bin[:len(bin)/2], "not a complete ELF executable"},
+	}
+	for _, c := range cases {
+		deployServer(t, root, c.data, 0o755)
+		out, errOut, err := runCLI(t, "reload", "--root", root)
+		if err == nil {
+			t.Fatalf("%s: reload exited 0:\n%s", c.name, out)
+		}
+		for _, want := range []string{"server upgrade failed", c.want, "rolled back"} {
+			if !strings.Contains(out+errOut, want) {
+				t.Fatalf("%s: reload output lacks %q:\n%s%s", c.name, want, out, errOut)
+			}
+		}
+		if st := s.status(); st.PID != s.PID() || !st.Running {
+			t.Fatalf("%s: status pid %d running %v, want the old pid %d serving", c.name, st.PID, st.Running, s.PID())
+		}
+		if after := instancePIDs(s); !mapsEqual(after, before) {
+			t.Fatalf("%s: instances changed: %v → %v", c.name, before, after)
+		}
+	}
+	recs := history(t, root)
+	fails := 0
+	for _, r := range recs {
+		if r.Event == "server_upgrade_failed" {
+			fails++
+			if r.Reason != "rollback" {
+				t.Errorf("server_upgrade_failed record with reason %q, want rollback", r.Reason)
+			}
+		}
+	}
+	if fails != 3 {
+		t.Errorf("%d server_upgrade_failed records, want 3", fails)
+	}
+	// The log is still this server's: a good binary now upgrades.
+	deployServer(t, root, bin, 0o755)
+	pid := reloadUpgrade(t, root)
+	t.Cleanup(func() { stopServerPID(t, pid) })
+	ok, failed, errs := l.Finish()
+	t.Logf("3 failed upgrades and 1 good one under 4 clients: %d ok, %d failed", ok, failed)
+	if failed != 0 {
+		t.Fatalf("%d failed requests: %v", failed, errs)
+	}
+	if after := instancePIDs(s); !mapsEqual(after, before) {
+		t.Fatalf("after the good upgrade: instances changed: %v → %v", before, after)
+	}
+}

@@ -56,7 +56,7 @@ func (c *Core) onAdopt(ev events.Adopt) {
 		sl := &w.slots[i]
 		in := &instance{name: ad.Instance, slot: sl.id, port: ad.Port, m: sm.New(sm.Healthy), logged: sm.Healthy,
 			spawned: true, pid: ad.PID, ticks: ad.StartTicks, startReason: sm.ReasonServerUpgrade, healthyAt: c.tx.now,
-			rec: store.Instance{Instance: ad.Instance, Worker: name, State: sm.Healthy, PID: ad.PID, Port: ad.Port, StartTicks: ad.StartTicks}}
+			rec: store.Instance{Instance: ad.Instance, Worker: name, State: sm.Healthy, PID: ad.PID, Port: ad.Port, StartTicks: ad.StartTicks, Since: ad.Since}}
 		w.insts[in.name] = in
 		sl.current = in.name
 		c.record(&store.Record{Worker: name, Instance: in.name, From: sm.Healthy, To: sm.Healthy, Event: EventAdopt,

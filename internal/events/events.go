@@ -266,6 +266,7 @@ type Adopted struct {
 	PID        int
 	StartTicks uint64
 	Port       int
+	Since      time.Time // when it became healthy, as the log says
 }
 
 func (Adopt) event() {}

@@ -123,25 +123,31 @@ func hook(point string) {
 	}
 }
 
-// listenerFile is a dup of ln's descriptor for a child.
-func listenerFile(ln net.Listener) (*os.File, error) {
-	type filer interface{ File() (*os.File, error) }
-	f, ok := ln.(filer)
+// rawFD is ln's descriptor, read without os.File's Fd, which would put
+// the socket (shared with the child) in blocking mode: an Accept of this
+// server blocked in the kernel then keeps Close from returning.
+func rawFD(ln net.Listener) (uintptr, error) {
+	sc, ok := ln.(syscall.Conn)
 	if !ok {
-		return nil, fmt.Errorf("listener %s cannot be handed over", ln.Addr())
+		return 0, fmt.Errorf("listener %s cannot be handed over", ln.Addr())
 	}
-	return f.File()
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return 0, fmt.Errorf("listener %s: %w", ln.Addr(), err)
+	}
+	var fd uintptr
+	if err := rc.Control(func(f uintptr) { fd = f }); err != nil {
+		return 0, fmt.Errorf("listener %s: %w", ln.Addr(), err)
+	}
+	return fd, nil
 }
 
 // HandOff is supervisor.Upgrader: it runs on the supervisor's loop once
 // server_upgrade is recorded.
 func (m *Main) HandOff(bin string) (int, error) {
-	var files []*os.File
-	defer func() {
-		for _, f := range files {
-			f.Close()
-		}
-	}()
+	// The child's descriptors: stdin, stdout, stderr, then the listeners
+	// and the readiness pipe (syscall.ForkExec dup2s them into place).
+	fds := []uintptr{os.Stdin.Fd(), os.Stdout.Fd(), os.Stderr.Fd()}
 	var names []string
 	for _, l := range []struct {
 		name string
@@ -150,38 +156,46 @@ func (m *Main) HandOff(bin string) (int, error) {
 		if l.ln == nil {
 			continue
 		}
-		f, err := listenerFile(l.ln)
+		fd, err := rawFD(l.ln)
 		if err != nil {
 			return 0, err
 		}
-		names = append(names, l.name+"="+strconv.Itoa(3+len(files)))
-		files = append(files, f)
+		names = append(names, l.name+"="+strconv.Itoa(len(fds)))
+		fds = append(fds, fd)
 	}
 	r, w, err := os.Pipe()
 	if err != nil {
 		return 0, fmt.Errorf("readiness pipe: %w", err)
 	}
 	defer r.Close()
-	names = append(names, "ready="+strconv.Itoa(3+len(files)))
-	files = append(files, w)
+	names = append(names, "ready="+strconv.Itoa(len(fds)))
+	fds = append(fds, w.Fd())
 
 	hook("old-before-release")
 	if err := m.st.Release(); err != nil {
+		w.Close()
 		return 0, err
 	}
-	cmd := exec.Command(bin, os.Args[1:]...)
-	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
-	cmd.ExtraFiles = files
-	cmd.Env = append(withoutEnv(os.Environ(), EnvUpgradeFDs), EnvUpgradeFDs+"="+strings.Join(names, ","))
-	if err := cmd.Start(); err != nil {
+	env := append(withoutEnv(os.Environ(), EnvUpgradeFDs), EnvUpgradeFDs+"="+strings.Join(names, ","))
+	pid, err := syscall.ForkExec(bin, append([]string{bin}, os.Args[1:]...), &syscall.ProcAttr{Env: env, Files: fds})
+	w.Close()
+	if err != nil {
 		return 0, m.takeBack(fmt.Errorf("start %s: %w", bin, err))
 	}
-	pid := cmd.Process.Pid
-	w.Close()
-	files = files[:len(files)-1]
+	proc, err := os.FindProcess(pid)
+	if err != nil {
+		_ = unix.Kill(pid, unix.SIGKILL)
+		return 0, m.takeBack(fmt.Errorf("new server pid %d: %w", pid, err))
+	}
 	m.log.Info().Int("new_pid", pid).Str("bin", bin).Msg("server upgrade: new server started; waiting until it is ready")
 	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }() // reaps it whenever it exits
+	go func() { // reaps it whenever it exits
+		st, err := proc.Wait()
+		if err == nil && !st.Success() {
+			err = &exec.ExitError{ProcessState: st}
+		}
+		exited <- err
+	}()
 	ready := make(chan error, 1)
 	go func() {
 		line, err := bufio.NewReader(r).ReadString('\n')

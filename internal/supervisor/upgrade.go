@@ -154,7 +154,7 @@ func (s *Supervisor) adoptAll(found map[string]found) {
 		s.known[name].stamp.bin = binStamp{exists: true}
 		ev := events.Adopt{Add: add}
 		for _, a := range as {
-			ev.Instances = append(ev.Instances, events.Adopted{Instance: a.in.Instance, PID: a.in.PID, StartTicks: a.in.StartTicks, Port: a.in.Port})
+			ev.Instances = append(ev.Instances, events.Adopted{Instance: a.in.Instance, PID: a.in.PID, StartTicks: a.in.StartTicks, Port: a.in.Port, Since: a.in.Since})
 			s.x.adopt(a.in.Instance, a.proc)
 		}
 		s.handle(ev)
