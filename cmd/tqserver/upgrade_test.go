@@ -296,3 +296,176 @@ func TestServerUpgradeRollsBack(t *testing.T) {
 		t.Fatalf("after the good upgrade: instances changed: %v → %v", before, after)
 	}
 }
+
+// The points where a hand-off pauses under TQ_UPGRADE_HOOK, in order, and
+// which server waits there.
+var handOffPoints = []struct{ name, who string }{
+	{"old-before-release", "old"}, // server_upgrade recorded, log still held
+	{"new-started", "new"},        // new process started, log not opened yet
+	{"new-before-ready", "new"},   // new: log opened, instances adopted, not ready yet
+	{"old-handed", "old"},         // old: the new one is ready; old stopped accepting
+}
+
+// kill -9 of the old and of the new server at each point of a hand-off,
+// then a restart: whatever survived serves or nothing does; after the
+// restart no process of the root's instances is alive beyond the new
+// server's, the log replays (history and status work), and no instance
+// name is used twice.
+func TestServerUpgradeKill9AtEachPoint(t *testing.T) {
+	for i, p := range handOffPoints {
+		for _, victim := range []string{"old", "new"} {
+			if victim == "new" && i == 0 {
+				continue // no new server yet
+			}
+			t.Run(p.name+"/kill-"+victim, func(t *testing.T) { kill9During(t, p.name, victim) })
+		}
+	}
+}
+
+func kill9During(t *testing.T, point, victim string) {
+	hooks := t.TempDir()
+	t.Setenv("TQ_UPGRADE_HOOK", hooks)
+	t.Setenv("TQ_UPGRADE_TIMEOUT_MS", "3000")
+	root := newRoot(t, fastConfig)
+	install(t, root, "index", "v1", "normal")
+	bin := tqBytes(t)
+	deployServer(t, root, bin, 0o755)
+	s := startServer(t, root)
+	waitBody(t, s.URL("/"), "v1 index", 10*time.Second)
+	oldPID, newPID := s.PID(), 0
+	t.Cleanup(func() {
+		stopServerPID(t, newPID)
+		if _, ok := s.Wait(30 * time.Second); !ok {
+			t.Errorf("the first server did not exit")
+		}
+	})
+	deployServer(t, root, bin, 0o755)
+	reloaded := make(chan error, 1)
+	go func() {
+		_, _, err := testrig.RunCLI(tqBin, "reload", "--root", root)
+		reloaded <- err
+	}()
+	for _, p := range handOffPoints {
+		file := filepath.Join(hooks, p.name)
+		var pid int
+		testrig.WaitFor(t, 30*time.Second, "hand-off point "+p.name, func() bool {
+			b, err := os.ReadFile(file)
+			if err != nil {
+				return false
+			}
+			pid, err = strconv.Atoi(string(b))
+			return err == nil
+		})
+		if p.who == "new" {
+			newPID = pid
+		}
+		if p.name == point {
+			target := oldPID
+			if victim == "new" {
+				target = newPID
+			}
+			if err := syscall.Kill(target, syscall.SIGKILL); err != nil {
+				t.Fatalf("kill -9 %s server %d at %s: %v", victim, target, point, err)
+			}
+			testrig.WaitFor(t, 10*time.Second, victim+" server dead", func() bool { return !testrig.PIDAlive(target) })
+			os.Remove(file)
+			break
+		}
+		os.Remove(file)
+	}
+	// Let the survivor run on: later points pass at once.
+	stopHooks := make(chan struct{})
+	hooksDone := make(chan struct{})
+	go func() {
+		defer close(hooksDone)
+		for {
+			ents, _ := os.ReadDir(hooks)
+			for _, e := range ents {
+				os.Remove(filepath.Join(hooks, e.Name()))
+			}
+			select {
+			case <-stopHooks:
+				return
+			case <-time.After(5 * time.Millisecond):
+			}
+		}
+	}()
+	defer func() { close(stopHooks); <-hooksDone }()
+	select {
+	case <-reloaded:
+	case <-time.After(30 * time.Second):
+		t.Fatal("reload did not return")
+	}
+	// Whoever survived and serves has no stray instance processes.
+	var st struct {
+		Running bool
+		PID     int
+	}
+	if testrig.Poll(5*time.Second, 20*time.Millisecond, "a surviving server", func() (bool, string) {
+		err := testrig.SocketStatus(root, &st)
+		return err == nil && st.Running, fmt.Sprint(err)
+	}) == nil {
+		t.Logf("survivor: pid %d", st.PID)
+		waitBody(t, "http://"+s.Addr()+"/", "v1 index", 10*time.Second)
+		live := map[string]bool{}
+		for inst := range statusInstances(t, root) {
+			live[inst] = true
+		}
+		assertNoMarked(t, root, live)
+		stopServerPID(t, st.PID)
+	}
+	// Restart: a fresh server on the same root.
+	s2 := startServer(t, root)
+	waitBody(t, s2.URL("/"), "v1 index", 10*time.Second)
+	live := map[string]bool{}
+	for inst := range statusInstances(t, root) {
+		live[inst] = true
+	}
+	assertNoMarked(t, root, live)
+	if _, ok := s.Wait(30 * time.Second); !ok {
+		t.Fatalf("the first server still runs after the restart\n%s", s.LogTail(3000))
+	}
+	if newPID > 0 {
+		testrig.WaitFor(t, 10*time.Second, "the upgraded server gone", func() bool { return !testrig.PIDAlive(newPID) })
+	}
+	recs := history(t, root)
+	starts := map[string]int{}
+	for _, r := range recs {
+		if r.Instance != "" && r.From == "" {
+			starts[r.Instance]++
+		}
+	}
+	for inst, n := range starts {
+		if n != 1 {
+			t.Errorf("instance name %s started %d times", inst, n)
+		}
+	}
+	if _, _, err := runCLI(t, "status", "--json", "--root", root, "--at", recs[len(recs)-1].Time.Format(time.RFC3339Nano)); err != nil {
+		t.Errorf("status --at the last record: %v", err)
+	}
+	s2.Stop(30 * time.Second)
+	assertNoMarked(t, root, nil)
+}
+
+// statusInstances is the live instances the running server reports.
+func statusInstances(t testing.TB, root string) map[string]int {
+	t.Helper()
+	var st struct {
+		Workers []struct {
+			Instances []struct {
+				Instance string
+				PID      int
+			}
+		}
+	}
+	if err := testrig.SocketStatus(root, &st); err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]int{}
+	for _, w := range st.Workers {
+		for _, in := range w.Instances {
+			out[in.Instance] = in.PID
+		}
+	}
+	return out
+}
