@@ -50,10 +50,18 @@ func tqBytes(t testing.TB) []byte {
 	return b
 }
 
-var upgradedRE = regexp.MustCompile(`server upgraded: pid (\d+) took over`)
+var upgradedRE = regexp.MustCompile(`server upgraded: pid (\d+) took over .* in (\S+);`)
 
 // reloadUpgrade runs `tqserver reload` and returns the new server's pid.
 func reloadUpgrade(t testing.TB, root string) int {
+	pid, _ := reloadUpgradeTook(t, root)
+	return pid
+}
+
+// reloadUpgradeTook is reloadUpgrade that also returns the hand-off's
+// duration as the old server measured it (server_upgrade recorded → the
+// new server ready).
+func reloadUpgradeTook(t testing.TB, root string) (int, time.Duration) {
 	t.Helper()
 	out, errOut, err := runCLI(t, "reload", "--root", root)
 	if err != nil {
@@ -64,7 +72,11 @@ func reloadUpgrade(t testing.TB, root string) int {
 		t.Fatalf("reload did not upgrade the server:\n%s", out)
 	}
 	pid, _ := strconv.Atoi(m[1])
-	return pid
+	took, err := time.ParseDuration(m[2])
+	if err != nil {
+		t.Fatalf("reload output %q: %v", m[0], err)
+	}
+	return pid, took
 }
 
 func instancePIDs(s *server) map[string]int {
@@ -106,12 +118,13 @@ func TestServerUpgradeUnderLoadAdoptsInstances(t *testing.T) {
 	t.Cleanup(func() {
 		stopServerPID(t, pids[len(pids)-1])
 	})
-	var took []time.Duration
+	var took, handoff []time.Duration
 	for i := range 5 {
 		deployServer(t, root, bin, 0o755)
 		start := time.Now()
-		pid := reloadUpgrade(t, root)
+		pid, h := reloadUpgradeTook(t, root)
 		took = append(took, time.Since(start))
+		handoff = append(handoff, h)
 		if slices.Contains(pids, pid) {
 			t.Fatalf("upgrade %d: pid %d is not new (%v)", i+1, pid, pids)
 		}
@@ -127,7 +140,7 @@ func TestServerUpgradeUnderLoadAdoptsInstances(t *testing.T) {
 		}
 	}
 	ok, failed, errs := l.Finish()
-	t.Logf("5 server upgrades under 8 keep-alive clients: %d ok, %d failed; reload (hand-off) took %v", ok, failed, took)
+	t.Logf("5 server upgrades under 8 keep-alive clients: %d ok, %d failed; hand-off (server_upgrade → new server ready) %v; `tqserver reload` round trip %v", ok, failed, handoff, took)
 	if failed != 0 {
 		t.Fatalf("%d failed requests: %v", failed, errs)
 	}
