@@ -122,9 +122,29 @@ func TestServerUpgradeUnderLoadAdoptsInstances(t *testing.T) {
 	for i := range 5 {
 		deployServer(t, root, bin, 0o755)
 		start := time.Now()
-		pid, h := reloadUpgradeTook(t, root)
+		var pid int
+		if i == 2 {
+			// SIGHUP does what reload does.
+			if err := syscall.Kill(pids[len(pids)-1], syscall.SIGHUP); err != nil {
+				t.Fatal(err)
+			}
+			testrig.WaitFor(t, 30*time.Second, "the server upgraded by SIGHUP", func() bool {
+				var st struct {
+					Running bool
+					PID     int
+				}
+				if testrig.SocketStatus(root, &st) != nil || !st.Running || st.PID == pids[len(pids)-1] {
+					return false
+				}
+				pid = st.PID
+				return true
+			})
+		} else {
+			var h time.Duration
+			pid, h = reloadUpgradeTook(t, root)
+			handoff = append(handoff, h)
+		}
 		took = append(took, time.Since(start))
-		handoff = append(handoff, h)
 		if slices.Contains(pids, pid) {
 			t.Fatalf("upgrade %d: pid %d is not new (%v)", i+1, pid, pids)
 		}
@@ -140,7 +160,7 @@ func TestServerUpgradeUnderLoadAdoptsInstances(t *testing.T) {
 		}
 	}
 	ok, failed, errs := l.Finish()
-	t.Logf("5 server upgrades under 8 keep-alive clients: %d ok, %d failed; hand-off (server_upgrade → new server ready) %v; `tqserver reload` round trip %v", ok, failed, handoff, took)
+	t.Logf("5 server upgrades under 8 keep-alive clients: %d ok, %d failed; hand-off (server_upgrade → new server ready) %v (reloads 1, 2, 4, 5); reload or SIGHUP → new pid in status %v", ok, failed, handoff, took)
 	if failed != 0 {
 		t.Fatalf("%d failed requests: %v", failed, errs)
 	}
@@ -155,6 +175,11 @@ func TestServerUpgradeUnderLoadAdoptsInstances(t *testing.T) {
 	recs := history(t, root)
 	if n := count(recs, func(r store.Record) bool { return r.Event == "server_upgrade" && r.Worker == "" }); n != 5 {
 		t.Errorf("%d server_upgrade records, want 5", n)
+	}
+	if n := count(recs, func(r store.Record) bool {
+		return r.Event == "server_upgrade" && strings.Contains(r.Detail, "asked by sighup")
+	}); n != 1 {
+		t.Errorf("%d server_upgrade records asked by sighup, want 1", n)
 	}
 	if n := count(recs, func(r store.Record) bool { return r.Event == "adopt" && r.Reason == "server_upgrade" }); n != 10 {
 		t.Errorf("%d adopt records with reason server_upgrade, want 10 (2 instances × 5)", n)
