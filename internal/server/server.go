@@ -69,9 +69,8 @@ type Main struct {
 	sockLn  net.Listener // var/tqserver.sock
 
 	// Server self-upgrade (upgrade.go).
-	ready     *os.File   // the new server's readiness pipe to the old one
-	child     chan error // the new server's exit, once it took over (os/exec reaps it)
-	childPID  int
+	ready     *os.File    // the new server's readiness pipe to the old one
+	childPID  int         // the new server, once it took over (reaped by HandOff's goroutine)
 	handed    bool        // handed over: nothing of the instances is stopped at exit
 	handing   atomic.Bool // the new server is ready: this one stops accepting
 	stopOnce  sync.Once

@@ -214,7 +214,7 @@ func (m *Main) HandOff(bin string) (int, error) {
 	select {
 	case err := <-ready:
 		if err == nil {
-			m.child, m.childPID = exited, pid
+			m.childPID = pid // the goroutine above keeps waiting for it
 			m.stopAccepting()
 			return pid, nil
 		}
