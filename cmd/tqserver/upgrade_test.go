@@ -507,3 +507,76 @@ func statusInstances(t testing.TB, root string) map[string]int {
 	}
 	return out
 }
+
+// An upgrade while a replaced instance still drains a slow request: the
+// new server adopts it as draining (and its successor as serving), the old
+// server finishes the request, then stops it; its exit is recorded with
+// its drain reason.
+func TestServerUpgradeAdoptsDrainingInstance(t *testing.T) {
+	root := newRoot(t, fastConfig)
+	install(t, root, "index", "v1", "normal")
+	bin := tqBytes(t)
+	deployServer(t, root, bin, 0o755)
+	s := startServer(t, root)
+	waitBody(t, s.URL("/"), "v1 index", 10*time.Second)
+	type result struct {
+		code int
+		body string
+	}
+	done := make(chan result, 1)
+	go func() {
+		c, b := get(t, s.URL("/slow?ms=3000"))
+		done <- result{c, b}
+	}()
+	testrig.WaitFor(t, 5*time.Second, "slow request in flight", func() bool {
+		for _, in := range s.status().Workers[0].Instances {
+			if in.Inflight != nil && *in.Inflight > 0 {
+				return true
+			}
+		}
+		return false
+	})
+	install(t, root, "index", "v2", "normal")
+	if out, errOut, err := runCLI(t, "reload", "--root", root); err != nil {
+		t.Fatalf("worker deploy: %v\n%s%s", err, out, errOut)
+	}
+	var draining string
+	var drainingPID int
+	testrig.WaitFor(t, 10*time.Second, "index-1 draining", func() bool {
+		for _, in := range s.status().Workers[0].Instances {
+			if in.State == "draining" {
+				draining, drainingPID = in.Instance, in.PID
+				return true
+			}
+		}
+		return false
+	})
+	deployServer(t, root, bin, 0o755)
+	pid := reloadUpgrade(t, root)
+	t.Cleanup(func() { stopServerPID(t, pid) })
+	r := <-done
+	if r.code != 200 || !strings.Contains(r.body, "slow done v1") {
+		t.Fatalf("request in flight across the upgrade: %d %q", r.code, r.body)
+	}
+	testrig.WaitFor(t, 15*time.Second, draining+" stopped", func() bool { return !testrig.PIDAlive(drainingPID) })
+	var adopted, exited *store.Record
+	testrig.WaitFor(t, 10*time.Second, draining+"'s exit recorded", func() bool {
+		adopted, exited = nil, nil
+		for _, rec := range history(t, root, "--worker", "index") {
+			switch {
+			case rec.Instance == draining && rec.Event == "adopt":
+				adopted = &rec
+			case rec.Instance == draining && rec.To == "stopped":
+				exited = &rec
+			}
+		}
+		return exited != nil
+	})
+	if adopted == nil || adopted.From != "draining" || adopted.To != "draining" || adopted.Reason != "server_upgrade" {
+		t.Fatalf("adopt record of the draining instance: %+v", adopted)
+	}
+	if exited.Reason != "replaced" || exited.Seq < adopted.Seq {
+		t.Fatalf("exit record of the draining instance: %+v", exited)
+	}
+	waitBody(t, s.URL("/"), "v2 index", 5*time.Second)
+}

@@ -20,7 +20,10 @@ const EventAdopt = "adopt"
 // takes a slot as healthy and serving: its route points at it at once and
 // its periodic probe starts. Slots left without one start a fresh instance
 // as AddWorker would; instances beyond the configured count keep serving in
-// slots of their own (autoscaling or the next reload trims them).
+// slots of their own (autoscaling or the next reload trims them). A
+// draining instance stays draining in no slot: the old server, its parent,
+// stops it once its own requests in flight are done; should that not
+// happen within the drain timeout, this server stops it (Drained).
 func (c *Core) onAdopt(ev events.Adopt) {
 	if c.tx.shutting || ev.Add.Bin == "" {
 		return
@@ -44,15 +47,26 @@ func (c *Core) onAdopt(ev events.Adopt) {
 	if w.route == "" {
 		w.route = routeOf(name)
 	}
-	slots := max(w.settings.ClampInstances(w.settings.Instances), 1, len(ev.Instances))
+	var serving, draining []events.Adopted
+	for _, ad := range ev.Instances {
+		if n := instanceNumber(name, ad.Instance); n > w.nextNum {
+			w.nextNum = n // never reuse a number, even one the floors missed
+		}
+		if ad.Draining {
+			draining = append(draining, ad)
+		} else {
+			serving = append(serving, ad)
+		}
+	}
+	slots := max(w.settings.ClampInstances(w.settings.Instances), 1, len(serving))
 	for range slots {
 		w.addSlot()
 	}
 	c.tx.routesDirty = true
-	for i, ad := range ev.Instances {
-		if n := instanceNumber(name, ad.Instance); n > w.nextNum {
-			w.nextNum = n // never reuse a number, even one the floors missed
-		}
+	for _, ad := range draining {
+		c.adoptDraining(w, ad)
+	}
+	for i, ad := range serving {
 		sl := &w.slots[i]
 		in := &instance{name: ad.Instance, slot: sl.id, port: ad.Port, m: sm.New(sm.Healthy), logged: sm.Healthy,
 			spawned: true, pid: ad.PID, ticks: ad.StartTicks, startReason: sm.ReasonServerUpgrade, healthyAt: c.tx.now,
@@ -64,7 +78,7 @@ func (c *Core) onAdopt(ev events.Adopt) {
 			Detail: fmt.Sprintf("adopted from the previous server: pid %d alive (start time matches) and /health answered", ad.PID)})
 		c.emit(Probe{Instance: in.name, Port: in.port, Settings: w.settings})
 	}
-	for i := len(ev.Instances); i < len(w.slots); i++ {
+	for i := len(serving); i < len(w.slots); i++ {
 		c.start(w, &w.slots[i], a.Reason, a.Detail, a.Batch)
 	}
 }
@@ -80,4 +94,20 @@ func instanceNumber(worker, instance string) uint64 {
 		return 0
 	}
 	return n
+}
+
+// adoptDraining takes over an instance that was draining: no route, no
+// probe; its exit is recorded with its drain reason.
+func (c *Core) adoptDraining(w *worker, ad events.Adopted) {
+	in := &instance{name: ad.Instance, port: ad.Port, m: sm.New(sm.Draining), logged: sm.Draining,
+		spawned: true, pid: ad.PID, ticks: ad.StartTicks, startReason: sm.ReasonServerUpgrade, drainReason: ad.DrainReason,
+		rec: store.Instance{Instance: ad.Instance, Worker: w.name, State: sm.Draining, PID: ad.PID, Port: ad.Port, StartTicks: ad.StartTicks, Since: ad.Since}}
+	if in.drainReason == "" || in.drainReason == sm.ReasonServerUpgrade { // adopted twice: the first reason is not in its last record
+		in.drainReason = sm.ReasonReplaced
+	}
+	w.insts[in.name] = in
+	c.record(&store.Record{Worker: w.name, Instance: in.name, From: sm.Draining, To: sm.Draining, Event: EventAdopt,
+		Reason: sm.ReasonServerUpgrade, PID: ad.PID, Port: ad.Port, StartTicks: ad.StartTicks, Route: w.route,
+		Detail: fmt.Sprintf("adopted while draining (%s) from the previous server, which stops it once its requests in flight are done", in.drainReason)})
+	c.emit(After{Delay: c.o.DrainTimeout, Event: events.Drained{Instance: in.name, TimedOut: true}})
 }

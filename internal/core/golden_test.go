@@ -523,7 +523,7 @@ func runGolden(t *testing.T, path string) {
 }
 
 // upgrade is a server self-upgrade now: a new server replays the log,
-// reaps the live instances that are not healthy or are listed as dead=A,B
+// reaps the live instances that are starting or are listed as dead=A,B
 // (their pid or /health check failed), and steps one Adopt per worker for
 // the rest, with the settings the other arguments give.
 func (r *rig) upgrade(fields []string) string {
@@ -543,8 +543,9 @@ func (r *rig) upgrade(fields []string) string {
 	var out []string
 	adopt := map[string][]events.Adopted{}
 	for _, in := range g.Live() {
-		if in.State == sm.Healthy && !dead[in.Instance] {
-			adopt[in.Worker] = append(adopt[in.Worker], events.Adopted{Instance: in.Instance, PID: in.PID, StartTicks: in.StartTicks, Port: in.Port})
+		if (in.State == sm.Healthy || in.State == sm.Draining) && !dead[in.Instance] {
+			adopt[in.Worker] = append(adopt[in.Worker], events.Adopted{Instance: in.Instance, PID: in.PID, StartTicks: in.StartTicks, Port: in.Port,
+				Draining: in.State == sm.Draining, DrainReason: in.Reason})
 			continue
 		}
 		rec := store.Record{Worker: in.Worker, Instance: in.Instance, From: in.State, To: sm.Stopped, Event: sm.Reap,

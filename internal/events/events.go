@@ -253,8 +253,9 @@ func (k ChangeKind) String() string {
 func (FilesChanged) event() {}
 
 // Adopt: a server upgrade hands the new server Worker's running instances
-// (checked alive by PID and start time and answering /health). They take
-// its slots as healthy and serving; slots left over start as usual.
+// (checked alive by PID and start time; the healthy ones answering
+// /health). The healthy ones take its slots as serving; slots left over
+// start as usual; draining ones keep draining outside any slot.
 type Adopt struct {
 	Add       AddWorker
 	Instances []Adopted
@@ -266,7 +267,11 @@ type Adopted struct {
 	PID        int
 	StartTicks uint64
 	Port       int
-	Since      time.Time // when it became healthy, as the log says
+	Since      time.Time // when it entered State, as the log says
+	// Draining: it was draining (the old server finishes its requests in
+	// flight and stops it); DrainReason is why it drains. Otherwise healthy.
+	Draining    bool
+	DrainReason string
 }
 
 func (Adopt) event() {}

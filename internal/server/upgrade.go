@@ -294,6 +294,12 @@ func (m *Main) retire() error {
 	}
 	m.stopAccepting() // (done already unless the loop ended first)
 	<-m.frontDone
+	grace := m.o.Config.Workers.ShutdownGracePeriod()
+	// Its requests in flight are done: the instances it was draining (the
+	// new server adopted them as draining) can stop.
+	for _, p := range m.sup.DrainingOwn() {
+		go p.Stop(grace)
+	}
 	m.cleanup()
 	procs := m.sup.Orphans()
 	if len(procs) == 0 {
@@ -301,7 +307,6 @@ func (m *Main) retire() error {
 		return nil
 	}
 	m.log.Info().Int("instances", len(procs)).Msg("handed over; staying the parent of the instances this process started until they exit")
-	grace := m.o.Config.Workers.ShutdownGracePeriod()
 	stopAll := func(why string) {
 		m.log.Warn().Msg(why + ": stopping the instances this process started")
 		for _, p := range procs {

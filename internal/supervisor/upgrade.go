@@ -103,11 +103,16 @@ func (s *Supervisor) upgradeFailed(res *events.ReloadResult, why string) {
 // the one the log names (PID and start time) and /health answers. It
 // returns the adopted process or why not.
 func (s *Supervisor) adoptable(in store.Instance) (*process.Process, error) {
-	if in.State != sm.Healthy || in.PID <= 0 || in.Port <= 0 {
+	if (in.State != sm.Healthy && in.State != sm.Draining) || in.PID <= 0 || in.Port <= 0 {
 		return nil, fmt.Errorf("%s was %s", in.Instance, in.State)
 	}
 	if !process.Alive(in.PID, in.StartTicks) {
 		return nil, fmt.Errorf("pid %d is gone", in.PID)
+	}
+	if in.State == sm.Draining {
+		// It serves nothing new; the old server finishes its requests.
+		return process.Adopt(in.PID, in.StartTicks, process.Mark(s.root, in.Instance),
+			s.log.With().Str("worker", in.Worker).Str("instance", in.Instance).Logger())
 	}
 	ws := s.cfg.ForWorker(in.Route)
 	timeout := time.Duration(ws.HealthProbeTimeoutMs) * time.Millisecond
@@ -154,7 +159,8 @@ func (s *Supervisor) adoptAll(found map[string]found) {
 		s.known[name].stamp.bin = binStamp{exists: true}
 		ev := events.Adopt{Add: add}
 		for _, a := range as {
-			ev.Instances = append(ev.Instances, events.Adopted{Instance: a.in.Instance, PID: a.in.PID, StartTicks: a.in.StartTicks, Port: a.in.Port, Since: a.in.Since})
+			ev.Instances = append(ev.Instances, events.Adopted{Instance: a.in.Instance, PID: a.in.PID, StartTicks: a.in.StartTicks, Port: a.in.Port, Since: a.in.Since,
+				Draining: a.in.State == sm.Draining, DrainReason: a.in.Reason})
 			s.x.adopt(a.in.Instance, a.proc)
 		}
 		s.handle(ev)
@@ -201,6 +207,22 @@ func (s *Supervisor) Orphans() []*process.Process {
 	for _, p := range s.x.procs {
 		if !p.Adopted() { // adopted ones have another parent
 			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// DrainingOwn are, once Run returned ErrHandedOff, the processes this
+// supervisor started that were draining: the new server adopted them as
+// draining; this one stops them once its own requests in flight are done.
+func (s *Supervisor) DrainingOwn() []*process.Process {
+	<-s.quit
+	var out []*process.Process
+	for _, w := range s.core.Workers() {
+		for _, in := range w.Instances {
+			if p := s.x.procs[in.Instance]; p != nil && in.State == sm.Draining && !p.Adopted() {
+				out = append(out, p)
+			}
 		}
 	}
 	return out
