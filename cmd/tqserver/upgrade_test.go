@@ -525,7 +525,7 @@ func TestServerUpgradeAdoptsDrainingInstance(t *testing.T) {
 	}
 	done := make(chan result, 1)
 	go func() {
-		c, b := get(t, s.URL("/slow?ms=3000"))
+		c, b := get(t, s.URL("/slow?ms=8000"))
 		done <- result{c, b}
 	}()
 	testrig.WaitFor(t, 5*time.Second, "slow request in flight", func() bool {
