@@ -82,12 +82,14 @@ func TestSeveralInstancesRollOneAtATime(t *testing.T) {
 	}
 
 	// Fewer instances: the extra ones drain; more: new ones start.
-	writeFile(t, filepath.Join(root, "config", "server.yaml"), fastConfig+"    instances: 1\n")
+	// rollback_window_ms 0: the crash below is of a binary deployed moments
+	// ago, which would otherwise be rolled back in every slot (TestAutomaticRollback).
+	writeFile(t, filepath.Join(root, "config", "server.yaml"), fastConfig+"    instances: 1\n    rollback_window_ms: 0\n")
 	if out, errs, err := runCLI(t, "reload", "--root", root); err != nil || !strings.Contains(out, "instances 3 → 1") {
 		t.Fatalf("reduce: %v %q %q", err, out, errs)
 	}
 	testrig.WaitFor(t, 10*time.Second, "1 instance", func() bool { return len(healthyPIDs(s, "index")) == 1 })
-	writeFile(t, filepath.Join(root, "config", "server.yaml"), fastConfig+"    instances: 2\n")
+	writeFile(t, filepath.Join(root, "config", "server.yaml"), fastConfig+"    instances: 2\n    rollback_window_ms: 0\n")
 	if out, errs, err := runCLI(t, "reload", "--root", root); err != nil || !strings.Contains(out, "instances 1 → 2") {
 		t.Fatalf("grow: %v %q %q", err, out, errs)
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -21,9 +22,9 @@ import (
 
 type historyCmd struct {
 	rootFlag
-	Worker string `help:"Only this worker."`
-	Since  string `help:"Only records since a duration ago (90s, 2h) or an RFC 3339 time."`
-	Limit  int    `help:"Keep the newest N matching records (still printed oldest first)."`
+	Worker string `help:"Only this worker (default: all)." predictor:"worker"`
+	Since  string `help:"Only records since a duration ago (90s, 2h) or an RFC 3339 time (default: all)."`
+	Limit  int    `default:"0" help:"Keep the newest N matching records (still printed oldest first); 0 keeps all."`
 	JSON   bool   `name:"json" help:"One JSON object per line."`
 }
 
@@ -100,7 +101,7 @@ func (c *historyCmd) Run() error {
 type statusCmd struct {
 	rootFlag
 	JSON bool   `name:"json" help:"Print one JSON object."`
-	At   string `help:"The registry as it was at this time (RFC 3339, or a duration ago), replayed from the log."`
+	At   string `help:"The registry as it was at this time (RFC 3339, or a duration ago), replayed from the log (default: now)."`
 }
 
 func (c *statusCmd) Run() error {
@@ -190,7 +191,7 @@ func printResult(res events.ReloadResult) error {
 type restartCmd struct {
 	rootFlag
 	Timeout time.Duration `default:"2m" help:"How long to wait for the new instances to serve."`
-	Worker  string        `arg:"" name:"name" help:"The worker to restart."`
+	Worker  string        `arg:"" name:"name" predictor:"worker" help:"The worker to restart."`
 }
 
 // Run replaces every instance of one worker, one at a time and without
@@ -213,10 +214,38 @@ func (c *restartCmd) Run() error {
 	return printResult(res)
 }
 
+type rollbackCmd struct {
+	rootFlag
+	Timeout time.Duration `default:"2m" help:"How long to wait for the new instances to serve."`
+	Worker  string        `arg:"" name:"name" predictor:"worker" help:"The worker to roll back."`
+}
+
+// Run swaps one worker back to its previous good binary with zero downtime
+// (reason rollback; POST /v1/workers/NAME/rollback).
+func (c *rollbackCmd) Run() error {
+	root, err := c.abs()
+	if err != nil {
+		return err
+	}
+	cl, err := admin.Dial(root)
+	if err != nil {
+		return fmt.Errorf("rollback: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), c.Timeout)
+	defer cancel()
+	res, err := cl.Rollback(ctx, c.Worker)
+	if err != nil {
+		return fmt.Errorf("rollback %s: %w", c.Worker, err)
+	}
+	return printResult(res)
+}
+
 type buildCmd struct {
 	rootFlag
-	Prod    bool     `help:"Production build: prod ldflags and a .sha256 next to each binary."`
-	Workers []string `arg:"" optional:"" name:"name" help:"Workers to build (default: all with src/main.go that workers.discovery.include_patterns select)."`
+	Prod     bool     `help:"Production build: prod ldflags and a .sha256 next to each binary."`
+	Outdated bool     `help:"Only workers whose binary is missing or older than a file in their src/ or the root's go.mod/go.sum."`
+	Server   bool     `help:"Also build the server (./cmd/tqserver) to server/bin/tqserver; the root must be the tqserver repository."`
+	Workers  []string `arg:"" optional:"" name:"name" predictor:"worker" help:"Workers to build (default: all with src/main.go that workers.discovery.include_patterns select)."`
 }
 
 func (c *buildCmd) Run() error {
@@ -229,27 +258,24 @@ func (c *buildCmd) Run() error {
 		return err
 	}
 	lay := cfg.Layout(root)
-	var dirs []string
-	for _, n := range c.Workers {
-		if !layout.ValidName(n) {
-			return fmt.Errorf("build: %q is not a valid worker name (names must match %s)", n, layout.NamePattern)
-		}
-		dirs = append(dirs, lay.Worker(n).Dir)
+	dirs, err := c.workerDirs(lay)
+	if err != nil {
+		return err
 	}
-	if len(c.Workers) == 0 {
-		if _, err := os.Stat(lay.WorkersDir()); err != nil {
-			return fmt.Errorf("build: %w", err)
+	if c.Outdated {
+		var stale []string
+		for _, d := range dirs {
+			old, err := builder.Outdated(d, lay.Worker(filepath.Base(d)).Binary(), root)
+			if err != nil {
+				return fmt.Errorf("build: %w", err)
+			}
+			if !old {
+				fmt.Printf("✓ %s up to date\n", filepath.Base(d))
+				continue
+			}
+			stale = append(stale, d)
 		}
-		found, warnings, err := lay.Discover(layout.Sources)
-		if err != nil {
-			return fmt.Errorf("build: %w", err)
-		}
-		for _, w := range warnings {
-			fmt.Fprintln(os.Stderr, "warning: "+w)
-		}
-		for _, f := range found {
-			dirs = append(dirs, f.Dir)
-		}
+		dirs = stale
 	}
 	o := builder.Options{LDFlags: cfg.Deployment.Dev.Build.LDFlags, Layout: &lay}
 	par := cfg.Deployment.Dev.Build.ParallelBuilds
@@ -257,11 +283,28 @@ func (c *buildCmd) Run() error {
 		o = builder.Options{LDFlags: cfg.Deployment.Prod.Build.LDFlags, Prod: true, Layout: &lay}
 		par = cfg.Deployment.Prod.Build.ParallelBuilds
 	}
+	if c.Server && !lay.IsServerRepo() {
+		return fmt.Errorf("build --server: %s has no %s: only the tqserver repository builds the server; elsewhere install the tqserver binary as %s", root, layout.ServerMainFile, layout.ServerBinaryFile)
+	}
+	// The server builds beside the workers, inside the same bound.
+	var results []builder.Result
+	serverDone := make(chan builder.Result, 1)
+	if c.Server {
+		par = max(par-1, 1)
+		go func() { serverDone <- builder.BuildServer(context.Background(), lay, o) }()
+	}
+	results = builder.BuildAll(context.Background(), dirs, par, o)
+	if c.Server {
+		results = append(results, <-serverDone)
+	}
 	failed := 0
-	for _, r := range builder.BuildAll(context.Background(), dirs, par, o) {
+	for _, r := range results {
 		if r.Err != nil {
 			failed++
-			fmt.Fprintf(os.Stderr, "✗ %s\n%s\n", r.Worker, r.Output)
+			fmt.Fprintf(os.Stderr, "✗ %s: %v\n", r.Worker, r.Err)
+			if r.Output != "" {
+				fmt.Fprintln(os.Stderr, r.Output)
+			}
 			continue
 		}
 		note := ""
@@ -271,7 +314,51 @@ func (c *buildCmd) Run() error {
 		fmt.Printf("✓ %s (%s) → %s%s\n", r.Worker, r.Duration.Round(time.Millisecond), r.Binary, note)
 	}
 	if failed > 0 {
-		return fmt.Errorf("build: %d of %d workers failed", failed, len(dirs))
+		return fmt.Errorf("build: %d of %d failed", failed, len(results))
 	}
 	return nil
+}
+
+// workerDirs are the directories of the workers named, each checked to
+// have sources, or of every worker with sources; none is an error that
+// says what was looked for.
+func (c *buildCmd) workerDirs(lay layout.Root) ([]string, error) {
+	var dirs []string
+	for _, n := range c.Workers {
+		if !layout.ValidName(n) {
+			return nil, fmt.Errorf("build: %q is not a valid worker name (names must match %s)", n, layout.NamePattern)
+		}
+		w := lay.Worker(n)
+		if !w.HasSource() {
+			why := "no such worker"
+			if _, err := os.Stat(w.Dir); err == nil {
+				why = "it has no source"
+			}
+			return nil, fmt.Errorf("build %s: %s: %s not found", n, why, w.Main())
+		}
+		dirs = append(dirs, w.Dir)
+	}
+	if len(c.Workers) > 0 {
+		return dirs, nil
+	}
+	if _, err := os.Stat(lay.WorkersDir()); err != nil {
+		if os.IsNotExist(err) {
+			return nil, fmt.Errorf("build: no workers directory %s (a worker is %s/NAME/src/main.go)", lay.WorkersDir(), lay.WorkersDir())
+		}
+		return nil, fmt.Errorf("build: %w", err)
+	}
+	found, warnings, err := lay.Discover(layout.Sources)
+	if err != nil {
+		return nil, fmt.Errorf("build: %w", err)
+	}
+	for _, w := range warnings {
+		fmt.Fprintln(os.Stderr, "warning: "+w)
+	}
+	for _, f := range found {
+		dirs = append(dirs, f.Dir)
+	}
+	if len(dirs) == 0 && !c.Server {
+		return nil, fmt.Errorf("build: nothing to build: no %s/NAME/src/main.go that workers.discovery.include_patterns (%s) select", lay.WorkersDir(), strings.Join(lay.IncludePatterns(), ", "))
+	}
+	return dirs, nil
 }

@@ -14,8 +14,8 @@ import (
 
 type serveCmd struct {
 	rootFlag
-	Mode   string `help:"dev or prod (overrides TQ_MODE, DEPLOYMENT_MODE and config)." enum:"dev,prod," default:""`
-	Listen string `help:"Listen address (default :PORT from server.port)."`
+	Mode   string `help:"dev or prod (default: TQ_MODE, else DEPLOYMENT_MODE, else the config's mode, else dev)." enum:"dev,prod," default:""`
+	Listen string `help:"Listen address (default: :PORT, server.port of config/server.yaml)."`
 }
 
 // Run starts the server and turns signals into its calls: SIGHUP reloads,
@@ -39,11 +39,12 @@ func (c *serveCmd) Run() error {
 	}
 	defer logSet.Close()
 	log := logSet.Server()
+	notify := newNotifier(log) // systemd Type=notify (notify.go); before any worker starts
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
 	defer signal.Stop(sigs)
 
-	m, err := app.Open(app.Options{Root: root, Mode: mode, Listen: c.Listen, Config: cfg, Logger: log, Version: versionString()})
+	m, err := app.Open(app.Options{Root: root, Mode: mode, Listen: c.Listen, Config: cfg, Logger: log, Version: versionString(), Notify: notify})
 	if err != nil {
 		return err
 	}

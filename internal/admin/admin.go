@@ -29,6 +29,9 @@ type Backend interface {
 	// Restart replaces every instance of worker with reason operator; an
 	// Error starting with events.UnknownWorker means there is no such worker.
 	Restart(ctx context.Context, worker string) events.ReloadResult
+	// Rollback swaps worker back to its previous good binary (reason
+	// rollback); an Error when there is none.
+	Rollback(ctx context.Context, worker string) events.ReloadResult
 }
 
 // Handler serves the admin API, the same on var/tqserver.sock and on the
@@ -48,14 +51,10 @@ func Handler(st *store.Store, b Backend) http.Handler {
 	})
 	mux.Handle("GET /v1/events", eventsHandler(st))
 	mux.HandleFunc("POST /v1/workers/{name}/restart", func(w http.ResponseWriter, r *http.Request) {
-		res := b.Restart(r.Context(), r.PathValue("name"))
-		w.Header().Set("Content-Type", "application/json")
-		if strings.HasPrefix(res.Error, events.UnknownWorker) {
-			w.WriteHeader(http.StatusNotFound)
-			json.NewEncoder(w).Encode(map[string]string{"error": res.Error})
-			return
-		}
-		json.NewEncoder(w).Encode(res)
+		workerResult(w, b.Restart(r.Context(), r.PathValue("name")))
+	})
+	mux.HandleFunc("POST /v1/workers/{name}/rollback", func(w http.ResponseWriter, r *http.Request) {
+		workerResult(w, b.Rollback(r.Context(), r.PathValue("name")))
 	})
 	mux.HandleFunc("GET /v1/history", func(w http.ResponseWriter, r *http.Request) {
 		f, err := FilterFromQuery(r.URL.Query())
@@ -106,6 +105,17 @@ func Handler(st *store.Store, b Backend) http.Handler {
 		json.NewEncoder(w).Encode(res)
 	})
 	return mux
+}
+
+// workerResult answers a restart or rollback: 404 for an unknown worker.
+func workerResult(w http.ResponseWriter, res events.ReloadResult) {
+	w.Header().Set("Content-Type", "application/json")
+	if strings.HasPrefix(res.Error, events.UnknownWorker) {
+		w.WriteHeader(http.StatusNotFound)
+		json.NewEncoder(w).Encode(map[string]string{"error": res.Error})
+		return
+	}
+	json.NewEncoder(w).Encode(res)
 }
 
 // StatusAt replays the log up to t (zero: all of it): the instances live
@@ -282,6 +292,12 @@ func (c *Client) Status(ctx context.Context, at string) (*supervisor.Status, err
 // Reload asks the server for a change check and waits for the result.
 func (c *Client) Reload(ctx context.Context) (events.ReloadResult, error) {
 	return c.post(ctx, "/v1/reload", "reload")
+}
+
+// Rollback asks the server to swap worker back to its previous good binary
+// (reason rollback) and waits for the result.
+func (c *Client) Rollback(ctx context.Context, worker string) (events.ReloadResult, error) {
+	return c.post(ctx, "/v1/workers/"+url.PathEscape(worker)+"/rollback", "rollback")
 }
 
 // Restart asks the server to replace every instance of worker (reason

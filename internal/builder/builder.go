@@ -63,16 +63,24 @@ func Build(ctx context.Context, workerDir string, o Options) (res Result) {
 		res.Err = fmt.Errorf("build %s: no src/main.go in %s", name, workerDir)
 		return res
 	}
+	compile(ctx, &res, lw.Src(), ".", o)
+	return res
+}
+
+// compile runs go build of pkg in dir to a temporary file next to
+// res.Binary and, unless o.Stage, installs it there when its bytes differ.
+func compile(ctx context.Context, res *Result, dir, pkg string, o Options) {
+	name := res.Worker
 	if err := os.MkdirAll(filepath.Dir(res.Binary), 0o755); err != nil {
 		res.Err = fmt.Errorf("build %s: %w", name, err)
-		return res
+		return
 	}
 	// A unique temp name: a cancelled build may still be exiting while its
 	// successor starts.
 	f, err := os.CreateTemp(filepath.Dir(res.Binary), "."+name+".build-*")
 	if err != nil {
 		res.Err = fmt.Errorf("build %s: %w", name, err)
-		return res
+		return
 	}
 	tmp := f.Name()
 	f.Close()
@@ -80,13 +88,13 @@ func Build(ctx context.Context, workerDir string, o Options) (res Result) {
 	if o.LDFlags != "" {
 		args = append(args, "-ldflags="+o.LDFlags)
 	}
-	args = append(args, ".")
+	args = append(args, pkg)
 	gocmd := o.Go
 	if gocmd == "" {
 		gocmd = "go"
 	}
 	cmd := exec.CommandContext(ctx, gocmd, args...)
-	cmd.Dir = lw.Src()
+	cmd.Dir = dir
 	// Cancelling kills the whole build (go and its compile/link children).
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
@@ -100,7 +108,7 @@ func Build(ctx context.Context, workerDir string, o Options) (res Result) {
 		os.Remove(tmp)
 		res.Err = fmt.Errorf("build %s: %w", name, ctx.Err())
 		res.Canceled = true
-		return res
+		return
 	}
 	if err != nil {
 		os.Remove(tmp)
@@ -108,19 +116,19 @@ func Build(ctx context.Context, workerDir string, o Options) (res Result) {
 		if line := firstLine(res.Output); line != "" {
 			res.Err = fmt.Errorf("build %s: %s", name, line)
 		}
-		return res
+		return
 	}
 	if o.Prod {
 		sum, err := fileSHA256(tmp)
 		if err != nil {
 			os.Remove(tmp)
 			res.Err = fmt.Errorf("build %s: %w", name, err)
-			return res
+			return
 		}
-		if err := writeIfChanged(layout.ChecksumOf(res.Binary), []byte(sum+"  "+name+"\n")); err != nil {
+		if err := writeIfChanged(layout.ChecksumOf(res.Binary), []byte(sum+"  "+filepath.Base(res.Binary)+"\n")); err != nil {
 			os.Remove(tmp)
 			res.Err = fmt.Errorf("build %s: %w", name, err)
-			return res
+			return
 		}
 	}
 	res.Staged, res.prod = tmp, o.Prod
@@ -129,21 +137,20 @@ func Build(ctx context.Context, workerDir string, o Options) (res Result) {
 		if err != nil {
 			os.Remove(tmp)
 			res.Err = fmt.Errorf("build %s: compare with the installed binary: %w", name, err)
-			return res
+			return
 		}
 		if same {
 			// Rewriting identical bytes would give every unchanged worker
 			// a new mtime, and rsync a file to copy.
-			Discard(&res)
+			Discard(res)
 			if !o.Prod {
 				os.Remove(layout.ChecksumOf(res.Binary))
 			}
 			res.Unchanged = true
-			return res
+			return
 		}
-		res.Err = Install(&res)
+		res.Err = Install(res)
 	}
-	return res
 }
 
 // sameFile reports whether the files at a and b hold the same bytes; a

@@ -139,6 +139,18 @@ type WorkerSettings struct {
 	// HealthFailureThreshold is how many probes in a row must fail before an
 	// instance counts as unhealthy.
 	HealthFailureThreshold int
+	// RollbackWindowMs: a new binary whose instance crashes within this long
+	// of becoming healthy is rolled back to the previous one (0: never).
+	RollbackWindowMs int
+	// MinHealthyMs: a new instance must keep answering /health for this
+	// long before it takes traffic (Nomad's min_healthy_time; 0: at once).
+	MinHealthyMs int
+	// WarmupURLs are requested (GET, each must answer 2xx or 3xx) on the
+	// warm-up connections before a new instance takes traffic.
+	WarmupURLs []string
+	// Canary: a new binary first serves a share of the requests beside the
+	// old instances, and is promoted or rolled back by its figures.
+	Canary Canary
 }
 
 // WorkerOverride is one workers.paths entry: only the non-nil fields (the
@@ -160,6 +172,10 @@ type WorkerOverride struct {
 	HealthIntervalMs       *int
 	HealthProbeTimeoutMs   *int
 	HealthFailureThreshold *int
+	RollbackWindowMs       *int
+	MinHealthyMs           *int
+	WarmupURLs             *[]string
+	Canary                 *Canary
 }
 
 // Deployment is the "deployment" section of deployment.yaml.
@@ -175,6 +191,11 @@ type Deployment struct {
 	// SIGHUP does. tqserver always does both actions, so the list must name
 	// both (see checkOnFileChange).
 	OnFileChange []string
+	// Switch is deployment.switch: "one_by_one" (default) replaces the
+	// workers a reload changed each on its own; "together" starts every
+	// new instance beside the old set and moves all routes at once, or none
+	// if any fails (an atomic release).
+	Switch string
 }
 
 // The actions of deployment.on_file_change.
@@ -244,6 +265,9 @@ func DefaultWorkerSettings() WorkerSettings {
 		HealthIntervalMs:       10000,
 		HealthProbeTimeoutMs:   1000,
 		HealthFailureThreshold: 3,
+		RollbackWindowMs:       30000,
+		WarmupURLs:             []string{},
+		Canary:                 Canary{DurationMs: 60000, MaxErrorRate: 0.01, MaxP99Ratio: 2}, // off: weight 0
 	}
 }
 
@@ -293,6 +317,7 @@ func Default() *Config {
 			Mode:          ModeDev,
 			CheckOnSighup: true,
 			OnFileChange:  []string{OnChangeRestartServer, OnChangeRestartWorker},
+			Switch:        SwitchOneByOne,
 			Dev: DevSettings{
 				FileWatcher: FileWatcher{
 					Enabled:       true,
@@ -372,6 +397,12 @@ func (o WorkerOverride) apply(s *WorkerSettings) {
 	setIf(&s.HealthIntervalMs, o.HealthIntervalMs)
 	setIf(&s.HealthProbeTimeoutMs, o.HealthProbeTimeoutMs)
 	setIf(&s.HealthFailureThreshold, o.HealthFailureThreshold)
+	setIf(&s.RollbackWindowMs, o.RollbackWindowMs)
+	setIf(&s.MinHealthyMs, o.MinHealthyMs)
+	if o.WarmupURLs != nil {
+		s.WarmupURLs = slices.Clone(*o.WarmupURLs)
+	}
+	setIf(&s.Canary, o.Canary)
 	if len(o.Env) > 0 && s.Env == nil {
 		s.Env = map[string]string{}
 	}
@@ -410,6 +441,10 @@ func (a WorkerSettings) Equal(b WorkerSettings) bool {
 		a.HealthIntervalMs == b.HealthIntervalMs &&
 		a.HealthProbeTimeoutMs == b.HealthProbeTimeoutMs &&
 		a.HealthFailureThreshold == b.HealthFailureThreshold &&
+		a.RollbackWindowMs == b.RollbackWindowMs &&
+		a.MinHealthyMs == b.MinHealthyMs &&
+		slices.Equal(a.WarmupURLs, b.WarmupURLs) &&
+		a.Canary == b.Canary &&
 		maps.Equal(a.Env, b.Env)
 }
 
@@ -419,6 +454,9 @@ func (a WorkerSettings) Equal(b WorkerSettings) bool {
 func (a WorkerSettings) EqualExceptScaling(b WorkerSettings) bool {
 	a.Instances, a.MinInstances, a.MaxInstances = b.Instances, b.MinInstances, b.MaxInstances
 	a.ScaleTargetInflight, a.ScaleDownAfterMs = b.ScaleTargetInflight, b.ScaleDownAfterMs
+	// How the supervisor deploys and judges an instance is no reason to
+	// restart one.
+	a.RollbackWindowMs, a.MinHealthyMs, a.WarmupURLs, a.Canary = b.RollbackWindowMs, b.MinHealthyMs, b.WarmupURLs, b.Canary
 	return a.Equal(b)
 }
 
@@ -591,7 +629,7 @@ func (a WorkerSettings) ChangedKeys(b WorkerSettings) []string {
 		if f.Name == "Env" {
 			continue
 		}
-		if va.Field(i).Interface() != vb.Field(i).Interface() {
+		if !reflect.DeepEqual(va.Field(i).Interface(), vb.Field(i).Interface()) {
 			out = append(out, snakeCase(f.Name))
 		}
 	}
@@ -612,15 +650,20 @@ func (a WorkerSettings) ChangedKeys(b WorkerSettings) []string {
 	return out
 }
 
-// snakeCase turns a field name into its key: MaxRequests → max_requests.
+// snakeCase turns a field name into its key: MaxRequests → max_requests,
+// WarmupURLs → warmup_urls (a run of capitals is one word).
 func snakeCase(s string) string {
 	var b strings.Builder
-	for i, r := range s {
+	prevLower := false
+	for _, r := range s {
 		if unicode.IsUpper(r) {
-			if i > 0 {
+			if prevLower {
 				b.WriteByte('_')
 			}
 			r = unicode.ToLower(r)
+			prevLower = false
+		} else {
+			prevLower = true
 		}
 		b.WriteRune(r)
 	}

@@ -150,6 +150,10 @@ workers:
     health_interval_ms: 12
     health_probe_timeout_ms: 13
     health_failure_threshold: 14
+    rollback_window_ms: 15000
+    min_healthy_ms: 250
+    warmup_urls: ["/", "/api/ping?x=1"]
+    canary: {weight_percent: 25, duration_ms: 30000, max_error_rate: 0.05, max_p99_ratio: 1.5}
     scale_target_inflight: 15
     scale_down_after_ms: 16
   paths:
@@ -169,6 +173,9 @@ workers:
       health_interval_ms: 25
       health_probe_timeout_ms: 26
       health_failure_threshold: 27
+      rollback_window_ms: 0
+      min_healthy_ms: 500
+      warmup_urls: []
 logs:
   dir: var/log
   max_size_mb: 10
@@ -181,6 +188,7 @@ const fullDeployment = `deployment:
   mode: prod
   check_on_sighup: false
   on_file_change: [restart_affected_worker, restart_server]
+  switch: together
   dev:
     file_watcher:
       enabled: false
@@ -223,15 +231,19 @@ func fullWant() *Config {
 			Discovery:      Discovery{Mode: "filesystem", WorkersDir: "apps", IncludePatterns: []string{"*/src/main.go", "*/cmd/main.go"}},
 			Default: WorkerSettings{Instances: 3, MinInstances: 3, MaxInstances: 3, ScaleTargetInflight: 15, ScaleDownAfterMs: 16, GoMaxProcs: 4, MaxRequests: 100, ReadTimeoutSeconds: 7, WriteTimeoutSeconds: 8,
 				IdleTimeoutSeconds: 9, GoMemLimit: "512MiB", Env: map[string]string{"A": "1", "B": "${WORKER_BASE}/x"},
-				HealthTimeoutMs: 11, HealthIntervalMs: 12, HealthProbeTimeoutMs: 13, HealthFailureThreshold: 14},
+				HealthTimeoutMs: 11, HealthIntervalMs: 12, HealthProbeTimeoutMs: 13, HealthFailureThreshold: 14,
+				RollbackWindowMs: 15000, MinHealthyMs: 250, WarmupURLs: []string{"/", "/api/ping?x=1"},
+				Canary: Canary{WeightPercent: 25, DurationMs: 30000, MaxErrorRate: 0.05, MaxP99Ratio: 1.5}},
 			Paths: map[string]WorkerOverride{"/api": {
 				MinInstances: ptr(2), MaxInstances: ptr(6), ScaleTargetInflight: ptr(28), ScaleDownAfterMs: ptr(29),
 				GoMaxProcs: ptr(2), MaxRequests: ptr[int64](5000), ReadTimeoutSeconds: ptr(21), WriteTimeoutSeconds: ptr(22),
 				IdleTimeoutSeconds: ptr(23), GoMemLimit: ptr("1GiB"), Env: map[string]string{"C": "3"},
-				HealthTimeoutMs: ptr(24), HealthIntervalMs: ptr(25), HealthProbeTimeoutMs: ptr(26), HealthFailureThreshold: ptr(27)}},
+				HealthTimeoutMs: ptr(24), HealthIntervalMs: ptr(25), HealthProbeTimeoutMs: ptr(26), HealthFailureThreshold: ptr(27),
+				RollbackWindowMs: ptr(0), MinHealthyMs: ptr(500), WarmupURLs: &[]string{}}},
 		},
 		Deployment: Deployment{Mode: "prod", CheckOnSighup: false,
 			OnFileChange: []string{OnChangeRestartWorker, OnChangeRestartServer},
+			Switch:       SwitchTogether,
 			Dev: DevSettings{
 				FileWatcher: FileWatcher{Enabled: false, DebounceMs: 50, WatchPatterns: []string{"a/*.go"}},
 				Build:       Build{OutputDir: "out", ParallelBuilds: 2, LDFlags: "-X main.v=1"},

@@ -34,3 +34,9 @@ func logsFields(l *Logs) map[string]fieldFunc {
 		"worker_burst":            positive(&l.WorkerBurst),
 	}
 }
+
+// deployment.switch values.
+const (
+	SwitchOneByOne = "one_by_one"
+	SwitchTogether = "together"
+)

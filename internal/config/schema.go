@@ -281,6 +281,10 @@ func overrideFields(o *WorkerOverride) map[string]fieldFunc {
 		"health_interval_ms":       optIntField(&o.HealthIntervalMs, 1, maxInt32),
 		"health_probe_timeout_ms":  optIntField(&o.HealthProbeTimeoutMs, 1, maxInt32),
 		"health_failure_threshold": optIntField(&o.HealthFailureThreshold, 1, maxInt32),
+		"rollback_window_ms":       optIntField(&o.RollbackWindowMs, 0, maxInt32),
+		"min_healthy_ms":           optIntField(&o.MinHealthyMs, 0, maxInt32),
+		"warmup_urls":              optStringsField(&o.WarmupURLs, checkWarmupURL),
+		"canary":                   canaryField(&o.Canary),
 	}
 }
 
@@ -324,6 +328,7 @@ func deploymentFields(dep *Deployment) map[string]fieldFunc {
 		},
 		"check_on_sighup": boolField(&dep.CheckOnSighup),
 		"on_file_change":  stringsField(&dep.OnFileChange, oneOf(OnChangeRestartServer, OnChangeRestartWorker)),
+		"switch":          stringField(&dep.Switch, oneOf(SwitchOneByOne, SwitchTogether)),
 	}
 }
 

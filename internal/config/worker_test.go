@@ -110,6 +110,10 @@ func TestWorkerSettingsEqual(t *testing.T) {
 			f.SetString(f.String() + "x")
 		case reflect.Map:
 			b.Env["K"] = "other"
+		case reflect.Slice:
+			f.Set(reflect.Append(f, reflect.ValueOf("/x")))
+		case reflect.Struct:
+			f.Field(0).SetInt(f.Field(0).Int() + 1)
 		default:
 			t.Fatalf("field %s: kind %s not covered by this test", typ.Field(i).Name, f.Kind())
 		}

@@ -33,7 +33,8 @@ type Core struct {
 	workers  map[string]*worker
 	shutting bool
 	rollSeq  uint64
-	tx       *txn // the open step, if any
+	tx       *txn                // the open step, if any
+	releases map[uint64]*release // atomic releases in progress
 	// floors: instance numbers used before this registry (replayed log);
 	// a worker's numbering continues above its floor.
 	floors map[string]uint64
@@ -42,7 +43,7 @@ type Core struct {
 // New returns an empty registry. Numbers continue instance numbering after a
 // replayed log: worker → the highest N already used.
 func New(o Options, numbers map[string]uint64) *Core {
-	c := &Core{o: o, workers: map[string]*worker{}, floors: map[string]uint64{}}
+	c := &Core{o: o, workers: map[string]*worker{}, floors: map[string]uint64{}, releases: map[uint64]*release{}}
 	for w, n := range numbers {
 		c.floors[w] = n
 	}
@@ -74,7 +75,8 @@ func (p *Plan) Effects() []Effect { return p.effects }
 // txn is one step's view: workers it touched are copies, written back on commit.
 type txn struct {
 	now          time.Time
-	ws           map[string]*worker // touched (cloned or new)
+	ws           map[string]*worker  // touched (cloned or new)
+	rels         map[uint64]*release // touched releases; nil value: ended
 	shutting     bool
 	rollSeq      uint64
 	recs         []*store.Record
@@ -89,7 +91,7 @@ func (c *Core) Step(now time.Time, ev events.Event) *Plan {
 	if c.tx != nil {
 		panic("core: Step while a step is open")
 	}
-	tx := &txn{now: now, ws: map[string]*worker{}, shutting: c.shutting, rollSeq: c.rollSeq}
+	tx := &txn{now: now, ws: map[string]*worker{}, rels: map[uint64]*release{}, shutting: c.shutting, rollSeq: c.rollSeq}
 	c.tx = tx
 	c.handle(ev)
 	if tx.routesDirty {
@@ -158,6 +160,13 @@ func (c *Core) Commit(p *Plan, appended bool) error {
 		}
 		c.workers[name] = w
 	}
+	for id, r := range tx.rels {
+		if r == nil {
+			delete(c.releases, id)
+		} else {
+			c.releases[id] = r
+		}
+	}
 	c.shutting = tx.shutting
 	c.rollSeq = tx.rollSeq
 	return err
@@ -187,7 +196,7 @@ func (c *Core) Abort(p *Plan) {
 func retryable(ev events.Event) bool {
 	switch ev.(type) {
 	case events.HealthOK, events.Warmed, events.RestartDue, events.RollWorker,
-		events.AddWorker, events.AddWorkers, events.Reconfigure, events.ProbeFailed, events.MaxRequests, events.ScaleTick:
+		events.AddWorker, events.AddWorkers, events.Reconfigure, events.Release, events.CanaryJudged, events.ProbeFailed, events.MaxRequests, events.ScaleTick:
 		return true
 	}
 	return false
@@ -291,6 +300,10 @@ func (c *Core) routes() Routes {
 		r := Route{Prefix: w.route, Worker: w.name}
 		for _, in := range w.serving() {
 			r.Backends = append(r.Backends, Backend{Instance: in.name, Port: in.port, MaxRequests: w.settings.MaxRequests})
+		}
+		if cn := w.canaryOf(); cn != nil {
+			r.Canary = &Backend{Instance: cn.name, Port: cn.port, MaxRequests: w.settings.MaxRequests}
+			r.CanaryPercent = w.settings.Canary.WeightPercent
 		}
 		t.Table = append(t.Table, r)
 	}

@@ -35,12 +35,16 @@ type Warm struct {
 	Instance, From, Worker string
 	Port                   int
 	MaxRequests            int64
+	Settings               config.WorkerSettings // warmup_urls
 }
 
-// Route is one route of the table: its serving instances.
+// Route is one route of the table: its serving instances, and a canary
+// taking CanaryPercent of the requests.
 type Route struct {
 	Prefix, Worker string
 	Backends       []Backend
+	Canary         *Backend
+	CanaryPercent  int
 }
 
 // Backend is one serving instance.
@@ -134,6 +138,9 @@ func (e Routes) String() string {
 		for _, b := range r.Backends {
 			bs = append(bs, b.Instance)
 		}
+		if r.Canary != nil {
+			bs = append(bs, fmt.Sprintf("canary:%s@%d%%", r.Canary.Instance, r.CanaryPercent))
+		}
 		parts = append(parts, fmt.Sprintf("%s=[%s]", r.Prefix, strings.Join(bs, " ")))
 	}
 	return "routes " + strings.Join(parts, " ")
@@ -168,6 +175,8 @@ func EventString(ev events.Event) string {
 		return fmt.Sprintf("restart-due %s slot=%d gen=%d", ev.Worker, ev.Slot, ev.Gen)
 	case events.ForceKill:
 		return "force-kill"
+	case events.CanaryDue:
+		return "canary-due " + ev.Instance
 	case events.Warmed:
 		if ev.Err != "" {
 			return fmt.Sprintf("warmed %s err=%q", ev.Instance, ev.Err)

@@ -137,7 +137,7 @@ func atoi(t *testing.T, s string) int {
 
 func settings(t *testing.T, a map[string]string) config.WorkerSettings {
 	ws := config.WorkerSettings{Instances: 1, MinInstances: 1, MaxInstances: 1, MaxRequests: 0,
-		ScaleTargetInflight: 4, ScaleDownAfterMs: 1000}
+		ScaleTargetInflight: 4, ScaleDownAfterMs: 1000, RollbackWindowMs: 30000}
 	if v, ok := a["instances"]; ok {
 		n := atoi(t, v)
 		ws.Instances, ws.MinInstances, ws.MaxInstances = n, n, n
@@ -148,6 +148,9 @@ func settings(t *testing.T, a map[string]string) config.WorkerSettings {
 	}
 	if v, ok := a["max"]; ok {
 		ws.MaxInstances = atoi(t, v)
+	}
+	if v, ok := a["canary"]; ok {
+		ws.Canary = config.Canary{WeightPercent: atoi(t, v), DurationMs: 60000, MaxErrorRate: 0.01, MaxP99Ratio: 2}
 	}
 	if v, ok := a["max_requests"]; ok {
 		ws.MaxRequests = int64(atoi(t, v))
@@ -193,6 +196,26 @@ func (r *rig) event(cmd string) (ev events.Event, failAppend bool) {
 		}
 		return events.AddWorker{Worker: arg(1), Bin: bin, Settings: settings(t, a),
 			Reason: reason, Batch: u64("batch")}, failAppend
+	case "release":
+		var rolls []events.RollWorker
+		for _, n := range f[1:] {
+			if !strings.Contains(n, "=") {
+				rolls = append(rolls, events.RollWorker{Worker: n, Reason: sm.ReasonBinaryChanged})
+			}
+		}
+		return events.Release{Rolls: rolls, Batch: u64("batch")}, failAppend
+	case "canary-due":
+		return events.CanaryDue{Instance: arg(1)}, failAppend
+	case "judged":
+		f64 := func(k string) float64 {
+			v, err := strconv.ParseFloat(a[k], 64)
+			if err != nil {
+				t.Fatalf("%q: %s=%q: %v", cmd, k, a[k], err)
+			}
+			return v
+		}
+		return events.CanaryJudged{Instance: arg(1), Requests: u64("req"), Errors: u64("err"), P99Ms: f64("p99"),
+			OldRequests: u64("oldreq"), OldErrors: u64("olderr"), OldP99Ms: f64("oldp99")}, failAppend
 	case "spawned":
 		return events.Spawned{Instance: arg(1), PID: atoi(t, a["pid"])}, failAppend
 	case "spawn-failed":
@@ -220,7 +243,7 @@ func (r *rig) event(cmd string) (ev events.Event, failAppend bool) {
 	case "due":
 		return events.RestartDue{Worker: arg(1), Slot: atoi(t, a["slot"]), Gen: u64("gen")}, failAppend
 	case "roll":
-		return events.RollWorker{Worker: arg(1), Reason: a["reason"], Batch: u64("batch")}, failAppend
+		return events.RollWorker{Worker: arg(1), Reason: a["reason"], Batch: u64("batch"), Bin: a["bin"], Previous: a["previous"]}, failAppend
 	case "remove":
 		return events.RemoveWorker{Worker: arg(1), Reason: sm.ReasonOperator, Detail: "worker removed"}, failAppend
 	case "reconfigure":
@@ -392,7 +415,10 @@ func dash(s string) string {
 func (r *rig) status() string {
 	var out []string
 	for _, w := range r.c.Workers() {
-		line := fmt.Sprintf("%s %s slots=%v", w.Name, w.Route, w.Slots)
+		line := fmt.Sprintf("%s %s slots=%v bin=%s", w.Name, w.Route, w.Slots, w.Bin)
+		if w.Previous != "" {
+			line += " previous=" + w.Previous
+		}
 		if w.Removed {
 			line += " (removed)"
 		}
@@ -462,7 +488,7 @@ func (r *rig) checkSlots(cmd string) {
 			}
 			if sl.next != "" {
 				in := w.insts[sl.next]
-				if in == nil || !(in.m.State() == sm.Starting || in.m.State() == sm.Healthy && in.warming) {
+				if in == nil || !(in.m.State() == sm.Starting || in.m.State() == sm.Healthy && (in.warming || in.canary)) {
 					r.t.Errorf("%q: %s slot %d: next %s is neither starting nor warming", cmd, w.name, sl.id, sl.next)
 				}
 			}

@@ -3,6 +3,7 @@ package core
 import (
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/mevdschee/tqserver/internal/events"
 	sm "github.com/mevdschee/tqserver/internal/statemachine"
@@ -68,6 +69,12 @@ func (c *Core) handle(ev events.Event) {
 		c.onForceKill()
 	case events.Unrecorded:
 		c.onUnrecorded(ev)
+	case events.Release:
+		c.onRelease(ev)
+	case events.CanaryDue:
+		c.onCanaryDue(ev)
+	case events.CanaryJudged:
+		c.onCanaryJudged(ev)
 	case events.Adopt:
 		c.onAdopt(ev) // adopt.go
 	default:
@@ -135,7 +142,7 @@ func (c *Core) start(w *worker, sl *slot, reason, detail string, batch uint64) {
 		return
 	}
 	num := w.nextNum + 1
-	in := &instance{name: fmt.Sprintf("%s-%d", w.name, num), slot: sl.id, port: port, logged: sm.Starting,
+	in := &instance{name: fmt.Sprintf("%s-%d", w.name, num), slot: sl.id, port: port, logged: sm.Starting, bin: w.bin,
 		m: sm.New(sm.Starting), startReason: reason, batch: batch}
 	c.record(&store.Record{Worker: w.name, Instance: in.name, To: sm.Starting, Event: sm.Start,
 		Reason: reason, Port: port, Route: w.route, Detail: detail})
@@ -226,6 +233,7 @@ func (c *Core) failStart(w *worker, in *instance, event, detail string) {
 	c.settle(in, false, fmt.Sprintf("%s: %s (%s)", in.name, reason, firstLine(detail)))
 	c.abortRoll(w, in)
 	c.stopProcess(in)
+	c.releaseFailed(in, fmt.Sprintf("%s: %s", in.name, firstLine(detail)))
 	if sl != nil && sl.current == "" {
 		c.scheduleRestart(w, sl, sm.ReasonHealthFailed)
 	}
@@ -238,12 +246,16 @@ func (c *Core) onHealthOK(ev events.HealthOK) {
 	}
 	c.fire(w, in, sm.HealthOK, in.startReason, "")
 	in.healthyAt = c.tx.now
+	if in.release != 0 {
+		c.releaseHealthy(w, in)
+		return
+	}
 	sl := w.slotByID(in.slot)
 	if sl != nil && sl.current != "" {
 		// Connections are opened and warmed before traffic moves; the
 		// predecessor serves until Warmed.
 		in.warming = true
-		c.emit(Warm{Instance: in.name, From: sl.current, Worker: w.name, Port: in.port, MaxRequests: w.settings.MaxRequests})
+		c.emit(Warm{Instance: in.name, From: sl.current, Worker: w.name, Port: in.port, MaxRequests: w.settings.MaxRequests, Settings: w.settings})
 		return
 	}
 	c.swapIn(w, in)
@@ -257,6 +269,18 @@ func (c *Core) onWarmed(ev events.Warmed) {
 	if in == nil || !in.warming || in.m.State() != sm.Healthy || c.tx.shutting {
 		return
 	}
+	if in.release != 0 {
+		if ev.Err != "" {
+			c.drain(w, in, sm.ReasonRollback, "warm-up failed: "+ev.Err)
+			c.settle(in, false, in.name+": "+sm.ReasonRollback+": warm-up failed: "+ev.Err)
+			c.releaseFailed(in, in.name+" failed its warm-up")
+			return
+		}
+		if r := c.rel(in.release); r != nil {
+			c.releaseWarmed(r, in)
+		}
+		return
+	}
 	if ev.Err != "" {
 		keeps := ""
 		if sl := w.slotByID(in.slot); sl != nil && sl.current != "" {
@@ -268,6 +292,10 @@ func (c *Core) onWarmed(ev events.Warmed) {
 		return
 	}
 	in.warming = false
+	if c.canaryApplies(w, in) {
+		c.startCanary(w, in)
+		return
+	}
 	c.swapIn(w, in)
 }
 
@@ -372,21 +400,30 @@ func (c *Core) onExited(ev events.Exited) {
 			}
 			c.settle(in, false, msg)
 			c.abortRoll(w, in)
+			c.releaseFailed(in, in.name+" exited before serving")
+		}
+		if in.canary {
+			in.canary = false
+			c.tx.routesDirty = true
+			c.record(&store.Record{Worker: w.name, Event: sm.EventCanaryFailed, Reason: sm.ReasonRollback,
+				Detail: fmt.Sprintf("canary %s exited (%s)", in.name, exitString(ev))})
+			c.canaryFailed(w, in, "canary exited")
 		}
 		if sl != nil && sl.current == in.name {
 			sl.current = ""
 			c.tx.routesDirty = true
-			// A successor being warmed takes over at once.
-			if sl.next != "" && w.insts[sl.next] != nil && w.insts[sl.next].warming {
+			// A successor being warmed (or serving as a canary) takes over at once.
+			if sl.next != "" && w.insts[sl.next] != nil && (w.insts[sl.next].warming || w.insts[sl.next].canary) {
 				next := w.insts[sl.next]
-				next.warming = false
+				next.warming, next.canary = false, false
 				c.swapIn(w, next)
 			}
 		}
 		if sl != nil && sl.next == in.name {
 			sl.next = ""
 		}
-		if state != sm.Draining && sl != nil && sl.current == "" && sl.next == "" {
+		rolledBack := state == sm.Healthy && !beforeServing && c.autoRollback(w, in)
+		if !rolledBack && state != sm.Draining && sl != nil && sl.current == "" && sl.next == "" {
 			if !in.healthyAt.IsZero() && c.tx.now.Sub(in.healthyAt) >= c.o.RestartBackoffReset {
 				sl.failures = 0
 			}
@@ -395,6 +432,22 @@ func (c *Core) onExited(ev events.Exited) {
 	}
 	in.spawned = false // after its last record, which still carries the pid
 	c.emit(Forget{Instance: in.name})
+}
+
+// autoRollback: a new binary whose instance crashed within
+// rollback_window_ms of becoming healthy is replaced, in every slot, by the
+// previous good binary (when one was saved).
+func (c *Core) autoRollback(w *worker, in *instance) bool {
+	window := time.Duration(w.settings.RollbackWindowMs) * time.Millisecond
+	up := c.tx.now.Sub(in.healthyAt)
+	if in.startReason != sm.ReasonBinaryChanged || window <= 0 || up >= window || w.prevBin == "" || w.removed || c.tx.shutting {
+		return false
+	}
+	detail := fmt.Sprintf("%s (a new binary) crashed %s after becoming healthy, within rollback_window_ms %d: back to the previous binary %s",
+		in.name, up.Round(time.Millisecond), w.settings.RollbackWindowMs, w.prevBin)
+	c.logf("warn", w, in.name, "%s", detail)
+	c.startRoll(w, sm.ReasonRollback, detail, 0, events.RollWorker{Bin: w.prevBin})
+	return true
 }
 
 func (c *Core) onRestartDue(ev events.RestartDue) {

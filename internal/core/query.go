@@ -21,6 +21,8 @@ type InstanceView struct {
 // WorkerView is one worker, its slots' states and its live instances.
 type WorkerView struct {
 	Name, Route string
+	Bin         string // the binary it runs
+	Previous    string // the saved previous good binary; "" none
 	Removed     bool
 	Settings    config.WorkerSettings
 	Slots       []SlotState
@@ -41,7 +43,7 @@ func (c *Core) Workers() []WorkerView {
 		if w.removed && len(w.insts) == 0 {
 			continue
 		}
-		v := WorkerView{Name: w.name, Route: w.route, Removed: w.removed, Settings: w.settings}
+		v := WorkerView{Name: w.name, Route: w.route, Bin: w.bin, Previous: w.prevBin, Removed: w.removed, Settings: w.settings}
 		for i := range w.slots {
 			v.Slots = append(v.Slots, w.slots[i].state(w))
 		}
@@ -56,6 +58,15 @@ func (c *Core) Workers() []WorkerView {
 		out = append(out, v)
 	}
 	return out
+}
+
+// Binaries are the binary worker runs and the saved previous good one
+// ("" when there is none).
+func (c *Core) Binaries(worker string) (bin, previous string) {
+	if w := c.workers[worker]; w != nil {
+		return w.bin, w.prevBin
+	}
+	return "", ""
 }
 
 // Done reports whether shutdown has finished: no process is left.

@@ -26,6 +26,15 @@ func (c *Core) startRoll(w *worker, reason, detail string, batch uint64, ev even
 			w.insts[sl.current].drainReason = sm.ReasonReplaced
 		}
 	}
+	if ev.Bin != "" {
+		w.bin = ev.Bin
+	}
+	switch {
+	case reason == sm.ReasonRollback:
+		w.prevBin = "" // the binary rolled back from is not a good one
+	case ev.Previous != "":
+		w.prevBin = ev.Previous
+	}
 	c.tx.rollSeq++
 	w.roll = &roll{id: c.tx.rollSeq, reason: reason, detail: detail, batch: batch, changedAt: ev.ChangedAt}
 	c.rollSlot(w)
@@ -36,6 +45,10 @@ func (c *Core) rollSlot(w *worker) {
 	r := w.roll
 	for r.pos < len(w.slots) {
 		sl := &w.slots[r.pos]
+		if r.reason == sm.ReasonRollback && sl.current != "" && sl.next == "" && w.insts[sl.current].bin == w.bin {
+			r.pos++ // already runs the binary rolled back to
+			continue
+		}
 		c.start(w, sl, r.reason, r.detail, r.batch)
 		if sl.next != "" {
 			next := w.insts[sl.next]
@@ -130,7 +143,7 @@ func (c *Core) onReconfigure(ev events.Reconfigure) {
 		w.addSlot()
 	}
 	if ev.Restart != "" {
-		c.startRoll(w, ev.Restart, ev.Detail, ev.Batch, events.RollWorker{})
+		c.startRoll(w, ev.Restart, ev.Detail, ev.Batch, events.RollWorker{Bin: ev.Bin, Previous: ev.Previous})
 		return
 	}
 	for i := before; i < n; i++ {

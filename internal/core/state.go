@@ -25,12 +25,14 @@ const (
 	SlotServing    SlotState = "serving"     // one instance serves
 	SlotRolling    SlotState = "rolling"     // one serves; its successor is starting
 	SlotWarming    SlotState = "warming"     // one serves; its healthy successor is being warmed
+	SlotCanary     SlotState = "canary"      // one serves; its successor serves a share until judged
 	SlotBackingOff SlotState = "backing_off" // nothing serves; a restart is due after a backoff
 	SlotPending    SlotState = "pending"     // one serves; its replacement waits for a retry (log or ports)
 )
 
 type worker struct {
 	name, route, bin, dir string
+	prevBin               string // a saved copy of the previous good binary ("" none)
 	settings              config.WorkerSettings
 	slots                 []slot
 	slotSeq               int
@@ -59,6 +61,7 @@ type roll struct {
 	batch          uint64
 	pos            int
 	changedAt      time.Time
+	canaryDone     bool // its canary was started (one per roll)
 }
 
 type instance struct {
@@ -71,13 +74,16 @@ type instance struct {
 	spawned     bool           // its process exists (Spawned seen)
 	pid         int
 	ticks       uint64
+	bin         string // the binary it was started from
 	startReason string
 	drainReason string
 	healthyAt   time.Time
 	changedAt   time.Time
 	roll        uint64
+	release     uint64 // the atomic release it belongs to (0: none)
 	batch       uint64
 	warming     bool // healthy, connections being warmed; its predecessor still serves
+	canary      bool // healthy, serving a share beside its predecessor until judged
 	stopping    bool // Stop sent
 }
 
@@ -137,6 +143,8 @@ func (sl *slot) state(w *worker) SlotState {
 	switch {
 	case sl.current != "" && sl.next != "" && w.insts[sl.next] != nil && w.insts[sl.next].warming:
 		return SlotWarming
+	case sl.current != "" && sl.next != "" && w.insts[sl.next] != nil && w.insts[sl.next].canary:
+		return SlotCanary
 	case sl.current != "" && sl.next != "":
 		return SlotRolling
 	case sl.current != "" && sl.armed:

@@ -119,6 +119,11 @@ type RollWorker struct {
 	Worker, Reason, Detail string
 	Batch                  uint64
 	ChangedAt              time.Time
+	// Bin, when set, is the binary the worker runs from now on (a deploy:
+	// bin/NAME again; a rollback: the saved previous one). Previous, when
+	// set, is a saved copy of the binary that ran until now: what a
+	// rollback goes back to.
+	Bin, Previous string
 }
 
 // RemoveWorker: Worker's directory is gone: drain and stop it.
@@ -136,6 +141,8 @@ type Reconfigure struct {
 	Restart  string
 	Detail   string // what changed and what asked, for the start records
 	Batch    uint64
+	// Bin and Previous as in RollWorker, when its binary changed too.
+	Bin, Previous string
 }
 
 // Assets: only Worker's public/ or private/ files changed.
@@ -251,6 +258,33 @@ func (k ChangeKind) String() string {
 }
 
 func (FilesChanged) event() {}
+
+// Release: an atomic release of several workers (deployment.switch:
+// together). Every new instance of every roll starts at once beside the
+// old set; once all are healthy and warmed, one step moves every route;
+// if any fails, none switches.
+type Release struct {
+	Rolls []RollWorker
+	Batch uint64
+}
+
+func (Release) event() {}
+
+// CanaryDue: a canary's duration_ms has passed; judge it.
+type CanaryDue struct{ Instance string }
+
+// CanaryJudged: the proxy's counters of a canary and of the instances it
+// ran beside, over the canary's time.
+type CanaryJudged struct {
+	Instance               string
+	Requests, Errors       uint64  // the canary's answers and 5xx among them
+	P99Ms                  float64 // the canary's p99 latency (0: no data)
+	OldRequests, OldErrors uint64
+	OldP99Ms               float64
+}
+
+func (CanaryDue) event()    {}
+func (CanaryJudged) event() {}
 
 // Adopt: a server upgrade hands the new server Worker's running instances
 // (checked alive by PID and start time; the healthy ones answering

@@ -5,8 +5,11 @@ package events
 // `tqserver restart NAME`). Reply, when set, receives one result once every
 // new instance serves or failed, like a Reload's.
 type Restart struct {
-	Worker string
-	Reply  chan<- ReloadResult
+	// Rollback: swap back to the saved previous good binary (reason
+	// rollback) instead of restarting the one that runs.
+	Rollback bool
+	Worker   string
+	Reply    chan<- ReloadResult
 }
 
 func (Restart) event() {}

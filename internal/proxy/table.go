@@ -15,7 +15,11 @@ type Route struct {
 	Worker   string
 	Backend  *Backend
 	Backends []*Backend
-	rr       *atomic.Uint32 // rotates the starting point among equally loaded backends
+	// Canary, when set, takes CanaryPercent of the route's requests (every
+	// n-th by a counter, no randomness); Backends share the rest.
+	Canary        *Backend
+	CanaryPercent uint32
+	rr            *atomic.Uint32 // rotates the starting point among equally loaded backends
 }
 
 // hasOtherThan reports whether the route has a backend other than b.
@@ -31,6 +35,9 @@ func (r Route) hasOtherThan(b *Backend) bool {
 // Pick returns the backend with the fewest requests in flight (ties go
 // round-robin), or nil when the route has none. Lock-free.
 func (r Route) Pick() *Backend {
+	if r.Canary != nil && (len(r.Backends) == 0 || r.rr.Add(1)%100 < r.CanaryPercent) {
+		return r.Canary
+	}
 	switch len(r.Backends) {
 	case 0:
 		return nil

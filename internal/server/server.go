@@ -302,6 +302,11 @@ func (m *Main) Restart(ctx context.Context, worker string) events.ReloadResult {
 	return m.sup.Restart(ctx, worker)
 }
 
+// Rollback swaps worker back to its previous good binary (reason rollback).
+func (m *Main) Rollback(ctx context.Context, worker string) events.ReloadResult {
+	return m.sup.Rollback(ctx, worker)
+}
+
 // Run serves until Close is called or something fails, then shuts down:
 // in-flight requests finish, workers stop, server_stop is recorded. It
 // returns nil after a clean shutdown.

@@ -43,6 +43,11 @@ const (
 	EventLogRecreated = "log_recreated"
 	// EventLogSalvaged is the record a salvaged log ends with.
 	EventLogSalvaged = "log_salvaged"
+	// Canary deploys (internal/core/canary.go): a worker-level record at
+	// each step, with the figures that decided it.
+	EventCanaryStarted  = "canary_started"
+	EventCanaryPromoted = "canary_promoted"
+	EventCanaryFailed   = "canary_failed"
 )
 
 // Reasons lists every reason code.

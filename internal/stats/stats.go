@@ -161,6 +161,19 @@ func (s *RequestsSnapshot) Add(o RequestsSnapshot) {
 	s.Latency.Add(o.Latency)
 }
 
+// Sub is s minus an earlier snapshot o of the same counters: what was
+// counted between the two.
+func (s RequestsSnapshot) Sub(o RequestsSnapshot) RequestsSnapshot {
+	for i := range s.ByClass {
+		s.ByClass[i] -= o.ByClass[i]
+	}
+	for i := range s.Latency.Counts {
+		s.Latency.Counts[i] -= o.Latency.Counts[i]
+	}
+	s.Latency.SumNs -= o.Latency.SumNs
+	return s
+}
+
 // Total is the number of requests counted.
 func (s RequestsSnapshot) Total() uint64 {
 	var n uint64

@@ -457,3 +457,289 @@ func TestRestartRecordsSayWhy(t *testing.T) {
 		t.Errorf("config_changed detail %q does not name the keys and the asker", d)
 	}
 }
+
+// Rollback by hand: the previous good binary was kept when v2 was
+// deployed; `rollback` swaps back to it with reason rollback, and then
+// there is no previous one left.
+func TestRollbackCommand(t *testing.T) {
+	f := newDeployFixture(t, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if res := f.sup.Rollback(ctx, "index"); res.Error == "" || !strings.Contains(res.Error, "no previous binary") {
+		t.Fatalf("rollback with nothing deployed: %+v", res)
+	}
+	f.deployBytes(t, f.version(t, "ver-2222"))
+	if res := f.reload(); res.Error != "" || len(res.Failures) > 0 {
+		t.Fatalf("reload: %+v", res)
+	}
+	f.waitServing("ver-2222")
+	prev := f.sup.Status().Workers[0].Previous
+	if !strings.HasPrefix(prev, filepath.Join(f.root, "var", "releases", "index")+"/") || !strings.HasSuffix(prev, sumHex(f.base)[:12]) {
+		t.Fatalf("previous binary %q: want var/releases/index/%s", prev, sumHex(f.base)[:12])
+	}
+	// Zero downtime: load through the proxy across the rollback.
+	load := testrig.StartLoad(f.srv.URL+"/", 4, 200000, time.Minute)
+	res := f.sup.Rollback(ctx, "index")
+	if res.Error != "" || len(res.Failures) > 0 {
+		t.Fatalf("rollback: %+v", res)
+	}
+	f.waitServing(baseVersion)
+	if ok, failed, errs := load.Finish(); failed > 0 || ok == 0 {
+		t.Fatalf("rollback under load: %d ok, %d failed: %v", ok, failed, errs)
+	}
+	st := f.sup.Status().Workers[0]
+	if st.Binary != prev || st.Previous != "" {
+		t.Fatalf("after rollback: binary %q previous %q, want %q and none", st.Binary, st.Previous, prev)
+	}
+	recs, err := f.st.Records(store.Filter{Worker: "index"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := count(recs, func(r store.Record) bool { return r.Event == sm.Start && r.Reason == sm.ReasonRollback }); n != 1 {
+		t.Fatalf("want 1 rollback start, got %d", n)
+	}
+	// The deploy on disk was considered: a reload changes nothing.
+	if res := f.reload(); !nothingChanged(res) {
+		t.Fatalf("reload after rollback: %+v", res)
+	}
+	if res := f.sup.Rollback(ctx, "index"); !strings.Contains(res.Error, "no previous binary") {
+		t.Fatalf("second rollback: %+v", res)
+	}
+}
+
+// Automatic rollback: a new binary that becomes healthy and then crashes
+// within rollback_window_ms is replaced by the previous good one.
+func TestAutomaticRollback(t *testing.T) {
+	f := newDeployFixture(t, nil)
+	bad := filepath.Join(t.TempDir(), "bad")
+	testrig.BuildTestWorker(t, bad, "ver-bad1", "crashlater")
+	if err := testrig.Install(f.root, "index", bad); err != nil {
+		t.Fatal(err)
+	}
+	f.reload() // its instance is healthy at first: the reload reports it serving
+	f.waitFor("a rollback start after the crash", func() bool {
+		recs, _ := f.st.Records(store.Filter{Worker: "index"})
+		return count(recs, func(r store.Record) bool { return r.Event == sm.Start && r.Reason == sm.ReasonRollback }) == 1
+	})
+	f.waitServing(baseVersion)
+	recs, err := f.st.Records(store.Filter{Worker: "index"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range recs {
+		if r.Event == sm.Start && r.Reason == sm.ReasonRollback && !strings.Contains(r.Detail, "within rollback_window_ms 30000: back to the previous binary") {
+			t.Fatalf("rollback record detail: %q", r.Detail)
+		}
+	}
+	if st := f.sup.Status().Workers[0]; st.Previous != "" || !strings.Contains(st.Binary, "releases") {
+		t.Fatalf("after the automatic rollback: %+v", st)
+	}
+}
+
+// min_healthy_ms: a new binary that answers /health and then dies within
+// the span never takes traffic; the old instance keeps serving.
+func TestMinHealthyKeepsTheOldInstance(t *testing.T) {
+	f := newDeployFixture(t, func(c *config.Config) { c.Workers.Default.MinHealthyMs = 3000 })
+	bad := filepath.Join(t.TempDir(), "bad")
+	testrig.BuildTestWorker(t, bad, "ver-bad1", "crashlater")
+	if err := testrig.Install(f.root, "index", bad); err != nil {
+		t.Fatal(err)
+	}
+	res := f.reload()
+	if !strings.Contains(strings.Join(res.Failures, "\n"), "keeps serving") {
+		t.Fatalf("reload of a binary that dies within min_healthy_ms: %+v", res)
+	}
+	if got := f.body(); !strings.HasPrefix(got, baseVersion+" ") {
+		t.Fatalf("serving %q, want the old %s", got, baseVersion)
+	}
+	recs, err := f.st.Records(store.Filter{Worker: "index"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := count(recs, func(r store.Record) bool { return r.To == sm.Healthy && r.Reason == sm.ReasonBinaryChanged }); n != 0 {
+		t.Fatalf("%d binary_changed instances became healthy; want none", n)
+	}
+	if n := count(recs, func(r store.Record) bool {
+		return r.Reason == sm.ReasonRollback && strings.Contains(r.Detail, "within min_healthy_ms 3000")
+	}); n != 1 {
+		t.Fatalf("want one rollback record naming min_healthy_ms, got %d", n)
+	}
+}
+
+// warmup_urls: each is requested before a new instance takes traffic; one
+// that fails keeps the old instance serving, and all passing lets it swap.
+func TestWarmupURLs(t *testing.T) {
+	f := newDeployFixture(t, func(c *config.Config) { c.Workers.Default.WarmupURLs = []string{"/slow?ms=5", "/code?c=503"} })
+	f.deployBytes(t, f.version(t, "ver-2222"))
+	res := f.reload()
+	if !strings.Contains(strings.Join(res.Failures, "\n"), "warm-up GET /code?c=503: 503") {
+		t.Fatalf("reload with a failing warm-up URL: %+v", res)
+	}
+	if got := f.body(); !strings.HasPrefix(got, baseVersion+" ") {
+		t.Fatalf("serving %q, want the old %s", got, baseVersion)
+	}
+	yaml := "workers:\n  port_range_start: 26000\n  port_range_end: 26999\n  restart_delay_ms: 10\n  default:\n    warmup_urls: [\"/slow?ms=5\", \"/health\"]\n"
+	if err := os.MkdirAll(filepath.Join(f.root, "config"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(f.root, "config", "server.yaml"), []byte(yaml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f.deployBytes(t, f.version(t, "ver-3333"))
+	if res := f.reload(); res.Error != "" || len(res.Failures) > 0 {
+		t.Fatalf("reload with passing warm-up URLs: %+v", res)
+	}
+	f.waitServing("ver-3333")
+}
+
+// deployment.switch: together. A release of two workers where one new
+// binary never becomes healthy switches neither; a good release moves both
+// routes in one step (their predecessors' drain records are consecutive).
+func TestAtomicRelease(t *testing.T) {
+	f := newDeployFixture(t, func(c *config.Config) { c.Deployment.Switch = config.SwitchTogether })
+	get := func(path string) string {
+		resp, err := http.Get(f.srv.URL + path)
+		if err != nil {
+			return err.Error()
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return string(b)
+	}
+	if err := testrig.InstallBytes(f.root, "api", f.base); err != nil {
+		t.Fatal(err)
+	}
+	if res := f.reload(); res.Error != "" || len(res.Failures) > 0 {
+		t.Fatalf("reload adding api: %+v", res)
+	}
+	f.waitFor("api serving", func() bool { return strings.HasPrefix(get("/api/"), baseVersion+" ") })
+
+	// index gets a good binary, api one that is never healthy: neither switches.
+	bad := filepath.Join(t.TempDir(), "bad")
+	testrig.BuildTestWorker(t, bad, "ver-bad1", "nohealth")
+	f.deployBytes(t, f.version(t, "ver-2222"))
+	if err := testrig.Install(f.root, "api", bad); err != nil {
+		t.Fatal(err)
+	}
+	res := f.reload()
+	if !strings.Contains(strings.Join(res.Failures, "\n"), "release of api, index aborted") {
+		t.Fatalf("reload of a release with a never-healthy member: %+v", res)
+	}
+	if a, i := get("/api/"), get("/"); !strings.HasPrefix(a, baseVersion+" ") || !strings.HasPrefix(i, baseVersion+" ") {
+		t.Fatalf("after a failed release: api %q, index %q; want both still %s", a, i, baseVersion)
+	}
+
+	// Both good: both switch, in one step, and no request fails meanwhile.
+	loadIndex := testrig.StartLoad(f.srv.URL+"/", 2, 200000, time.Minute)
+	loadAPI := testrig.StartLoad(f.srv.URL+"/api/", 2, 200000, time.Minute)
+	if err := testrig.InstallBytes(f.root, "api", f.version(t, "ver-3333")); err != nil {
+		t.Fatal(err)
+	}
+	f.deployBytes(t, f.version(t, "ver-3333"))
+	if res := f.reload(); res.Error != "" || len(res.Failures) > 0 {
+		t.Fatalf("reload of a good release: %+v", res)
+	}
+	if a, i := get("/api/"), get("/"); !strings.HasPrefix(a, "ver-3333 ") || !strings.HasPrefix(i, "ver-3333 ") {
+		t.Fatalf("after the release: api %q, index %q; want both ver-3333", a, i)
+	}
+	for _, l := range []*testrig.Load{loadIndex, loadAPI} {
+		if ok, failed, errs := l.Finish(); failed > 0 || ok == 0 {
+			t.Fatalf("release under load: %d ok, %d failed: %v", ok, failed, errs)
+		}
+	}
+	recs, err := f.st.Records(store.Filter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var drains []store.Record
+	for _, r := range recs {
+		if r.Event == sm.Drain && r.Reason == sm.ReasonReplaced {
+			drains = append(drains, r)
+		}
+	}
+	if len(drains) != 2 || drains[1].Seq != drains[0].Seq+1 || drains[0].Worker == drains[1].Worker {
+		t.Fatalf("want the two predecessors' drains in one step (consecutive seqs, both workers): %+v", drains)
+	}
+}
+
+// canaryFixture runs a worker with canary deploys and keeps GET / traffic
+// going through the proxy while the test runs.
+func canaryRun(t *testing.T, behaviour string) (*deployFixture, events.ReloadResult) {
+	t.Helper()
+	f := newDeployFixture(t, func(c *config.Config) {
+		c.Workers.Default.Canary = config.Canary{WeightPercent: 30, DurationMs: 1500, MaxErrorRate: 0.05, MaxP99Ratio: 3}
+	})
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		c := &http.Client{Timeout: 5 * time.Second}
+		for i := 0; i < 100000; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if resp, err := c.Get(f.srv.URL + "/"); err == nil {
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			}
+		}
+	}()
+	defer func() { close(stop); <-done }()
+	next := filepath.Join(t.TempDir(), "next")
+	testrig.BuildTestWorker(t, next, "ver-next", behaviour)
+	if err := testrig.Install(f.root, "index", next); err != nil {
+		t.Fatal(err)
+	}
+	return f, f.reload()
+}
+
+func canaryRecord(t *testing.T, f *deployFixture, event string) store.Record {
+	t.Helper()
+	recs, err := f.st.Records(store.Filter{Worker: "index"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range recs {
+		if r.Event == event {
+			return r
+		}
+	}
+	t.Fatalf("no %s record in %+v", event, recs)
+	return store.Record{}
+}
+
+func TestCanaryPromoted(t *testing.T) {
+	f, res := canaryRun(t, "")
+	if res.Error != "" || len(res.Failures) > 0 {
+		t.Fatalf("reload: %+v", res)
+	}
+	f.waitServing("ver-next")
+	canaryRecord(t, f, "canary_started")
+	if d := canaryRecord(t, f, "canary_promoted").Detail; !strings.Contains(d, " requests, 0 5xx") {
+		t.Fatalf("promoted canary's figures: %q", d)
+	}
+}
+
+func TestCanaryRolledBackByErrorRate(t *testing.T) {
+	f, res := canaryRun(t, "errors")
+	if !strings.Contains(strings.Join(res.Failures, "\n"), "canary failed: error rate") {
+		t.Fatalf("reload of a failing canary: %+v", res)
+	}
+	if d := canaryRecord(t, f, "canary_failed").Detail; !strings.Contains(d, "above max_error_rate 0.05") {
+		t.Fatalf("failed canary's figures: %q", d)
+	}
+	f.waitServing(baseVersion)
+}
+
+func TestCanaryRolledBackByP99(t *testing.T) {
+	f, res := canaryRun(t, "slowroot")
+	if !strings.Contains(strings.Join(res.Failures, "\n"), "canary failed: p99") {
+		t.Fatalf("reload of a slow canary: %+v", res)
+	}
+	if d := canaryRecord(t, f, "canary_failed").Detail; !strings.Contains(d, "above max_p99_ratio 3") {
+		t.Fatalf("failed canary's figures: %q", d)
+	}
+	f.waitServing(baseVersion)
+}

@@ -11,6 +11,7 @@ import (
 	"github.com/mevdschee/tqserver/internal/logs"
 	"github.com/mevdschee/tqserver/internal/process"
 	"github.com/mevdschee/tqserver/internal/proxy"
+	"github.com/mevdschee/tqserver/internal/stats"
 )
 
 // executor performs a committed step's effects. It holds what the core does
@@ -23,11 +24,12 @@ type executor struct {
 	procs    map[string]*process.Process
 	cancels  map[string]context.CancelFunc
 	backends map[string]*proxy.Backend
+	canaries map[string]map[string]stats.RequestsSnapshot // canary → baselines at its start
 }
 
 func newExecutor(s *Supervisor) *executor {
 	return &executor{s: s, procs: map[string]*process.Process{}, cancels: map[string]context.CancelFunc{},
-		backends: map[string]*proxy.Backend{}}
+		backends: map[string]*proxy.Backend{}, canaries: map[string]map[string]stats.RequestsSnapshot{}}
 }
 
 func (x *executor) do(e core.Effect) {
@@ -47,6 +49,9 @@ func (x *executor) do(e core.Effect) {
 			pr := proxy.Route{Prefix: r.Prefix, Worker: r.Worker}
 			for _, b := range r.Backends {
 				pr.Backends = append(pr.Backends, x.backend(r.Worker, b))
+			}
+			if r.Canary != nil {
+				pr.Canary, pr.CanaryPercent = x.backend(r.Worker, *r.Canary), uint32(r.CanaryPercent)
 			}
 			routes = append(routes, pr)
 		}
@@ -87,6 +92,19 @@ func (x *executor) do(e core.Effect) {
 				s.log.Warn().Err(err).Str("instance", e.Instance).Msg("could not signal asset change")
 			}
 		}
+	case core.CanaryStart:
+		base := map[string]stats.RequestsSnapshot{}
+		for _, o := range e.Old {
+			if b := x.backends[o]; b != nil {
+				base[o] = b.Requests()
+			}
+		}
+		if b := x.backends[e.Instance]; b != nil {
+			base[e.Instance] = b.Requests()
+		}
+		x.canaries[e.Instance] = base
+	case core.Judge:
+		s.local = append(s.local, x.judge(e))
 	case core.Join:
 		if p := s.batches[e.Batch]; p != nil {
 			p.waiting[e.Instance] = true
@@ -183,15 +201,21 @@ func (x *executor) warm(e core.Warm) {
 	if old := x.backends[e.From]; old != nil {
 		n = min(warmConns, old.IdleConns()+int(old.Inflight()))
 	}
-	if n == 0 {
+	if n == 0 && len(e.Settings.WarmupURLs) == 0 {
 		s.local = append(s.local, events.Warmed{Instance: e.Instance})
 		return
 	}
-	name, timeout := e.Instance, s.warmTimeout
+	name, timeout, port, ws := e.Instance, s.warmTimeout, e.Port, e.Settings
 	go func() {
 		ev := events.Warmed{Instance: name}
-		if _, err := b.Warm(n, "/health", timeout); err != nil {
+		// The configured warm-up URLs first (they may fill caches), then
+		// the connections the predecessor's traffic needs.
+		if err := warmupURLs(port, ws); err != nil {
 			ev.Err = err.Error()
+		} else if n > 0 {
+			if _, err := b.Warm(n, "/health", timeout); err != nil {
+				ev.Err = err.Error()
+			}
 		}
 		s.Send(ev)
 	}()
@@ -223,4 +247,35 @@ func (x *executor) drain(e core.Drain) {
 		}
 		s.Send(events.Drained{Instance: name, TimedOut: b.Inflight() > 0})
 	}()
+}
+
+// judge reads the proxy's counters of a canary and of the old instances
+// since the canary started.
+func (x *executor) judge(e core.Judge) events.CanaryJudged {
+	base := x.canaries[e.Instance]
+	delete(x.canaries, e.Instance)
+	since := func(name string) stats.RequestsSnapshot {
+		b := x.backends[name]
+		if b == nil {
+			return stats.RequestsSnapshot{}
+		}
+		return b.Requests().Sub(base[name])
+	}
+	p99 := func(s stats.RequestsSnapshot) float64 {
+		if q, ok := s.Latency.Quantile(0.99); ok {
+			return q * 1000
+		}
+		return 0
+	}
+	cn := since(e.Instance)
+	var old stats.RequestsSnapshot
+	for _, o := range e.Old {
+		if _, ok := base[o]; ok {
+			old.Add(since(o))
+		}
+	}
+	fivexx := len(stats.Classes) - 1
+	return events.CanaryJudged{Instance: e.Instance,
+		Requests: cn.Total(), Errors: cn.ByClass[fivexx], P99Ms: p99(cn),
+		OldRequests: old.Total(), OldErrors: old.ByClass[fivexx], OldP99Ms: p99(old)}
 }

@@ -73,6 +73,12 @@ func (s *Supervisor) healthGate(ctx context.Context, name string, port int, ws c
 		}
 		lastErr = checkHealth(ctx, port, min(probeTimeout, left))
 		if lastErr == nil {
+			if err := s.minHealthy(ctx, port, ws, probeTimeout); err != nil {
+				if ctx.Err() == nil {
+					s.Send(events.HealthTimeout{Instance: name, Detail: err.Error()})
+				}
+				return
+			}
 			s.Send(events.HealthOK{Instance: name})
 			return
 		}
@@ -99,6 +105,72 @@ func (s *Supervisor) healthGate(ctx context.Context, name string, port int, ws c
 		}
 	}
 	s.Send(events.HealthTimeout{Instance: name, Detail: detail})
+}
+
+// minHealthyEvery is how often a new instance is probed during min_healthy_ms.
+const minHealthyEvery = 20 * time.Millisecond
+
+// minHealthy keeps probing an instance that answered its first 200 until
+// min_healthy_ms have passed; the first failed probe is the error
+// (Nomad's min_healthy_time).
+func (s *Supervisor) minHealthy(ctx context.Context, port int, ws config.WorkerSettings, probeTimeout time.Duration) error {
+	span := time.Duration(ws.MinHealthyMs) * time.Millisecond
+	if span <= 0 {
+		return nil
+	}
+	first := time.Now()
+	t := time.NewTicker(minHealthyEvery)
+	defer t.Stop()
+	for time.Since(first) < span {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+		if err := checkHealth(ctx, port, probeTimeout); err != nil {
+			return fmt.Errorf("healthy, then failed /health %s after its first 200, within min_healthy_ms %d: %v",
+				time.Since(first).Round(time.Millisecond), ws.MinHealthyMs, err)
+		}
+	}
+	return nil
+}
+
+// warmupURLs requests each of ws.WarmupURLs from a new instance before it
+// takes traffic; each must answer 2xx or 3xx within the probe timeout, all
+// within health_timeout_ms.
+func warmupURLs(port int, ws config.WorkerSettings) error {
+	if len(ws.WarmupURLs) == 0 {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(ws.HealthTimeoutMs)*time.Millisecond)
+	defer cancel()
+	per := time.Duration(ws.HealthProbeTimeoutMs) * time.Millisecond
+	for _, u := range ws.WarmupURLs {
+		if err := getOK(ctx, port, u, per); err != nil {
+			return fmt.Errorf("warm-up %w", err)
+		}
+	}
+	return nil
+}
+
+func getOK(ctx context.Context, port int, path string, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("http://127.0.0.1:%d%s", port, path), nil)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("User-Agent", "tqserver-warm")
+	resp, err := healthClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("GET %s: %w", path, err)
+	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
+	resp.Body.Close()
+	if resp.StatusCode < 200 || resp.StatusCode >= 400 {
+		return fmt.Errorf("GET %s: %s", path, resp.Status)
+	}
+	return nil
 }
 
 // fastPoll is the health gate's polling interval while an instance is new:

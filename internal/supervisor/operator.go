@@ -18,6 +18,14 @@ func (s *Supervisor) Restart(ctx context.Context, worker string) events.ReloadRe
 	return s.await(ctx, events.Restart{Worker: worker, Reply: reply}, reply)
 }
 
+// Rollback swaps worker back to its previous good binary with zero downtime
+// (reason rollback) and waits until each new instance serves or failed. It
+// fails with a one-line reason when there is no previous binary.
+func (s *Supervisor) Rollback(ctx context.Context, worker string) events.ReloadResult {
+	reply := make(chan events.ReloadResult, 1)
+	return s.await(ctx, events.Restart{Worker: worker, Reply: reply, Rollback: true}, reply)
+}
+
 // onRestart starts an operator restart. Its reply is settled like a
 // reload's (pendingReload): it does not wait for reloads already in
 // progress, but a reload arriving during the roll waits for it. First the
@@ -34,6 +42,23 @@ func (s *Supervisor) onRestart(ev events.Restart) {
 	if !s.core.Has(ev.Worker) || k == nil || k.nobin {
 		p.result.Error = events.UnknownWorker + " " + ev.Worker
 		s.finish(p)
+		return
+	}
+	if ev.Rollback {
+		_, prev := s.core.Binaries(ev.Worker)
+		if prev == "" {
+			p.result.Error = ev.Worker + ": no previous binary to roll back to (one is kept when a reload deploys a new binary)"
+			s.finish(p)
+			return
+		}
+		s.batches[p.id] = p
+		s.reloads = append(s.reloads, p)
+		s.log.Info().Str("worker", ev.Worker).Str("reason", sm.ReasonRollback).Str("binary", prev).Msg("rollback requested")
+		p.result.Changes = append(p.result.Changes, ev.Worker+": "+sm.ReasonRollback+" to "+prev)
+		s.handle(events.RollWorker{Worker: ev.Worker, Reason: sm.ReasonRollback, Bin: prev, Batch: p.id,
+			Detail: "rollback requested by the operator: back to the previous binary " + prev})
+		p.checked = true
+		s.settleReloads()
 		return
 	}
 	s.batches[p.id] = p

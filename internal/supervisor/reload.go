@@ -50,6 +50,7 @@ func (s *Supervisor) onReload(ev events.Reload) {
 // can run beside the loop.
 type checkInput struct {
 	root, mode string
+	varDir     string
 	cfg        *config.Config
 	files      []string // server config files, then the server binary
 	stamps     map[string]fileStamp
@@ -77,11 +78,12 @@ type checkDone struct {
 
 // verdict is what a check found about one worker's binary.
 type verdict struct {
-	old     binStamp // the running binary's stamp (hashed when it could be)
-	changed bool     // new content, accepted
-	same    bool     // new stat, same content: refresh the stamp only
-	stamp   binStamp // the stamp to keep when accepted or same
-	err     error    // rejected (checksum_mismatch)
+	old      binStamp // the running binary's stamp (hashed when it could be)
+	previous string   // a saved copy of the running binary, for rollback ("" none)
+	changed  bool     // new content, accepted
+	same     bool     // new stat, same content: refresh the stamp only
+	stamp    binStamp // the stamp to keep when accepted or same
+	err      error    // rejected (checksum_mismatch)
 }
 
 func (s *Supervisor) nextCheck() {
@@ -91,7 +93,7 @@ func (s *Supervisor) nextCheck() {
 	p := s.queued[0]
 	s.queued = s.queued[1:]
 	s.checking = true
-	in := checkInput{root: s.root, mode: s.mode, cfg: s.cfg, files: s.serverFiles(), stamps: map[string]fileStamp{}, known: map[string]knownCopy{}}
+	in := checkInput{root: s.root, mode: s.mode, varDir: s.layout().VarDir(), cfg: s.cfg, files: s.serverFiles(), stamps: map[string]fileStamp{}, known: map[string]knownCopy{}}
 	for k, v := range s.stamps {
 		in.stamps[k] = v
 	}
@@ -150,7 +152,14 @@ func runCheck(in checkInput, p *pendingReload) checkDone {
 		case err != nil:
 			r.verdicts[name] = verdict{old: old, err: err}
 		default:
-			r.verdicts[name] = verdict{old: old, changed: true, stamp: b}
+			v := verdict{old: old, changed: true, stamp: b}
+			// The binary that ran until now is what a rollback goes back to.
+			if prev, err := saveRunning(in.varDir, name, k.pids); err == nil {
+				v.previous = prev
+			} else {
+				r.warnings = append(r.warnings, err.Error()+" (no rollback to it)")
+			}
+			r.verdicts[name] = v
 		}
 	}
 	return r
@@ -180,6 +189,7 @@ func (s *Supervisor) onCheckDone(r checkDone) {
 	// Config first: a worker restarted for its binary gets the new settings too.
 	restart := map[string]string{} // worker → reason
 	why := map[string][]string{}   // worker → what changed
+	bins := map[string][2]string{} // worker → its new binary and the saved previous
 	var reconf []events.Reconfigure
 	if r.cfgChanged {
 		if r.cfgErr != nil {
@@ -237,12 +247,12 @@ func (s *Supervisor) onCheckDone(r checkDone) {
 		msg := "timestamp checks are disabled by timestamp_check.enabled in config: workers not checked"
 		res.Changes = append(res.Changes, msg)
 		s.log.Warn().Msg(msg)
-		s.applyReconfigure(p, reconf, restart, why)
+		s.applyReconfigure(p, reconf, restart, why, bins)
 		return
 	}
 	if r.discErr != nil {
 		res.Error = r.discErr.Error()
-		s.applyReconfigure(p, reconf, restart, why)
+		s.applyReconfigure(p, reconf, restart, why, bins)
 		return
 	}
 	for _, w := range r.warnings {
@@ -289,6 +299,7 @@ func (s *Supervisor) onCheckDone(r checkDone) {
 				k.stamp.bin = v.stamp
 				restart[name] = sm.ReasonBinaryChanged
 				why[name] = append([]string{binaryChange(v.old, v.stamp)}, why[name]...)
+				bins[name] = [2]string{f.bin, v.previous}
 			}
 		}
 		if _, ok := restart[name]; ok {
@@ -301,33 +312,51 @@ func (s *Supervisor) onCheckDone(r checkDone) {
 	for _, a := range adds {
 		s.handle(a)
 	}
-	s.applyReconfigure(p, reconf, restart, why)
+	s.applyReconfigure(p, reconf, restart, why, bins)
 }
 
 // applyReconfigure steps the config changes and the restarts: one roll per
 // worker, with the binary's reason when both changed.
-func (s *Supervisor) applyReconfigure(p *pendingReload, reconf []events.Reconfigure, restart map[string]string, why map[string][]string) {
+func (s *Supervisor) applyReconfigure(p *pendingReload, reconf []events.Reconfigure, restart map[string]string, why map[string][]string, bins map[string][2]string) {
 	detail := func(name string) string {
 		return strings.Join(why[name], "; ") + "; asked by " + p.source
 	}
+	// deployment.switch: together — the restarts are one atomic release.
+	together := s.cfg.Deployment.Switch == config.SwitchTogether
+	var rolls []events.RollWorker
+	roll := func(name string) events.RollWorker {
+		p.result.Changes = append(p.result.Changes, name+": "+restart[name])
+		return events.RollWorker{Worker: name, Reason: restart[name], Detail: detail(name), Batch: p.id,
+			Bin: bins[name][0], Previous: bins[name][1]}
+	}
 	done := map[string]bool{}
 	for _, rc := range reconf {
+		done[rc.Worker] = true
+		if restart[rc.Worker] != "" && together {
+			s.handle(rc) // the settings now; the release replaces the instances
+			rolls = append(rolls, roll(rc.Worker))
+			continue
+		}
 		rc.Restart = restart[rc.Worker]
 		if rc.Restart != "" {
 			rc.Detail = detail(rc.Worker)
-		}
-		if rc.Restart != "" {
 			p.result.Changes = append(p.result.Changes, rc.Worker+": "+rc.Restart)
 		}
-		done[rc.Worker] = true
+		rc.Bin, rc.Previous = bins[rc.Worker][0], bins[rc.Worker][1]
 		s.handle(rc)
 	}
 	for _, name := range sortedKeys(restart) {
 		if done[name] {
 			continue
 		}
-		p.result.Changes = append(p.result.Changes, name+": "+restart[name])
-		s.handle(events.RollWorker{Worker: name, Reason: restart[name], Detail: detail(name), Batch: p.id})
+		if together {
+			rolls = append(rolls, roll(name))
+			continue
+		}
+		s.handle(roll(name))
+	}
+	if len(rolls) > 0 {
+		s.handle(events.Release{Rolls: rolls, Batch: p.id})
 	}
 }
 

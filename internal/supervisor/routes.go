@@ -60,7 +60,7 @@ func (s *Supervisor) publish() {
 	}
 	slices.SortFunc(views, func(a, b core.WorkerView) int { return strings.Compare(a.Name, b.Name) })
 	for _, w := range views {
-		ws := WorkerStatus{Name: w.Name, Route: w.Route, Instances: []InstanceStatus{}}
+		ws := WorkerStatus{Name: w.Name, Route: w.Route, Binary: w.Bin, Previous: w.Previous, Instances: []InstanceStatus{}}
 		for _, sl := range w.Slots {
 			ws.Slots = append(ws.Slots, string(sl))
 		}

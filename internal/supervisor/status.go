@@ -27,6 +27,11 @@ type WorkerStatus struct {
 	// Slots are the states of its serving positions (internal/core):
 	// serving, starting, rolling, warming, backing_off, pending, empty.
 	Slots []string `json:"slots,omitempty"`
+	// Binary is the file its instances start from (bin/NAME, or a saved
+	// release after a rollback); Previous the saved previous good binary
+	// that `tqserver rollback` goes back to ("" none).
+	Binary   string `json:"binary,omitempty"`
+	Previous string `json:"previous,omitempty"`
 }
 
 // InstanceStatus is one live instance.

@@ -20,7 +20,7 @@ import (
 
 var (
 	version   = "v0"
-	behaviour = "normal" // normal | crash | nohealth | orphan | spawnchild | setsidchild | setsidstubborn
+	behaviour = "normal" // normal | crash | crashlater | errors | slowroot | nohealth | orphan | spawnchild | setsidchild | setsidstubborn
 )
 
 func main() {
@@ -35,6 +35,14 @@ func main() {
 	case "crash":
 		fmt.Fprintln(os.Stderr, "testworker: boom (crashing on purpose)")
 		os.Exit(3)
+	case "crashlater":
+		// Healthy at first, then dead: a new binary that passes its health
+		// gate and crashes soon after (automatic rollback).
+		go func() {
+			time.Sleep(700 * time.Millisecond)
+			fmt.Fprintln(os.Stderr, "testworker: crashing after start (on purpose)")
+			os.Exit(4)
+		}()
 	case "orphan":
 		// Drop the parent-death signal, as if it had been lost: this worker
 		// survives a kill -9 of the server, so the next start must reap it.
@@ -89,6 +97,13 @@ func main() {
 		}
 		w.Write([]byte("ok"))
 	})
+	mux.HandleFunc("/code", func(w http.ResponseWriter, r *http.Request) {
+		code, err := strconv.Atoi(r.URL.Query().Get("c"))
+		if err != nil || code < 200 || code > 599 {
+			code = http.StatusBadRequest
+		}
+		w.WriteHeader(code)
+	})
 	mux.HandleFunc("/slow", func(w http.ResponseWriter, r *http.Request) {
 		ms, _ := strconv.Atoi(r.URL.Query().Get("ms"))
 		select {
@@ -140,6 +155,12 @@ func main() {
 	})
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		n := served.Add(1)
+		switch behaviour {
+		case "errors": // a binary that is healthy but fails real requests
+			w.WriteHeader(http.StatusInternalServerError)
+		case "slowroot": // a binary that is healthy but slow
+			time.Sleep(40 * time.Millisecond)
+		}
 		fmt.Fprintf(w, "%s %s pid=%d n=%d path=%s xff=%s\n", version, os.Getenv("TQ_WORKER_NAME"), os.Getpid(), n, r.URL.RequestURI(), r.Header.Get("X-Forwarded-For"))
 	})
 	ln, err := net.Listen("tcp", "127.0.0.1:"+port)
