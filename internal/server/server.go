@@ -320,8 +320,8 @@ func (m *Main) Run() error {
 	case <-m.sup.Done():
 	}
 	m.log.Info().Str("root", m.o.Root).Str("mode", m.o.Mode).Str("listen", m.Addr()).Int("pid", os.Getpid()).Msg("tqserver serving")
+	m.notify.Ready() // (after a hand-off the old server then sends MAINPID=)
 	m.signalReady()
-	m.notify.Ready()
 	select {
 	case <-m.closeReq:
 		m.err = m.shutdown()

@@ -43,6 +43,15 @@ const (
 	EnvUpgradeHook = "TQ_UPGRADE_HOOK"
 )
 
+// HandOffNotifier is a Notifier that follows a self-upgrade too (systemd:
+// the new server becomes the unit's main process).
+type HandOffNotifier interface {
+	// ChildEnv is what the new server's environment needs to notify.
+	ChildEnv() []string
+	// HandedOff: the new server, pid, serves from now on.
+	HandedOff(pid int)
+}
+
 // DefaultUpgradeTimeout is how long the old server waits for the new one.
 const DefaultUpgradeTimeout = 30 * time.Second
 
@@ -177,6 +186,10 @@ func (m *Main) HandOff(bin string) (int, error) {
 		return 0, err
 	}
 	env := append(withoutEnv(os.Environ(), EnvUpgradeFDs), EnvUpgradeFDs+"="+strings.Join(names, ","))
+	hn, _ := m.notify.(HandOffNotifier)
+	if hn != nil {
+		env = append(env, hn.ChildEnv()...)
+	}
 	pid, err := syscall.ForkExec(bin, append([]string{bin}, os.Args[1:]...), &syscall.ProcAttr{Env: env, Files: fds})
 	w.Close()
 	if err != nil {
@@ -215,6 +228,9 @@ func (m *Main) HandOff(bin string) (int, error) {
 	case err := <-ready:
 		if err == nil {
 			m.childPID = pid // the goroutine above keeps waiting for it
+			if hn != nil {
+				hn.HandedOff(pid)
+			}
 			m.stopAccepting()
 			return pid, nil
 		}
