@@ -69,7 +69,7 @@ func (c *Core) onAdopt(ev events.Adopt) {
 	for i, ad := range serving {
 		sl := &w.slots[i]
 		in := &instance{name: ad.Instance, slot: sl.id, port: ad.Port, m: sm.New(sm.Healthy), logged: sm.Healthy,
-			spawned: true, pid: ad.PID, ticks: ad.StartTicks, startReason: sm.ReasonServerUpgrade, healthyAt: c.tx.now,
+			spawned: true, pid: ad.PID, ticks: ad.StartTicks, bin: w.bin, startReason: sm.ReasonServerUpgrade, healthyAt: c.tx.now,
 			rec: store.Instance{Instance: ad.Instance, Worker: name, State: sm.Healthy, PID: ad.PID, Port: ad.Port, StartTicks: ad.StartTicks, Since: ad.Since}}
 		w.insts[in.name] = in
 		sl.current = in.name
@@ -100,7 +100,7 @@ func instanceNumber(worker, instance string) uint64 {
 // probe; its exit is recorded with its drain reason.
 func (c *Core) adoptDraining(w *worker, ad events.Adopted) {
 	in := &instance{name: ad.Instance, port: ad.Port, m: sm.New(sm.Draining), logged: sm.Draining,
-		spawned: true, pid: ad.PID, ticks: ad.StartTicks, startReason: sm.ReasonServerUpgrade, drainReason: ad.DrainReason,
+		spawned: true, pid: ad.PID, ticks: ad.StartTicks, bin: w.bin, startReason: sm.ReasonServerUpgrade, drainReason: ad.DrainReason,
 		rec: store.Instance{Instance: ad.Instance, Worker: w.name, State: sm.Draining, PID: ad.PID, Port: ad.Port, StartTicks: ad.StartTicks, Since: ad.Since}}
 	if in.drainReason == "" || in.drainReason == sm.ReasonServerUpgrade { // adopted twice: the first reason is not in its last record
 		in.drainReason = sm.ReasonReplaced
