@@ -580,3 +580,38 @@ func TestServerUpgradeAdoptsDrainingInstance(t *testing.T) {
 	}
 	waitBody(t, s.URL("/"), "v2 index", 5*time.Second)
 }
+
+// While a worker's successor is still starting (or on canary), an upgrade
+// would adopt a half-done deploy: it is postponed, the reload fails saying
+// so, and the next reload once the roll has ended upgrades.
+func TestServerUpgradePostponedDuringRoll(t *testing.T) {
+	root := newRoot(t, fastConfig)
+	install(t, root, "index", "v1", "normal")
+	bin := tqBytes(t)
+	deployServer(t, root, bin, 0o755)
+	s := startServer(t, root)
+	waitBody(t, s.URL("/"), "v1 index", 10*time.Second)
+	install(t, root, "index", "v2", "nohealth") // never healthy: rolls back after health_timeout_ms
+	rolled := make(chan struct{})
+	go func() {
+		defer close(rolled)
+		_, _, _ = testrig.RunCLI(tqBin, "reload", "--root", root)
+	}()
+	testrig.WaitFor(t, 10*time.Second, "index rolling", func() bool {
+		st := s.status()
+		return len(st.Workers[0].Instances) == 2
+	})
+	deployServer(t, root, bin, 0o755)
+	out, errOut, err := runCLI(t, "reload", "--root", root)
+	if err == nil || !strings.Contains(out, "server upgrade postponed: index is being replaced") {
+		t.Fatalf("reload during a roll: %v\n%s%s", err, out, errOut)
+	}
+	if st := s.status(); st.PID != s.PID() {
+		t.Fatalf("upgraded during a roll: pid %d", st.PID)
+	}
+	<-rolled
+	testrig.WaitFor(t, 15*time.Second, "the roll ended", func() bool { return len(s.status().Workers[0].Instances) == 1 })
+	pid := reloadUpgrade(t, root)
+	t.Cleanup(func() { stopServerPID(t, pid) })
+	waitBody(t, s.URL("/"), "v1 index", 5*time.Second)
+}

@@ -229,7 +229,7 @@ func (s *Supervisor) onCheckDone(r checkDone) {
 	}
 
 	srv := s.serverFiles()[2]
-	if st := r.srvStamp; st != s.stamps[srv] {
+	if st := r.srvStamp; st != s.stamps[srv] && s.upgrader == nil { // with one: tryUpgrade (upgrade.go)
 		msg := "server/bin/tqserver changed: a server upgrade is pending (restart tqserver to run it)"
 		if !st.exists {
 			s.stamps[srv] = st

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/mevdschee/tqserver/internal/core"
@@ -58,6 +59,13 @@ func (s *Supervisor) tryUpgrade(r checkDone, p *pendingReload) bool {
 		return false
 	}
 	res := &p.result
+	if busy := s.replacing(); busy != "" {
+		// An unjudged canary or a half-done roll would be adopted as if it
+		// had been accepted. Not noted as seen: the next reload tries again.
+		res.Failures = append(res.Failures, "server upgrade postponed: "+busy+" is being replaced (roll, warm-up or canary); run reload again once it serves")
+		res.Error = res.Failures[len(res.Failures)-1]
+		return false
+	}
 	if err := checkExecutable(srv); err != nil {
 		s.stamps[srv] = st // seen: the next deploy of the file tries again
 		s.upgradeFailed(res, "not started: "+err.Error())
@@ -87,6 +95,21 @@ func (s *Supervisor) tryUpgrade(r checkDone, p *pendingReload) bool {
 	res.Changes = append(res.Changes, msg)
 	s.log.Info().Int("new_pid", pid).Int64("took_ms", time.Since(started).Milliseconds()).Msg(msg)
 	return true
+}
+
+// replacing names the workers with a successor starting, warming or on
+// canary ("" when none).
+func (s *Supervisor) replacing() string {
+	var names []string
+	for _, w := range s.core.Workers() {
+		for _, st := range w.Slots {
+			if st == core.SlotRolling || st == core.SlotWarming || st == core.SlotCanary {
+				names = append(names, w.Name)
+				break
+			}
+		}
+	}
+	return strings.Join(names, ", ")
 }
 
 // upgradeFailed records a self-upgrade that did not happen and says so to
