@@ -96,7 +96,9 @@ func TestDevModeEditRebuildSwap(t *testing.T) {
 
 // When the app root is the server's own repository (it has cmd/tqserver),
 // an edit of the server's sources rebuilds server/bin/tqserver and the log
-// says a restart is needed; workers keep running.
+// says a reload upgrades to it; workers keep running. The reload hands over
+// to it (here a program that is no server: it exits at once, so the
+// upgrade rolls back and the reload fails saying so).
 func TestDevModeServerSourceRebuild(t *testing.T) {
 	root := newRoot(t, fastConfig)
 	writeFile(t, filepath.Join(root, "go.mod"), "module example.com/devapp\n\ngo 1.22\n")
@@ -111,7 +113,7 @@ func TestDevModeServerSourceRebuild(t *testing.T) {
 	bin := filepath.Join(root, "server", "bin", "tqserver")
 	testrig.WaitFor(t, 60*time.Second, "server binary rebuilt and recorded", func() bool {
 		for _, r := range history(t, root) {
-			if r.Event == "build_ok" && r.Worker == "" && strings.Contains(r.Detail, "restart tqserver") {
+			if r.Event == "build_ok" && r.Worker == "" && strings.Contains(r.Detail, "upgrades the running server") {
 				return true
 			}
 		}
@@ -124,7 +126,14 @@ func TestDevModeServerSourceRebuild(t *testing.T) {
 	if got := s.status().Workers[0].Instances[0].PID; got != pid {
 		t.Fatal("a server source change restarted a worker")
 	}
-	if !strings.Contains(s.Logs(), "restart tqserver to run") {
-		t.Fatal("the log does not ask for a restart")
+	if !strings.Contains(s.Logs(), "upgrades the running server to it") {
+		t.Fatal("the log does not say how to upgrade")
+	}
+	rout, rerr, err := runCLI(t, "reload", "--root", root)
+	if err == nil || !strings.Contains(rout, "server upgrade failed: new server pid") || !strings.Contains(rout, "exited before it was ready (exit code 0)") {
+		t.Fatalf("reload with a rebuilt server that is no server: %v\n%s%s", err, rout, rerr)
+	}
+	if st := s.status(); st.PID != s.PID() || st.Workers[0].Instances[0].PID != pid {
+		t.Fatal("a failed server upgrade replaced the server or a worker")
 	}
 }

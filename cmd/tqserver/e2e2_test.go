@@ -139,10 +139,11 @@ func TestAssetChangeSignalsWithoutRestart(t *testing.T) {
 	if _, b := get(t, s.URL("/static/index/app.css")); b != "body{color:blue}" {
 		t.Fatalf("public file not fresh: %q", b)
 	}
-	// A newer server binary is reported as a pending upgrade, nothing restarts.
+	// A server binary that is no executable is not started: the upgrade
+	// rolls back (the reload fails saying so) and nothing restarts.
 	writeFile(t, filepath.Join(root, "server", "bin", "tqserver"), "new server")
 	out, _, err = runCLI(t, "reload", "--root", root)
-	if err != nil || !strings.Contains(out, "server upgrade is pending") {
+	if err == nil || !strings.Contains(out, "server upgrade failed: not started") || !strings.Contains(out, "rolled back") {
 		t.Fatalf("server binary change: %v %q", err, out)
 	}
 	if after := s.status().Workers[0].Instances[0].Instance; after != before {

@@ -28,6 +28,27 @@ type notifier struct {
 	mu        sync.Mutex
 	reloading int  // reloads in progress; RELOADING=1 on 0→1, READY=1 on 1→0
 	stopping  bool // after STOPPING=1 no READY=1
+	handed    bool // a new server is the main process: this one says nothing more
+}
+
+var _ app.HandOffNotifier = (*notifier)(nil)
+
+// ChildEnv passes NOTIFY_SOCKET on to the new server of a self-upgrade.
+func (n *notifier) ChildEnv() []string {
+	if n.addr == nil {
+		return nil
+	}
+	return []string{"NOTIFY_SOCKET=" + n.addr.Name}
+}
+
+// HandedOff makes the new server the unit's main process (MAINPID=, sent
+// by this one, the main process until now, so NotifyAccess=main accepts
+// it) and ends the reload span; from then on this process sends nothing.
+func (n *notifier) HandedOff(pid int) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.send(fmt.Sprintf("MAINPID=%d\nREADY=1\nSTATUS=serving (upgraded: pid %d)", pid, pid))
+	n.handed = true
 }
 
 // newNotifier reads NOTIFY_SOCKET and removes it from the environment, so
@@ -48,7 +69,7 @@ func newNotifier(log zerolog.Logger) *notifier {
 // send writes one notify datagram; a failure is logged, never fatal (the
 // service manager may be gone while the server still serves).
 func (n *notifier) send(state string) {
-	if n.addr == nil {
+	if n.addr == nil || n.handed {
 		return
 	}
 	c, err := net.DialUnix("unixgram", nil, n.addr)
@@ -62,7 +83,11 @@ func (n *notifier) send(state string) {
 }
 
 // Ready: the server serves.
-func (n *notifier) Ready() { n.send("READY=1\nSTATUS=serving") }
+func (n *notifier) Ready() {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.send("READY=1\nSTATUS=serving")
+}
 
 // Stopping: the server begins its shutdown.
 func (n *notifier) Stopping() {

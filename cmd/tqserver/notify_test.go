@@ -147,3 +147,39 @@ func TestSystemdNotifyAbstractSocket(t *testing.T) {
 	startServer(t, root)
 	sd.expect("READY=1", 10*time.Second)
 }
+
+// Under systemd a self-upgrade makes the new server the unit's main
+// process: the old one (main until then) sends MAINPID= of the new one with
+// READY=1, ending the reload; the new one notifies from then on.
+func TestSystemdNotifyServerUpgrade(t *testing.T) {
+	root := newRoot(t, fastConfigNoAdmin)
+	install(t, root, "index", "v1", "normal")
+	bin := tqBytes(t)
+	deployServer(t, root, bin, 0o755)
+	sock := filepath.Join(t.TempDir(), "notify.sock")
+	sd := listenNotify(t, sock)
+	t.Setenv("NOTIFY_SOCKET", sock)
+	s := startServer(t, root)
+	sd.expect("READY=1", 10*time.Second)
+	waitBody(t, s.URL("/"), "v1 index", 10*time.Second)
+
+	deployServer(t, root, bin, 0o755)
+	pid := reloadUpgrade(t, root)
+	t.Cleanup(func() { stopServerPID(t, pid) })
+	sd.expect("RELOADING=1", 5*time.Second)
+	var kv map[string]string
+	for i := 0; i < 3 && kv["MAINPID"] == ""; i++ {
+		kv = sd.expect("READY=1", 5*time.Second) // the new server's, then the old one's with MAINPID
+	}
+	if kv["MAINPID"] != strconv.Itoa(pid) {
+		t.Fatalf("MAINPID=%q, want the new server's pid %d", kv["MAINPID"], pid)
+	}
+	out, errOut, err := runCLI(t, "reload", "--root", root)
+	if err != nil || !strings.Contains(out, "nothing changed") {
+		t.Fatalf("tqserver reload: %v\n%s%s", err, out, errOut)
+	}
+	sd.expect("RELOADING=1", 5*time.Second)
+	sd.expect("READY=1", 5*time.Second)
+	stopServerPID(t, pid)
+	sd.expect("STOPPING=1", 10*time.Second)
+}

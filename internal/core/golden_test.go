@@ -304,6 +304,8 @@ func (r *rig) run(cmd string) string {
 		return r.status()
 	case "crash":
 		return r.crash()
+	case "upgrade":
+		return r.upgrade(f[1:])
 	}
 	ev, fail := r.event(cmd)
 	before := r.status()
@@ -544,4 +546,53 @@ func runGolden(t *testing.T, path string) {
 			t.Fatal(err)
 		}
 	}
+}
+
+// upgrade is a server self-upgrade now: a new server replays the log,
+// reaps the live instances that are starting or are listed as dead=A,B
+// (their pid or /health check failed), and steps one Adopt per worker for
+// the rest, with the settings the other arguments give.
+func (r *rig) upgrade(fields []string) string {
+	a := args(fields)
+	dead := map[string]bool{}
+	for _, n := range strings.Split(a["dead"], ",") {
+		dead[n] = true
+	}
+	delete(a, "dead")
+	g := store.NewRegistry()
+	for _, rec := range r.log {
+		if err := g.Apply(rec); err != nil {
+			r.t.Fatalf("upgrade: replay: %v", err)
+		}
+	}
+	r.c = New(r.opts, g.MaxInstance)
+	var out []string
+	adopt := map[string][]events.Adopted{}
+	for _, in := range g.Live() {
+		if (in.State == sm.Healthy || in.State == sm.Draining) && !dead[in.Instance] {
+			adopt[in.Worker] = append(adopt[in.Worker], events.Adopted{Instance: in.Instance, PID: in.PID, StartTicks: in.StartTicks, Port: in.Port,
+				Draining: in.State == sm.Draining, DrainReason: in.Reason})
+			continue
+		}
+		rec := store.Record{Worker: in.Worker, Instance: in.Instance, From: in.State, To: sm.Stopped, Event: sm.Reap,
+			Reason: sm.ReasonOrphanReaped, PID: in.PID, Port: in.Port}
+		r.nextSeq++
+		rec.Seq = r.nextSeq
+		r.log = append(r.log, rec)
+		out = append(out, "rec "+recString(rec, false))
+	}
+	var names []string
+	for n := range adopt {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	for _, n := range names {
+		ev := events.Adopt{Add: events.AddWorker{Worker: n, Bin: "/app/workers/" + n + "/bin/" + n, Settings: settings(r.t, a),
+			Reason: sm.ReasonStartup}, Instances: adopt[n]}
+		out = append(out, r.commit(r.c.Step(r.now, ev), false, "upgrade"))
+	}
+	if len(out) == 0 {
+		return "(nothing)"
+	}
+	return strings.Join(out, "\n")
 }

@@ -75,6 +75,8 @@ func (c *Core) handle(ev events.Event) {
 		c.onCanaryDue(ev)
 	case events.CanaryJudged:
 		c.onCanaryJudged(ev)
+	case events.Adopt:
+		c.onAdopt(ev) // adopt.go
 	default:
 		c.logf("error", nil, "", "core: unknown event %T", ev)
 	}

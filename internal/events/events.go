@@ -285,3 +285,27 @@ type CanaryJudged struct {
 
 func (CanaryDue) event()    {}
 func (CanaryJudged) event() {}
+
+// Adopt: a server upgrade hands the new server Worker's running instances
+// (checked alive by PID and start time; the healthy ones answering
+// /health). The healthy ones take its slots as serving; slots left over
+// start as usual; draining ones keep draining outside any slot.
+type Adopt struct {
+	Add       AddWorker
+	Instances []Adopted
+}
+
+// Adopted is one running instance a previous server started.
+type Adopted struct {
+	Instance   string
+	PID        int
+	StartTicks uint64
+	Port       int
+	Since      time.Time // when it entered State, as the log says
+	// Draining: it was draining (the old server finishes its requests in
+	// flight and stops it); DrainReason is why it drains. Otherwise healthy.
+	Draining    bool
+	DrainReason string
+}
+
+func (Adopt) event() {}

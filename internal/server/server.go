@@ -9,9 +9,11 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -64,11 +66,20 @@ type Main struct {
 	st      *store.Store
 	ln      net.Listener
 	adminLn net.Listener
-	px      *proxy.Proxy
-	front   *proxy.Server
-	sup     *supervisor.Supervisor
-	hub     *devreload.Hub
-	col     *metrics.Collector
+	sockLn  net.Listener // var/tqserver.sock
+
+	// Server self-upgrade (upgrade.go).
+	ready     *os.File    // the new server's readiness pipe to the old one
+	childPID  int         // the new server, once it took over (reaped by HandOff's goroutine)
+	handed    bool        // handed over: nothing of the instances is stopped at exit
+	handing   atomic.Bool // the new server is ready: this one stops accepting
+	stopOnce  sync.Once
+	frontDone chan struct{} // closed once the public listener's requests finished (stopAccepting)
+	px        *proxy.Proxy
+	front     *proxy.Server
+	sup       *supervisor.Supervisor
+	hub       *devreload.Hub
+	col       *metrics.Collector
 
 	runErr   chan error // the supervisor's Run
 	closeReq chan struct{}
@@ -91,13 +102,26 @@ func Open(o Options) (_ *Main, err error) {
 		o.Listen = ":" + strconv.Itoa(cfg.Server.Port)
 	}
 	m := &Main{o: o, log: o.Logger, lay: cfg.Layout(o.Root), notify: o.Notify,
-		closeReq: make(chan struct{}), done: make(chan struct{})}
+		closeReq: make(chan struct{}), done: make(chan struct{}), frontDone: make(chan struct{})}
 	defer func() {
 		if err != nil {
 			m.cleanup()
 		}
 	}()
 	log, lay := m.log, m.lay
+	inh, err := takeInherited()
+	if err != nil {
+		return nil, err
+	}
+	if inh != nil {
+		m.ready = inh.ready
+		m.defer_(func() {
+			if m.ready != nil {
+				m.ready.Close()
+			}
+		})
+		hook("new-started")
+	}
 	if err := os.MkdirAll(lay.VarDir(), 0o755); err != nil {
 		return nil, fmt.Errorf("create %s/: %w", layout.VarDir, err)
 	}
@@ -115,9 +139,16 @@ func Open(o Options) (_ *Main, err error) {
 	m.st = st
 	m.defer_(func() { st.Close() })
 	// With the log's lock held: no other server uses this root's cgroups.
-	m.defer_(contain(o.Root, log))
+	stopContain := contain(o.Root, log)
+	m.defer_(func() {
+		if !m.handed { // the adopted instances run on
+			stopContain()
+		}
+	})
 
-	if m.ln, err = net.Listen("tcp", o.Listen); err != nil {
+	if inh != nil {
+		m.ln = inh.public
+	} else if m.ln, err = net.Listen("tcp", o.Listen); err != nil {
 		return nil, fmt.Errorf("listen %s: %w", o.Listen, err)
 	}
 	m.defer_(func() { m.ln.Close() })
@@ -125,8 +156,10 @@ func Open(o Options) (_ *Main, err error) {
 	// before anything starts; it serves only after server_start, like the
 	// socket (a connection meanwhile waits).
 	adminOpts := adminTCPOptions(cfg)
-	adminLn, warning, err := admin.ListenTCP(adminOpts)
-	if err != nil {
+	adminLn, warning, err := net.Listener(nil), "", error(nil)
+	if inh != nil && inh.admin != nil {
+		adminLn = inh.admin
+	} else if adminLn, warning, err = admin.ListenTCP(adminOpts); err != nil {
 		return nil, err
 	}
 	if warning != "" {
@@ -138,7 +171,7 @@ func Open(o Options) (_ *Main, err error) {
 	}
 
 	var builds []events.BuildFinished
-	if o.Mode == "dev" {
+	if o.Mode == "dev" && inh == nil { // a new server adopts what the old one built
 		builds = buildAll(lay, cfg, log)
 	}
 	m.px = proxy.New(m.proxyOptions())
@@ -150,6 +183,7 @@ func Open(o Options) (_ *Main, err error) {
 	sopts := supervisor.Options{
 		Root: o.Root, Mode: o.Mode, Listen: m.ln.Addr().String(), Config: cfg, Store: st, Proxy: m.px,
 		Logger: log, Version: o.Version, Builds: builds,
+		Adopt: inh != nil, Upgrade: m,
 	}
 	if m.hub != nil {
 		sopts.Dev = m.hub
@@ -169,7 +203,7 @@ func Open(o Options) (_ *Main, err error) {
 		return nil, err
 	}
 	api := admin.Handler(st, m)
-	stopAdmin, err := admin.Serve(o.Root, api)
+	stopAdmin, err := m.serveSocket(inh, api)
 	if err != nil {
 		m.sup.Send(events.Shutdown{})
 		<-m.runErr
@@ -186,7 +220,11 @@ func Open(o Options) (_ *Main, err error) {
 	}
 	pidFile := lay.PID()
 	os.WriteFile(pidFile, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644)
-	m.defer_(func() { os.Remove(pidFile) })
+	m.defer_(func() {
+		if !m.handed { // the new server's pid is in it
+			os.Remove(pidFile)
+		}
+	})
 
 	m.front = proxy.NewServer(m.px, proxy.ServerOptions{
 		HeaderTimeout:  cfg.Server.HeaderTimeout(),
@@ -279,18 +317,35 @@ func (m *Main) Run() error {
 	defer m.cleanup()
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- m.front.Serve(m.ln) }()
+	select {
+	case <-m.sup.Adopted():
+	case <-m.sup.Done():
+	}
 	m.log.Info().Str("root", m.o.Root).Str("mode", m.o.Mode).Str("listen", m.Addr()).Int("pid", os.Getpid()).Msg("tqserver serving")
-	m.notify.Ready()
+	m.notify.Ready() // (after a hand-off the old server then sends MAINPID=)
+	m.signalReady()
 	select {
 	case <-m.closeReq:
 		m.err = m.shutdown()
 	case err := <-m.runErr:
+		if errors.Is(err, supervisor.ErrHandedOff) {
+			m.err = m.retire()
+			break
+		}
 		m.front.Close()
 		if err == nil {
 			err = errors.New("supervisor stopped unexpectedly")
 		}
 		m.err = err
 	case err := <-serveErr:
+		if m.handing.Load() { // stopAccepting: the new server is ready
+			if err := <-m.runErr; !errors.Is(err, supervisor.ErrHandedOff) {
+				m.err = err
+				break
+			}
+			m.err = m.retire()
+			break
+		}
 		m.sup.Send(events.Shutdown{})
 		<-m.runErr
 		m.err = fmt.Errorf("http server: %w", err)
@@ -315,7 +370,14 @@ func (m *Main) shutdown() error {
 		m.front.Close()
 	}
 	m.sup.Send(events.Shutdown{})
-	return <-m.runErr
+	err := <-m.runErr
+	if errors.Is(err, supervisor.ErrHandedOff) {
+		// A hand-off finished before the loop saw the shutdown: the
+		// instances are the new server's now (retire stops this
+		// process's own, as asked).
+		return m.retire()
+	}
+	return err
 }
 
 // Close asks Run to shut down and waits until it has (or until ctx ends).
@@ -332,3 +394,30 @@ func (m *Main) Close(ctx context.Context) error {
 
 // Done is closed when Run has returned.
 func (m *Main) Done() <-chan struct{} { return m.done }
+
+// serveSocket serves api on var/tqserver.sock: the inherited listener
+// after a hand-off, else a new one (a stale file is removed: the caller
+// holds the log's lock, so no other server owns it). The file is removed
+// at exit unless this server handed over to a new one, which serves it.
+func (m *Main) serveSocket(inh *inherited, api http.Handler) (func(), error) {
+	sock := layout.New(m.o.Root, layout.Options{}).Socket() // where admin.Dial looks
+	if inh != nil {
+		m.sockLn = inh.sock
+	} else {
+		os.Remove(sock)
+		ln, err := net.Listen("unix", sock)
+		if err != nil {
+			return nil, fmt.Errorf("admin socket: %w", err)
+		}
+		os.Chmod(sock, 0o600)
+		ln.(*net.UnixListener).SetUnlinkOnClose(false)
+		m.sockLn = ln
+	}
+	stop := admin.ServeTCP(m.sockLn, api)
+	return func() {
+		stop()
+		if !m.handed {
+			os.Remove(sock)
+		}
+	}, nil
+}

@@ -46,8 +46,11 @@ func (s *Store) ensureFile() (*Record, error) {
 		return nil, nil
 	}
 	s.mu.RLock()
-	want := s.file
+	want, released := s.file, s.db == nil
 	s.mu.RUnlock()
+	if released {
+		return nil, s.released() // handoff.go: another server has the log
+	}
 	id, err := statID(s.path)
 	if (err == nil && id == want) || (err != nil && !gone(err)) {
 		// The same file; or the path cannot be examined (a permission

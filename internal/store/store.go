@@ -209,6 +209,9 @@ func (s *Store) Path() string { return s.path }
 func (s *Store) Close() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.db == nil {
+		return nil // released (handoff.go)
+	}
 	if err := s.db.Close(); err != nil {
 		return fmt.Errorf("%s: close: %w", s.path, err)
 	}
@@ -220,12 +223,18 @@ func (s *Store) Close() error {
 func (s *Store) view(fn func(*bolt.Tx) error) error {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
+	if s.db == nil {
+		return s.released()
+	}
 	return guard(s.path, func() error { return s.db.View(fn) })
 }
 
 func (s *Store) update(fn func(*bolt.Tx) error) error {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
+	if s.db == nil {
+		return s.released()
+	}
 	return guard(s.path, func() error { return s.db.Update(fn) })
 }
 

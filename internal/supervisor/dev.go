@@ -207,8 +207,8 @@ func (s *Supervisor) onBuildFinished(ev events.BuildFinished) {
 	if ev.Worker == "" {
 		r.Detail = "server/bin/tqserver: " + r.Detail
 		if ev.Err == nil {
-			r.Detail += "; restart tqserver to run it"
-			s.log.Warn().Msg("server sources changed and were rebuilt into server/bin/tqserver: restart tqserver to run them")
+			r.Detail += "; `tqserver reload` (or SIGHUP) upgrades the running server to it"
+			s.log.Warn().Msg("server sources changed and were rebuilt into server/bin/tqserver: `tqserver reload` (or SIGHUP) upgrades the running server to it")
 		}
 	}
 	if err := s.record(r); err != nil && ev.Err == nil && ev.Staged != "" {

@@ -10,7 +10,8 @@ import (
 )
 
 // recover replays the log: instance numbering continues where it stopped,
-// and every instance the log shows alive is stopped — killed when its PID
+// and every instance the log shows alive is stopped (after a hand-off,
+// Options.Adopt, adopted when it is alive and healthy: upgrade.go) — killed when its PID
 // still belongs to it (PID and start time match), otherwise only recorded.
 // It returns, per worker, the highest instance number the log has used.
 func (s *Supervisor) recover() (map[string]uint64, error) {
@@ -20,6 +21,15 @@ func (s *Supervisor) recover() (map[string]uint64, error) {
 	}
 	grace := time.Duration(s.cfg.Workers.ShutdownGracePeriodMs) * time.Millisecond
 	for _, in := range g.Live() {
+		notAdopted := ""
+		if s.adopting {
+			proc, err := s.adoptable(*in)
+			if err == nil {
+				s.adoptees = append(s.adoptees, adoptee{in: *in, proc: proc})
+				continue
+			}
+			notAdopted = "not adopted (" + err.Error() + "); "
+		}
 		alive := in.PID > 0 && process.Alive(in.PID, in.StartTicks)
 		remnants := 0
 		if !alive && in.PID > 0 {
@@ -42,7 +52,7 @@ func (s *Supervisor) recover() (map[string]uint64, error) {
 			detail = "never got a pid"
 		}
 		r := &store.Record{Worker: in.Worker, Instance: in.Instance, From: in.State, To: sm.Stopped,
-			Event: sm.Reap, Reason: sm.ReasonOrphanReaped, PID: in.PID, Port: in.Port, StartTicks: in.StartTicks, Detail: detail}
+			Event: sm.Reap, Reason: sm.ReasonOrphanReaped, PID: in.PID, Port: in.Port, StartTicks: in.StartTicks, Detail: notAdopted + detail}
 		if err := s.record(r); err != nil {
 			return nil, fmt.Errorf("recover: %w", err)
 		}

@@ -183,6 +183,9 @@ func (s *Supervisor) onCheckDone(r checkDone) {
 		res.Error = "server is shutting down"
 		return
 	}
+	if s.tryUpgrade(r, p) {
+		return // the new server loads the config and checks the workers itself
+	}
 	// Config first: a worker restarted for its binary gets the new settings too.
 	restart := map[string]string{} // worker → reason
 	why := map[string][]string{}   // worker → what changed
@@ -226,7 +229,7 @@ func (s *Supervisor) onCheckDone(r checkDone) {
 	}
 
 	srv := s.serverFiles()[2]
-	if st := r.srvStamp; st != s.stamps[srv] {
+	if st := r.srvStamp; st != s.stamps[srv] && s.upgrader == nil { // with one: tryUpgrade (upgrade.go)
 		msg := "server/bin/tqserver changed: a server upgrade is pending (restart tqserver to run it)"
 		if !st.exists {
 			s.stamps[srv] = st

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -59,6 +60,11 @@ type Options struct {
 	Dev DevNotifier
 	// Reap is how orphans of a crashed server are stopped (tests may wrap it).
 	Reap func(pid int, ticks uint64, grace time.Duration) (bool, error)
+	// Adopt: this server replaces one that handed over to it (upgrade.go):
+	// live, healthy instances of the log are adopted, not reaped.
+	Adopt bool
+	// Upgrade, when set, hands over to a changed server/bin/tqserver.
+	Upgrade Upgrader
 }
 
 // Supervisor runs the loop that owns all worker state.
@@ -106,6 +112,13 @@ type Supervisor struct {
 
 	scaleTicker *time.Ticker // autoscaling samples; nil when none autoscales
 
+	// Server self-upgrade (upgrade.go).
+	upgrader  Upgrader
+	adopting  bool
+	adoptees  []adoptee
+	adoptDone chan struct{}
+	handedOff bool
+
 	status atomic.Pointer[snapshot]
 	gates  atomic.Int32 // health gates running (health.go)
 }
@@ -143,6 +156,9 @@ func New(o Options) *Supervisor {
 		builds:       map[string]*buildState{},
 		buildFailing: map[string]bool{},
 		buildSem:     make(chan struct{}, max(o.Config.Deployment.Dev.Build.ParallelBuilds, 1)),
+		upgrader:     o.Upgrade,
+		adopting:     o.Adopt,
+		adoptDone:    make(chan struct{}),
 	}
 	if s.reap == nil {
 		s.reap = process.Reap
@@ -221,8 +237,18 @@ func (s *Supervisor) await(ctx context.Context, ev events.Event, reply <-chan ev
 	case r := <-reply:
 		return r
 	case <-s.quit:
+		select {
+		case r := <-reply: // answered just before the loop ended (a hand-off)
+			return r
+		default:
+		}
 		return events.ReloadResult{Error: "server is shutting down"}
 	case <-ctx.Done():
+		select {
+		case r := <-reply:
+			return r
+		default:
+		}
 		return events.ReloadResult{Error: ctx.Err().Error()}
 	}
 }
@@ -238,6 +264,8 @@ func (s *Supervisor) Run() error {
 	defer close(s.quit)
 	defer s.cancel()
 	defer s.stopScaler()
+	adoptDone := sync.OnceFunc(func() { close(s.adoptDone) })
+	defer adoptDone()
 	floors, err := s.recover()
 	if err != nil {
 		close(s.started)
@@ -261,6 +289,8 @@ func (s *Supervisor) Run() error {
 	for _, w := range warnings {
 		s.log.Warn().Msg(w)
 	}
+	s.adoptAll(found)
+	adoptDone()
 	// One step: every route is in the table (503 + Retry-After until it
 	// serves) before the first instance starts, and every start record is
 	// in the log in one transaction.
@@ -285,6 +315,10 @@ func (s *Supervisor) Run() error {
 			s.handle(ev)
 		}
 		s.publish()
+		if s.handedOff {
+			s.failReloads("the server was upgraded; ask the new one")
+			return ErrHandedOff
+		}
 		if s.core.Done() {
 			// A failure is logged by record; there is nothing left to skip.
 			_ = s.record(&store.Record{Event: sm.EventServerStop, Reason: sm.ReasonShutdown})
