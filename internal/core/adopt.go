@@ -10,11 +10,6 @@ import (
 	"github.com/mevdschee/tqserver/internal/store"
 )
 
-// EventAdopt is the record of an instance a new server took over from the
-// server it replaced (reason server_upgrade): healthy → healthy, with its
-// pid and port, so a replay sees one instance serving throughout.
-const EventAdopt = "adopt"
-
 // onAdopt adds a worker whose instances a previous server started and that
 // still run (a server self-upgrade, CONTRACT.md §11). Each adopted instance
 // takes a slot as healthy and serving: its route points at it at once and
@@ -73,7 +68,7 @@ func (c *Core) onAdopt(ev events.Adopt) {
 			rec: store.Instance{Instance: ad.Instance, Worker: name, State: sm.Healthy, PID: ad.PID, Port: ad.Port, StartTicks: ad.StartTicks, Since: ad.Since}}
 		w.insts[in.name] = in
 		sl.current = in.name
-		c.record(&store.Record{Worker: name, Instance: in.name, From: sm.Healthy, To: sm.Healthy, Event: EventAdopt,
+		c.record(&store.Record{Worker: name, Instance: in.name, From: sm.Healthy, To: sm.Healthy, Event: sm.EventAdopt,
 			Reason: sm.ReasonServerUpgrade, PID: ad.PID, Port: ad.Port, StartTicks: ad.StartTicks, Route: w.route,
 			Detail: fmt.Sprintf("adopted from the previous server: pid %d alive (start time matches) and /health answered", ad.PID)})
 		c.emit(Probe{Instance: in.name, Port: in.port, Settings: w.settings})
@@ -106,7 +101,7 @@ func (c *Core) adoptDraining(w *worker, ad events.Adopted) {
 		in.drainReason = sm.ReasonReplaced
 	}
 	w.insts[in.name] = in
-	c.record(&store.Record{Worker: w.name, Instance: in.name, From: sm.Draining, To: sm.Draining, Event: EventAdopt,
+	c.record(&store.Record{Worker: w.name, Instance: in.name, From: sm.Draining, To: sm.Draining, Event: sm.EventAdopt,
 		Reason: sm.ReasonServerUpgrade, PID: ad.PID, Port: ad.Port, StartTicks: ad.StartTicks, Route: w.route,
 		Detail: fmt.Sprintf("adopted while draining (%s) from the previous server, which stops it once its requests in flight are done", in.drainReason)})
 	c.emit(After{Delay: c.o.DrainTimeout, Event: events.Drained{Instance: in.name, TimedOut: true}})

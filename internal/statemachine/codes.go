@@ -34,6 +34,13 @@ const (
 	EventAssetsChanged        = "assets_changed"
 	EventBinaryRejected       = "binary_rejected"
 	EventServerUpgradePending = "server_upgrade_pending"
+	// EventServerUpgradeFailed: a self-upgrade whose new binary did not
+	// become ready; the old server keeps serving (reason rollback).
+	EventServerUpgradeFailed = "server_upgrade_failed"
+	// EventAdopt: an instance a new server took over from the server it
+	// replaced (reason server_upgrade), healthy → healthy or draining →
+	// draining, with its pid and port.
+	EventAdopt = "adopt"
 	EventBuildStarted         = "build_started"
 	EventBuildOK              = "build_ok"
 	EventBuildFailed          = "build_failed"

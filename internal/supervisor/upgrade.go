@@ -31,10 +31,6 @@ import (
 // the log and the instances. Nothing was stopped.
 var ErrHandedOff = errors.New("handed over to the new server")
 
-// EventServerUpgradeFailed is the record of a self-upgrade that did not
-// happen (reason rollback): this server keeps serving.
-const EventServerUpgradeFailed = "server_upgrade_failed"
-
 // Upgrader is the server process's part of a self-upgrade.
 type Upgrader interface {
 	// HandOff runs on the loop once server_upgrade is in the log: it
@@ -119,7 +115,7 @@ func (s *Supervisor) upgradeFailed(res *events.ReloadResult, why string) {
 	res.Failures = append(res.Failures, msg)
 	res.Error = msg
 	// The old server serves on either way; a failure is logged by record.
-	_ = s.record(&store.Record{Event: EventServerUpgradeFailed, Reason: sm.ReasonRollback, Detail: msg})
+	_ = s.record(&store.Record{Event: sm.EventServerUpgradeFailed, Reason: sm.ReasonRollback, Detail: msg})
 }
 
 // adoptable checks a live instance of the log for adoption: its process is
