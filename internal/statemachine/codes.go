@@ -34,6 +34,8 @@ const (
 	EventAssetsChanged        = "assets_changed"
 	EventBinaryRejected       = "binary_rejected"
 	EventServerUpgradePending = "server_upgrade_pending"
+	// EventServerUpgrade: this server hands over to a new binary (CONTRACT.md §5, §11).
+	EventServerUpgrade = "server_upgrade"
 	// EventServerUpgradeFailed: a self-upgrade whose new binary did not
 	// become ready; the old server keeps serving (reason rollback).
 	EventServerUpgradeFailed = "server_upgrade_failed"

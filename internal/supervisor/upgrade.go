@@ -71,7 +71,7 @@ func (s *Supervisor) tryUpgrade(r checkDone, p *pendingReload) bool {
 	for _, w := range s.core.Workers() {
 		n += len(w.Instances)
 	}
-	if err := s.record(&store.Record{Event: sm.ReasonServerUpgrade, Reason: sm.ReasonServerUpgrade,
+	if err := s.record(&store.Record{Event: sm.EventServerUpgrade, Reason: sm.ReasonServerUpgrade,
 		Detail: fmt.Sprintf("pid %d hands the listeners, the log and %d instance(s) to the new %s (asked by %s)", os.Getpid(), n, srv, p.source)}); err != nil {
 		// Not noted as seen: the next reload tries again.
 		res.Failures = append(res.Failures, "server upgrade not started: "+err.Error())
