@@ -42,11 +42,11 @@ const (
 	// EventAdopt: an instance a new server took over from the server it
 	// replaced (reason server_upgrade), healthy → healthy or draining →
 	// draining, with its pid and port.
-	EventAdopt = "adopt"
-	EventBuildStarted         = "build_started"
-	EventBuildOK              = "build_ok"
-	EventBuildFailed          = "build_failed"
-	EventPortsExhausted       = "ports_exhausted"
+	EventAdopt          = "adopt"
+	EventBuildStarted   = "build_started"
+	EventBuildOK        = "build_ok"
+	EventBuildFailed    = "build_failed"
+	EventPortsExhausted = "ports_exhausted"
 	// EventLogRecreated is the server-level record a recreated log holds
 	// after the records copied from the old file.
 	EventLogRecreated = "log_recreated"
