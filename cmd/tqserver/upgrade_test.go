@@ -273,12 +273,7 @@ func assertNoMarked(t testing.TB, root string, allowed map[string]bool) {
 // exits non-zero saying so. A good binary afterwards still upgrades.
 func TestServerUpgradeRollsBack(t *testing.T) {
 	t.Setenv("TQ_UPGRADE_TIMEOUT_MS", "1500")
-	root := newRoot(t, fastConfig)
-	install(t, root, "index", "v1", "normal")
-	bin := tqBytes(t)
-	deployServer(t, root, bin, 0o755)
-	s := startServer(t, root)
-	waitBody(t, s.URL("/"), "v1 index", 10*time.Second)
+	root, bin, s := upgradeRig(t)
 	before := instancePIDs(s)
 	l := testrig.StartLoad(s.URL("/"), 4, 10_000_000, 2*time.Minute)
 	cases := []struct {
@@ -364,12 +359,7 @@ func kill9During(t *testing.T, point, victim string) {
 	hooks := t.TempDir()
 	t.Setenv("TQ_UPGRADE_HOOK", hooks)
 	t.Setenv("TQ_UPGRADE_TIMEOUT_MS", "3000")
-	root := newRoot(t, fastConfig)
-	install(t, root, "index", "v1", "normal")
-	bin := tqBytes(t)
-	deployServer(t, root, bin, 0o755)
-	s := startServer(t, root)
-	waitBody(t, s.URL("/"), "v1 index", 10*time.Second)
+	root, bin, s := upgradeRig(t)
 	oldPID, newPID := s.PID(), 0
 	t.Cleanup(func() {
 		stopServerPID(t, newPID)
@@ -513,12 +503,7 @@ func statusInstances(t testing.TB, root string) map[string]int {
 // server finishes the request, then stops it; its exit is recorded with
 // its drain reason.
 func TestServerUpgradeAdoptsDrainingInstance(t *testing.T) {
-	root := newRoot(t, fastConfig)
-	install(t, root, "index", "v1", "normal")
-	bin := tqBytes(t)
-	deployServer(t, root, bin, 0o755)
-	s := startServer(t, root)
-	waitBody(t, s.URL("/"), "v1 index", 10*time.Second)
+	root, bin, s := upgradeRig(t)
 	type result struct {
 		code int
 		body string
@@ -585,12 +570,7 @@ func TestServerUpgradeAdoptsDrainingInstance(t *testing.T) {
 // would adopt a half-done deploy: it is postponed, the reload fails saying
 // so, and the next reload once the roll has ended upgrades.
 func TestServerUpgradePostponedDuringRoll(t *testing.T) {
-	root := newRoot(t, fastConfig)
-	install(t, root, "index", "v1", "normal")
-	bin := tqBytes(t)
-	deployServer(t, root, bin, 0o755)
-	s := startServer(t, root)
-	waitBody(t, s.URL("/"), "v1 index", 10*time.Second)
+	root, bin, s := upgradeRig(t)
 	install(t, root, "index", "v2", "nohealth") // never healthy: rolls back after health_timeout_ms
 	rolled := make(chan struct{})
 	go func() {
@@ -614,4 +594,17 @@ func TestServerUpgradePostponedDuringRoll(t *testing.T) {
 	pid := reloadUpgrade(t, root)
 	t.Cleanup(func() { stopServerPID(t, pid) })
 	waitBody(t, s.URL("/"), "v1 index", 5*time.Second)
+}
+
+// upgradeRig starts a server from its own server/bin/tqserver (bin) with
+// the worker index serving v1.
+func upgradeRig(t *testing.T) (root string, bin []byte, s *server) {
+	t.Helper()
+	root = newRoot(t, fastConfig)
+	install(t, root, "index", "v1", "normal")
+	bin = tqBytes(t)
+	deployServer(t, root, bin, 0o755)
+	s = startServer(t, root)
+	waitBody(t, s.URL("/"), "v1 index", 10*time.Second)
+	return root, bin, s
 }

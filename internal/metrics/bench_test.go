@@ -1,10 +1,8 @@
 package metrics
 
 import (
-	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -41,18 +39,7 @@ func BenchmarkProxyScraped(b *testing.B) {
 		status.Workers = append(status.Workers, supervisor.WorkerStatus{Name: name, Instances: []supervisor.InstanceStatus{{Instance: name + "-1", State: sm.Healthy}}})
 	}
 	px.Swap(proxy.NewTable(routes))
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	front := proxy.NewServer(px, proxy.ServerOptions{})
-	go front.Serve(ln)
-	defer func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		front.Shutdown(ctx)
-		px.CloseIdleConnections()
-	}()
+	addr := serveProxy(b, px)
 	st, err := store.Open(filepath.Join(b.TempDir(), "var", "tqserver.db"), store.Options{})
 	if err != nil {
 		b.Fatal(err)
@@ -63,7 +50,7 @@ func BenchmarkProxyScraped(b *testing.B) {
 	msrv := httptest.NewServer(Handler(c))
 	defer msrv.Close()
 
-	url := "http://" + ln.Addr().String() + "/hello"
+	url := "http://" + addr + "/hello"
 	run := func(b *testing.B, scrape bool) {
 		tr := &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 16}
 		defer tr.CloseIdleConnections()

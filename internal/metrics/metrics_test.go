@@ -101,18 +101,7 @@ func TestCollectorScrape(t *testing.T) {
 	px := proxy.New(proxy.Options{})
 	b := proxy.NewBackend("api", "api-1", worker.Listener.Addr().String(), 0)
 	px.Swap(proxy.NewTable([]proxy.Route{{Prefix: "/api", Worker: "api", Backend: b}}))
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	front := proxy.NewServer(px, proxy.ServerOptions{})
-	go front.Serve(ln)
-	defer func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		front.Shutdown(ctx)
-		px.CloseIdleConnections()
-	}()
+	addr := serveProxy(t, px)
 
 	status := &supervisor.Status{Workers: []supervisor.WorkerStatus{{Name: "api", Instances: []supervisor.InstanceStatus{
 		{Instance: "api-1", State: sm.Healthy}, {Instance: "api-2", State: sm.Healthy}, {Instance: "api-0", State: sm.Draining},
@@ -122,7 +111,7 @@ func TestCollectorScrape(t *testing.T) {
 	srv := httptest.NewServer(Handler(c))
 	defer srv.Close()
 
-	base := "http://" + ln.Addr().String()
+	base := "http://" + addr
 	for i := range 7 {
 		path := "/api/ok"
 		if i%3 == 0 {
@@ -257,4 +246,23 @@ func TestCollectorConcurrent(t *testing.T) {
 	if got := counter(t, scrape(t, srv.URL), "tqserver_restarts_total", "reason=crashed", "worker=w"); got != 20 {
 		t.Fatalf("%v restarts, want 20", got)
 	}
+}
+
+// serveProxy serves px on a loopback listener until the test ends and
+// returns its address.
+func serveProxy(tb testing.TB, px *proxy.Proxy) string {
+	tb.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	front := proxy.NewServer(px, proxy.ServerOptions{})
+	go front.Serve(ln)
+	tb.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		front.Shutdown(ctx)
+		px.CloseIdleConnections()
+	})
+	return ln.Addr().String()
 }

@@ -74,19 +74,23 @@ func BenchmarkEngine(b *testing.B) {
 	})
 	p := New(Options{})
 	p.Swap(table(Route{Prefix: "/", Worker: "index", Backend: NewBackend("index", "index-1", addr, 0)}))
-	srv := startProxy(b, p)
+	benchGets(b, startProxy(b, p).URL+"/hello", http.StatusOK)
+}
+
+// benchGets measures sequential keep-alive GETs of url, each answering want.
+func benchGets(b *testing.B, url string, want int) {
 	tr := &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 16}
 	b.Cleanup(tr.CloseIdleConnections)
 	c := &http.Client{Transport: tr}
 	b.ReportAllocs()
 	for b.Loop() {
-		resp, err := c.Get(srv.URL + "/hello")
+		resp, err := c.Get(url)
 		if err != nil {
 			b.Fatal(err)
 		}
 		io.Copy(io.Discard, resp.Body)
 		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
+		if resp.StatusCode != want {
 			b.Fatal(resp.Status)
 		}
 	}
@@ -97,20 +101,5 @@ func BenchmarkEngine(b *testing.B) {
 func BenchmarkEngineNoRoute(b *testing.B) {
 	p := New(Options{})
 	p.Swap(table(Route{Prefix: "/api", Worker: "api"}))
-	srv := startProxy(b, p)
-	tr := &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 16}
-	b.Cleanup(tr.CloseIdleConnections)
-	c := &http.Client{Transport: tr}
-	b.ReportAllocs()
-	for b.Loop() {
-		resp, err := c.Get(srv.URL + "/nowhere")
-		if err != nil {
-			b.Fatal(err)
-		}
-		io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusNotFound {
-			b.Fatal(resp.Status)
-		}
-	}
+	benchGets(b, startProxy(b, p).URL+"/nowhere", http.StatusNotFound)
 }
