@@ -63,35 +63,16 @@ func (r *request) replayable() bool {
 	return false
 }
 
-// acquireOther is acquire avoiding one backend (the one that just failed
-// the request); avoid nil is acquire.
-func (p *Proxy) acquireOther(path string, avoid *Backend) (Route, *Backend, acquireResult) {
-	if avoid == nil {
-		return p.acquire(path)
+// pickOther is the route's least loaded backend other than avoid (the one
+// that just failed the request), or nil.
+func pickOther(rt Route, avoid *Backend) *Backend {
+	var b *Backend
+	for _, x := range rt.Backends {
+		if x != avoid && (b == nil || x.Inflight() < b.Inflight()) {
+			b = x
+		}
 	}
-	var rt Route
-	for range acquireAttempts {
-		var ok bool
-		rt, ok = p.table.Load().Lookup(path)
-		if !ok {
-			return rt, nil, noRoute
-		}
-		var b *Backend
-		for _, x := range rt.Backends {
-			if x != avoid && (b == nil || x.Inflight() < b.Inflight()) {
-				b = x
-			}
-		}
-		if b == nil {
-			return rt, nil, noBackend
-		}
-		b.inflight.Add(1)
-		if !b.closed.Load() {
-			return rt, b, acquired
-		}
-		b.inflight.Add(-1)
-	}
-	return rt, nil, noBackend
+	return b
 }
 
 // hold waits until end for the route of path to have a backend other than

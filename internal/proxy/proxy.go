@@ -193,6 +193,12 @@ const (
 // counts itself in flight first, then checks closed, so a supervisor that
 // saw closed and zero in flight can never be followed by a request here.
 func (p *Proxy) acquire(path string) (Route, *Backend, acquireResult) {
+	return p.acquireOther(path, nil)
+}
+
+// acquireOther is acquire avoiding one backend (the one that just failed
+// the request); avoid nil is acquire.
+func (p *Proxy) acquireOther(path string, avoid *Backend) (Route, *Backend, acquireResult) {
 	var rt Route
 	for range acquireAttempts {
 		var ok bool
@@ -200,7 +206,12 @@ func (p *Proxy) acquire(path string) (Route, *Backend, acquireResult) {
 		if !ok {
 			return rt, nil, noRoute
 		}
-		b := rt.Pick()
+		var b *Backend
+		if avoid == nil {
+			b = rt.Pick()
+		} else {
+			b = pickOther(rt, avoid)
+		}
 		if b == nil {
 			return rt, nil, noBackend
 		}
