@@ -84,14 +84,7 @@ func TestCgroupSubreaperReapsKilledDescendants(t *testing.T) {
 		t.Run(group, func(t *testing.T) {
 			spec := helperSpec(t, "spawn", "ignoreterm", group, "sleep")
 			spec.Mark = Mark(root, "w-"+group)
-			p := start(t, spec)
-			cpid, _ := childOf(t, waitLine(t, p, "child "))
-			waitLine(t, p, "ready")
-			stop(t, p, time.Second)
-			if !procGone(cpid) {
-				st, _ := readStat(cpid)
-				t.Fatalf("child %d still in /proc after Stop (state %c, ppid %d, we are %d)", cpid, st.state, st.ppid, os.Getpid())
-			}
+			stopReapsChild(t, spec)
 		})
 	}
 }

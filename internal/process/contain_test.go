@@ -73,16 +73,7 @@ func TestSubreaperReapsKilledDescendants(t *testing.T) {
 	subreaper(t)
 	for _, group := range []string{"same", "setsid"} {
 		t.Run(group, func(t *testing.T) {
-			p := start(t, markedSpec(t, "spawn", "ignoreterm", group, "sleep"))
-			cpid, _ := childOf(t, waitLine(t, p, "child "))
-			waitLine(t, p, "ready")
-			stop(t, p, time.Second)
-			// Reparented to this process when the leader died, then killed:
-			// its zombie must be reaped by the time Stop returns.
-			if !procGone(cpid) {
-				st, _ := readStat(cpid)
-				t.Fatalf("child %d still in /proc after Stop (state %c, ppid %d, we are %d)", cpid, st.state, st.ppid, os.Getpid())
-			}
+			stopReapsChild(t, markedSpec(t, "spawn", "ignoreterm", group, "sleep"))
 		})
 	}
 }
@@ -214,5 +205,20 @@ func TestStopAllCgroup(t *testing.T) {
 	waitDone(t, p)
 	if Alive(cpid, cticks) {
 		t.Errorf("child %d (no mark, in the cgroup) alive after StopAll", cpid)
+	}
+}
+
+// stopReapsChild starts spec (a helper that spawns a child), stops it and
+// checks that the child was reparented to this process when the leader
+// died, killed, and its zombie reaped by the time Stop returned.
+func stopReapsChild(t *testing.T, spec Spec) {
+	t.Helper()
+	p := start(t, spec)
+	cpid, _ := childOf(t, waitLine(t, p, "child "))
+	waitLine(t, p, "ready")
+	stop(t, p, time.Second)
+	if !procGone(cpid) {
+		st, _ := readStat(cpid)
+		t.Fatalf("child %d still in /proc after Stop (state %c, ppid %d, we are %d)", cpid, st.state, st.ppid, os.Getpid())
 	}
 }

@@ -443,12 +443,7 @@ func TestRestartRecordsSayWhy(t *testing.T) {
 	}
 
 	yaml := "workers:\n  port_range_start: 26000\n  port_range_end: 26999\n  restart_delay_ms: 10\n  default:\n    max_requests: 100000\n    env:\n      GREETING: hi\n"
-	if err := os.MkdirAll(filepath.Join(f.root, "config"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(f.root, "config", "server.yaml"), []byte(yaml), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	writeServerYAML(t, f.root, yaml)
 	if res := f.reload(); res.Error != "" || len(res.Failures) > 0 {
 		t.Fatalf("reload: %+v", res)
 	}
@@ -579,12 +574,7 @@ func TestWarmupURLs(t *testing.T) {
 		t.Fatalf("serving %q, want the old %s", got, baseVersion)
 	}
 	yaml := "workers:\n  port_range_start: 26000\n  port_range_end: 26999\n  restart_delay_ms: 10\n  default:\n    warmup_urls: [\"/slow?ms=5\", \"/health\"]\n"
-	if err := os.MkdirAll(filepath.Join(f.root, "config"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(f.root, "config", "server.yaml"), []byte(yaml), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	writeServerYAML(t, f.root, yaml)
 	f.deployBytes(t, f.version(t, "ver-3333"))
 	if res := f.reload(); res.Error != "" || len(res.Failures) > 0 {
 		t.Fatalf("reload with passing warm-up URLs: %+v", res)

@@ -242,12 +242,7 @@ func TestConfigNotAppliedWithoutRecord(t *testing.T) {
 	root := r.root
 
 	yaml := "workers:\n  port_range_start: 24000\n  port_range_end: 24999\n  default:\n    instances: 2\n"
-	if err := os.MkdirAll(filepath.Join(root, "config"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(root, "config", "server.yaml"), []byte(yaml), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	writeServerYAML(t, root, yaml)
 	reload := func() events.ReloadResult {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
@@ -282,12 +277,7 @@ func TestRemovedSlotStopsWithoutDrainRecord(t *testing.T) {
 
 	faults.set(func(rec *store.Record) bool { return rec.Event == "drain" || rec.Event == "exited" })
 	yaml := "workers:\n  port_range_start: 24000\n  port_range_end: 24999\n  default:\n    instances: 1\n"
-	if err := os.MkdirAll(filepath.Join(r.root, "config"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(r.root, "config", "server.yaml"), []byte(yaml), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	writeServerYAML(t, r.root, yaml)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if res := r.sup.Reload(ctx, "test"); res.Error != "" {

@@ -2,6 +2,7 @@ package supervisor
 
 import (
 	"fmt"
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -69,5 +70,16 @@ func waitLogged(t testing.TB, timeout time.Duration, what string, logs fmt.Strin
 	t.Helper()
 	if err := testrig.Poll(timeout, 5*time.Millisecond, what, func() (bool, string) { return cond(), "" }); err != nil {
 		t.Fatalf("%v\n%s", err, logs)
+	}
+}
+
+// writeServerYAML writes root/config/server.yaml.
+func writeServerYAML(t testing.TB, root, yaml string) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Join(root, "config"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(root, "config", "server.yaml"), []byte(yaml), 0o644); err != nil {
+		t.Fatal(err)
 	}
 }

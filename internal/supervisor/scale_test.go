@@ -398,12 +398,7 @@ func TestAutoscaleReloadClamps(t *testing.T) {
 
 	reload := func(yaml string) events.ReloadResult {
 		t.Helper()
-		if err := os.MkdirAll(filepath.Join(h.root, "config"), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(h.root, "config", "server.yaml"), []byte(yaml), 0o644); err != nil {
-			t.Fatal(err)
-		}
+		writeServerYAML(t, h.root, yaml)
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		res := h.sup.Reload(ctx, "test")
